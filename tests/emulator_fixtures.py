@@ -1,0 +1,1 @@
+"""Pytest fixtures that run the Cliniko emulator on loopback (registered from conftest.py)."""
