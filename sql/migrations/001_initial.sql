@@ -180,8 +180,9 @@ CREATE TABLE cliniko_practitioners (
     PRIMARY KEY (organization_id, id)
 );
 
--- Per stream crawl state. cursor_* is the committed position of the pass under way (or of the last one);
--- pass_* describe the pass; last_complete_* the latest pass that reached the end of the listing.
+-- Per stream crawl state, committed with each page. position_updated_at + position_ids: how far the pass under way
+-- has read (ids already read at exactly that updated_at); tie_after_id: keyset position inside one updated_at shared
+-- by more records than a page holds. cursor_updated_at: where the next incremental pass starts (minus an overlap).
 CREATE TABLE sync_state (
     organization_id          text NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
     stream                   text NOT NULL,
@@ -190,8 +191,8 @@ CREATE TABLE sync_state (
     pass_started_at          timestamptz,
     pass_complete            boolean NOT NULL DEFAULT false,
     position_updated_at      timestamptz,
-    position_id              text,
-    position_tie             boolean NOT NULL DEFAULT false,
+    position_ids             text[] NOT NULL DEFAULT '{}',
+    tie_after_id             text,
     cursor_updated_at        timestamptz,
     last_complete_at         timestamptz,
     last_full_complete_at    timestamptz,
