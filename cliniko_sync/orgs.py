@@ -1,0 +1,201 @@
+"""Organizations (clinics): validated settings stored in the `organizations` table (DESIGN §2, §7)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import datetime
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from cliniko_sync.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from cliniko_sync.db import DictConnection
+
+SERVICE = "cliniko"
+MAX_NAME_LENGTH = 200
+MIN_WINDOW_DAYS = 1
+MAX_WINDOW_DAYS = 3650
+_ORG_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+# phonenumbers knows a few regions that are not ISO 3166-1 countries (Ascension, Tristan da Cunha, Kosovo).
+_NOT_ISO_3166 = frozenset({"AC", "TA", "XK"})
+UPDATABLE = ("name", "country", "time_zone", "window_days", "include_upcoming", "enabled")
+
+
+@dataclass(frozen=True)
+class Organization:
+    id: str
+    name: str
+    country: str
+    time_zone: str
+    window_days: int
+    include_upcoming: bool
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+COLUMNS = tuple(f.name for f in fields(Organization))
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    """A user's value made safe for a one-line message: escaped, and cut when long."""
+    text = value if len(value) <= limit else value[:limit] + "…"
+    return repr(text)
+
+
+def validate_org_id(value: str) -> str:
+    """An organization id is a slug: lower-case letters, digits and hyphens, 1–63 characters, not starting with '-'."""
+    if not _ORG_ID.fullmatch(value):
+        raise UsageError(
+            f"invalid organization id {_shown(value)}: use 1–63 lower-case letters, digits and hyphens, "
+            "starting with a letter or digit (e.g. surf-rehab)"
+        )
+    return value
+
+
+def validate_name(value: str) -> str:
+    name = value.strip()
+    if not name:
+        raise UsageError("organization name must not be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise UsageError(f"organization name must be at most {MAX_NAME_LENGTH} characters (got {len(name)})")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise UsageError("organization name must not contain control characters (newlines, tabs, NUL, …)")
+    return name
+
+
+@cache
+def _countries() -> frozenset[str]:
+    import phonenumbers
+
+    return frozenset(phonenumbers.SUPPORTED_REGIONS) - _NOT_ISO_3166
+
+
+def validate_country(value: str) -> str:
+    """An ISO 3166-1 alpha-2 code that phonenumbers can use as the default region for local numbers."""
+    country = value.strip().upper()
+    if country not in _countries():
+        raise UsageError(f"unknown country {_shown(value)}: use an ISO 3166-1 alpha-2 code such as AU, NZ or GB")
+    return country
+
+
+def validate_time_zone(value: str) -> str:
+    import zoneinfo
+
+    if value not in zoneinfo.available_timezones():
+        raise UsageError(f"unknown time zone {_shown(value)}: use an IANA name such as Australia/Brisbane")
+    return value
+
+
+def validate_window_days(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_WINDOW_DAYS <= value <= MAX_WINDOW_DAYS:
+        raise UsageError(f"window days must be a whole number from {MIN_WINDOW_DAYS} to {MAX_WINDOW_DAYS}")
+    return value
+
+
+def _validate_flag(name: str, value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise UsageError(f"{name} must be true or false")
+    return value
+
+
+_VALIDATORS: dict[str, Callable[[Any], Any]] = {
+    "name": validate_name,
+    "country": validate_country,
+    "time_zone": validate_time_zone,
+    "window_days": validate_window_days,
+    "include_upcoming": lambda value: _validate_flag("include_upcoming", value),
+    "enabled": lambda value: _validate_flag("enabled", value),
+}
+
+
+def _from_row(row: dict[str, Any]) -> Organization:
+    return Organization(**{name: row[name] for name in COLUMNS})
+
+
+def add_organization(
+    conn: DictConnection,
+    org_id: str,
+    *,
+    name: str,
+    country: str = "AU",
+    time_zone: str = "Australia/Sydney",
+    window_days: int = 45,
+    include_upcoming: bool = False,
+) -> Organization:
+    """Create an organization and its Cliniko service row; an existing id is a usage error."""
+    import psycopg
+
+    values = {
+        "id": validate_org_id(org_id),
+        "name": validate_name(name),
+        "country": validate_country(country),
+        "time_zone": validate_time_zone(time_zone),
+        "window_days": validate_window_days(window_days),
+        "include_upcoming": _validate_flag("include_upcoming", include_upcoming),
+    }
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "INSERT INTO organizations (id, name, country, time_zone, window_days, include_upcoming)"
+                " VALUES (%(id)s, %(name)s, %(country)s, %(time_zone)s, %(window_days)s, %(include_upcoming)s)"
+                " RETURNING *",
+                values,
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO organization_services (organization_id, service) VALUES (%s, %s)", (org_id, SERVICE)
+            )
+    except psycopg.errors.UniqueViolation:
+        raise UsageError(f"organization {org_id} already exists (change it with `cliniko-sync org set`)") from None
+    assert row is not None
+    return _from_row(row)
+
+
+def unknown_organization(org_id: str) -> ConfigError:
+    return ConfigError(f"unknown organization {org_id}: add it with `cliniko-sync org add {org_id} --name NAME`")
+
+
+def get_organization(conn: DictConnection, org_id: str) -> Organization:
+    """The organization with this id; unknown → ConfigError (exit 78)."""
+    validate_org_id(org_id)
+    row = conn.execute("SELECT * FROM organizations WHERE id = %s", (org_id,)).fetchone()
+    if row is None:
+        raise unknown_organization(org_id)
+    return _from_row(row)
+
+
+def list_organizations(conn: DictConnection, *, enabled_only: bool = False) -> list[Organization]:
+    """Every organization (or only the enabled ones), by id."""
+    rows = conn.execute("SELECT * FROM organizations WHERE enabled OR NOT %s ORDER BY id", (enabled_only,)).fetchall()
+    return [_from_row(row) for row in rows]
+
+
+def update_organization(conn: DictConnection, org_id: str, **changes: Any) -> Organization:
+    """Change some of name, country, time_zone, window_days, include_upcoming, enabled; None values are ignored."""
+    from psycopg import sql
+
+    unknown = sorted(set(changes) - set(UPDATABLE))
+    if unknown:
+        raise UsageError(f"cannot change {', '.join(unknown)} (changeable: {', '.join(UPDATABLE)})")
+    values = {key: _VALIDATORS[key](value) for key, value in changes.items() if value is not None}
+    if not values:
+        return get_organization(conn, org_id)
+    validate_org_id(org_id)
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(key), sql.Placeholder(key)) for key in values
+    )
+    statement = sql.SQL("UPDATE organizations SET {}, updated_at = now() WHERE id = %(org_id)s RETURNING *").format(
+        assignments
+    )
+    with conn.transaction():
+        row = conn.execute(statement, {**values, "org_id": org_id}).fetchone()
+    if row is None:
+        raise unknown_organization(org_id)
+    return _from_row(row)
