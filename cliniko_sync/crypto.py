@@ -1,0 +1,135 @@
+"""Cliniko API keys encrypted at rest: one Fernet token per organization in `api_credentials` (DESIGN §6)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cliniko_sync.config import ENV_ENCRYPTION_KEY
+from cliniko_sync.errors import ConfigError
+from cliniko_sync.orgs import SERVICE, get_organization
+
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
+
+    from cliniko_sync.db import DictConnection
+
+_HOW_TO_MAKE_A_KEY = f"make one with `cliniko-sync keygen` and export {ENV_ENCRYPTION_KEY}=<key>"
+
+
+def load_fernet() -> MultiFernet:
+    """The keys in CREDENTIALS_ENCRYPTION_KEY: a comma-separated list whose first key encrypts and all decrypt."""
+    from cryptography.fernet import Fernet, MultiFernet
+
+    entries = [entry.strip() for entry in os.environ.get(ENV_ENCRYPTION_KEY, "").split(",")]
+    keys = [entry for entry in entries if entry]
+    if not keys:
+        raise ConfigError(f"{ENV_ENCRYPTION_KEY} is not set; {_HOW_TO_MAKE_A_KEY}")
+    fernets = []
+    for position, key in enumerate(keys, start=1):
+        try:
+            fernets.append(Fernet(key))
+        except (ValueError, TypeError):
+            # Never echo the value: it is (or is meant to be) a secret.
+            raise ConfigError(
+                f"{ENV_ENCRYPTION_KEY} key #{position} is not a valid Fernet key (32 url-safe base64 bytes); "
+                f"{_HOW_TO_MAKE_A_KEY}"
+            ) from None
+    return MultiFernet(fernets)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    api_key: str = field(repr=False)
+    region: str
+    api_url: str | None
+
+    def __repr__(self) -> str:
+        from cliniko_sync.cliniko.client import key_hint
+
+        return f"Credentials(api_key={key_hint(self.api_key)!r}, region={self.region!r}, api_url={self.api_url!r})"
+
+    __str__ = __repr__
+
+
+def store_credentials(conn: DictConnection, org_id: str, api_key: str, *, api_url: str | None = None) -> Credentials:
+    """Check the key's shape offline, encrypt it, and store it as the organization's Cliniko credentials."""
+    from cliniko_sync.cliniko.client import check_api_url, shard_for_key, validate_api_key_shape
+
+    validate_api_key_shape(api_key)
+    if api_url is not None:
+        api_url = api_url.strip()
+        check_api_url(api_url)
+    credentials = Credentials(api_key=api_key, region=shard_for_key(api_key), api_url=api_url or None)
+    payload = {"api_key": credentials.api_key, "region": credentials.region, "api_url": credentials.api_url}
+    token = load_fernet().encrypt(json.dumps(payload).encode()).decode()
+    get_organization(conn, org_id)
+    with conn.transaction():
+        # A new key has not been checked yet: forget the previous key's validation result.
+        conn.execute(
+            "INSERT INTO organization_services (organization_id, service) VALUES (%(org)s, %(service)s)"
+            " ON CONFLICT (organization_id, service) DO UPDATE"
+            " SET last_validated_at = NULL, last_validation_error = NULL, updated_at = now()",
+            {"org": org_id, "service": SERVICE},
+        )
+        conn.execute(
+            "INSERT INTO api_credentials (organization_id, service, token) VALUES (%(org)s, %(service)s, %(token)s)"
+            " ON CONFLICT (organization_id, service) DO UPDATE SET token = EXCLUDED.token, updated_at = now()",
+            {"org": org_id, "service": SERVICE, "token": token},
+        )
+    return credentials
+
+
+def _decrypt(fernet: MultiFernet, org_id: str, token: str) -> bytes:
+    from cryptography.fernet import InvalidToken
+
+    try:
+        return fernet.decrypt(token.encode())
+    except InvalidToken:
+        raise ConfigError(
+            f"cannot decrypt the stored API key of {org_id} with {ENV_ENCRYPTION_KEY}: wrong key? "
+            "(while rotating, list the new key first and the old one after a comma)"
+        ) from None
+
+
+def load_credentials(conn: DictConnection, org_id: str) -> Credentials:
+    """Decrypt the organization's Cliniko credentials; unknown organization, none stored, or undecryptable → 78."""
+    get_organization(conn, org_id)
+    row = conn.execute(
+        "SELECT token FROM api_credentials WHERE organization_id = %s AND service = %s", (org_id, SERVICE)
+    ).fetchone()
+    if row is None:
+        raise ConfigError(
+            f"no Cliniko API key stored for {org_id}: run `cliniko-sync credentials set {org_id}` (key on stdin)"
+        )
+    plain = _decrypt(load_fernet(), org_id, row["token"])
+    try:
+        payload = json.loads(plain)
+        return Credentials(api_key=payload["api_key"], region=payload["region"], api_url=payload.get("api_url"))
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"the stored credentials of {org_id} are damaged: set them again with `cliniko-sync credentials set`"
+        ) from None
+
+
+def rotate_credentials(conn: DictConnection) -> int:
+    """Re-encrypt every stored token with the first key in CREDENTIALS_ENCRYPTION_KEY; all or nothing."""
+    from cryptography.fernet import InvalidToken
+
+    fernet = load_fernet()
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT id, organization_id, token FROM api_credentials ORDER BY organization_id, service FOR UPDATE"
+        ).fetchall()
+        for row in rows:
+            try:
+                token = fernet.rotate(row["token"].encode()).decode()
+            except InvalidToken:
+                raise ConfigError(
+                    f"cannot decrypt the stored API key of {row['organization_id']} with any key in "
+                    f"{ENV_ENCRYPTION_KEY}; nothing was rotated (add the old key after the new one, comma-separated)"
+                ) from None
+            conn.execute("UPDATE api_credentials SET token = %s, updated_at = now() WHERE id = %s", (token, row["id"]))
+    return len(rows)
