@@ -199,3 +199,16 @@ def update_organization(conn: DictConnection, org_id: str, **changes: Any) -> Or
     if row is None:
         raise unknown_organization(org_id)
     return _from_row(row)
+
+
+def credential_status(conn: DictConnection) -> dict[str, dict[str, Any]]:
+    """Per organization: whether a Cliniko key is stored, and the last `check-credentials` result."""
+    rows = conn.execute(
+        "SELECT s.organization_id, c.id IS NOT NULL AS credentials_stored, s.last_validated_at,"
+        " s.last_validation_error"
+        " FROM organization_services s"
+        " LEFT JOIN api_credentials c ON c.organization_id = s.organization_id AND c.service = s.service"
+        " WHERE s.service = %s",
+        (SERVICE,),
+    ).fetchall()
+    return {row.pop("organization_id"): row for row in rows}
