@@ -2,16 +2,89 @@
 
 from __future__ import annotations
 
+from enum import Enum
 
-def list_active() -> None:
-    """List an organization's active patients (being built)."""
-    from cliniko_sync.errors import ClinikoSyncError
+import typer
 
-    raise ClinikoSyncError("list-active is not built yet")
+from cliniko_sync.output import Format
+from cliniko_sync.reports import SortKey
 
 
-def status() -> None:
-    """Show sync status (being built)."""
-    from cliniko_sync.errors import ClinikoSyncError
+class StatusFormat(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+    prometheus = "prometheus"
 
-    raise ClinikoSyncError("status is not built yet")
+
+def list_active(
+    organization: str = typer.Argument(..., metavar="ORG", help="Organization id, e.g. surf-rehab."),
+    sort: SortKey = typer.Option(SortKey.last_appointment, "--sort", help="Sort by this, ascending."),
+    desc: bool = typer.Option(False, "--desc", help="Sort descending instead."),
+    limit: int | None = typer.Option(None, "--limit", min=0, help="At most N rows (default: every row)."),
+    offset: int = typer.Option(0, "--offset", min=0, help="Skip the first N rows."),
+    min_recent: int = typer.Option(
+        0, "--min-recent", min=0, help="Only patients with at least N appointments in the window."
+    ),
+    search: str | None = typer.Option(
+        None, "--search", help="Case-insensitive literal text in the name, email or phone (no wildcards)."
+    ),
+    fmt: Format = typer.Option(Format.table, "--format", help="Output format."),
+) -> None:
+    """List an organization's active patients with their contact details and appointment counts."""
+    from cliniko_sync import db, reports
+    from cliniko_sync.config import current_settings
+    from cliniko_sync.output import render
+
+    with db.session(current_settings()) as conn:
+        rows = reports.list_active(
+            conn,
+            organization,
+            sort=sort,
+            descending=desc,
+            limit=limit,
+            offset=offset,
+            min_recent=min_recent,
+            search=search,
+        )
+        render(
+            rows,
+            reports.LIST_COLUMNS,
+            fmt,
+            title=f"Active patients of {organization}",
+            table_columns=reports.LIST_TABLE_COLUMNS,
+        )
+
+
+def status(
+    organization: str | None = typer.Argument(None, metavar="[ORG]", help="Only this organization."),
+    history: int | None = typer.Option(None, "--history", min=1, help="List the last N runs instead."),
+    max_age: str | None = typer.Option(
+        None, "--max-age", help="Exit 1 when an enabled organization's last success is older (90s, 30m, 2h, 1d)."
+    ),
+    fmt: StatusFormat = typer.Option(StatusFormat.table, "--format", help="Output format."),
+) -> None:
+    """Show each organization's last run, last success, active patients and whether a sync is running."""
+    import sys
+
+    from cliniko_sync import db, reports
+    from cliniko_sync.config import current_settings
+    from cliniko_sync.errors import ClinikoSyncError, UsageError
+    from cliniko_sync.output import render
+
+    limit = reports.parse_duration(max_age) if max_age is not None else None
+    if history is not None and fmt is StatusFormat.prometheus:
+        raise UsageError("--history cannot be combined with --format prometheus")
+    with db.session(current_settings()) as conn:
+        rows = reports.organization_status(conn, organization, max_age=limit)
+        runs = reports.run_history(conn, organization, history) if history is not None else None
+    if fmt is StatusFormat.prometheus:
+        sys.stdout.write(reports.prometheus_text(rows))
+    elif runs is not None:
+        render(runs, reports.HISTORY_COLUMNS, fmt.value, title="Sync runs")
+    else:
+        render(rows, reports.STATUS_COLUMNS, fmt.value, title="Sync status", table_columns=reports.STATUS_TABLE_COLUMNS)
+    stale = reports.stale_summary(rows)
+    if stale:
+        raise ClinikoSyncError(stale)

@@ -1,0 +1,45 @@
+-- Sync health per organization (status): the latest run, the latest success, active patients, cursors, liveness.
+-- A run counts as running only while its heartbeat is fresh: a killed process leaves a 'running' row behind.
+SELECT
+    o.id AS organization_id,
+    o.name,
+    o.enabled,
+    last_run.id::text AS last_run_id,
+    last_run.status AS last_run_status,
+    last_run.mode AS last_run_mode,
+    last_run.started_at AS last_run_started_at,
+    last_run.finished_at AS last_run_finished_at,
+    extract(epoch FROM last_run.finished_at - last_run.started_at)::float8 AS last_run_duration_seconds,
+    last_run.stats AS last_run_stats,
+    last_run.error_class AS last_run_error_class,
+    last_run.error_message AS last_run_error_message,
+    last_success.finished_at AS last_success_at,
+    extract(epoch FROM now() - last_success.finished_at)::float8 AS last_success_age_seconds,
+    (SELECT count(*) FROM active_patients AS ap WHERE ap.organization_id = o.id) AS active_patients,
+    cursors.oldest_cursor_at,
+    extract(epoch FROM now() - cursors.oldest_cursor_at)::float8 AS oldest_cursor_age_seconds,
+    EXISTS (
+        SELECT 1 FROM sync_log AS s
+        WHERE s.organization_id = o.id AND s.status = 'running' AND s.heartbeat_at > now() - interval '2 minutes'
+    ) AS running,
+    now() AS checked_at
+FROM organizations AS o
+LEFT JOIN LATERAL (
+    SELECT s.* FROM sync_log AS s
+    WHERE s.organization_id = o.id
+    ORDER BY s.started_at DESC, s.id DESC
+    LIMIT 1
+) AS last_run ON true
+LEFT JOIN LATERAL (
+    SELECT s.finished_at FROM sync_log AS s
+    WHERE s.organization_id = o.id AND s.status = 'success' AND s.finished_at IS NOT NULL
+    ORDER BY s.finished_at DESC
+    LIMIT 1
+) AS last_success ON true
+LEFT JOIN LATERAL (
+    SELECT min(coalesce(st.cursor_updated_at, st.updated_at)) AS oldest_cursor_at
+    FROM sync_state AS st
+    WHERE st.organization_id = o.id
+) AS cursors ON true
+WHERE %(organization_id)s::text IS NULL OR o.id = %(organization_id)s
+ORDER BY o.id
