@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from cliniko_sync.output import Format
+
 app = typer.Typer(help="Store and rotate encrypted Cliniko API keys.", no_args_is_help=True)
 
 
@@ -14,8 +16,85 @@ def keygen() -> None:
     typer.echo(Fernet.generate_key().decode())
 
 
-def check_credentials() -> None:
-    """Check stored API keys against Cliniko (being built)."""
-    from cliniko_sync.errors import ClinikoSyncError
+def _read_api_key() -> str:
+    """The key from stdin when it is piped in, else from a hidden prompt: never from the command line."""
+    import sys
 
-    raise ClinikoSyncError("check-credentials is not built yet")
+    from cliniko_sync.errors import UsageError
+
+    if sys.stdin is not None and not sys.stdin.isatty():
+        api_key = sys.stdin.read().strip()
+    else:
+        api_key = typer.prompt("Cliniko API key", hide_input=True, err=True).strip()
+    if not api_key:
+        raise UsageError("no API key given: pipe it on stdin or type it at the prompt")
+    return api_key
+
+
+@app.command("set")
+def set_(
+    org_id: str = typer.Argument(..., metavar="ORG", help="Organization id."),
+    api_url: str | None = typer.Option(
+        None, "--api-url", help="Override the API base URL (https; http only on loopback, e.g. the emulator)."
+    ),
+) -> None:
+    """Store ORG's Cliniko API key, read from stdin or a hidden prompt, encrypted with CREDENTIALS_ENCRYPTION_KEY."""
+    from cliniko_sync import db, orgs
+    from cliniko_sync.cliniko.client import base_url_for, key_hint
+    from cliniko_sync.config import current_settings
+    from cliniko_sync.crypto import load_fernet, store_credentials
+
+    with db.session(current_settings(), autocommit=True) as conn:
+        # Refuse before asking for the key when it could not be stored anyway.
+        orgs.get_organization(conn, org_id)
+        load_fernet()
+        credentials = store_credentials(conn, org_id, _read_api_key(), api_url=api_url)
+    typer.echo(
+        f"stored Cliniko API key {key_hint(credentials.api_key)} for {org_id} "
+        f"(shard {credentials.region}, {base_url_for(credentials.api_key, credentials.api_url)}); "
+        f"check it with `cliniko-sync check-credentials {org_id}`"
+    )
+
+
+@app.command("rotate")
+def rotate() -> None:
+    """Re-encrypt every stored key with the first key in CREDENTIALS_ENCRYPTION_KEY (list: NEW,OLD)."""
+    from cliniko_sync import db
+    from cliniko_sync.config import ENV_ENCRYPTION_KEY, current_settings
+    from cliniko_sync.crypto import rotate_credentials
+
+    with db.session(current_settings()) as conn:
+        count = rotate_credentials(conn)
+    noun = "credential" if count == 1 else "credentials"
+    typer.echo(f"re-encrypted {count} stored {noun} with the first key in {ENV_ENCRYPTION_KEY}")
+
+
+def check_credentials(
+    org_id: str | None = typer.Argument(None, metavar="[ORG]", help="Organization id (or --all)."),
+    all_: bool = typer.Option(False, "--all", help="Check every organization."),
+    fmt: Format = typer.Option(Format.table, "--format", help="Output format: table, json, jsonl or csv."),
+) -> None:
+    """Ask Cliniko whether stored API keys are accepted.
+
+    Exit 0 when accepted, 77 rejected, 69 unreachable, 78 configuration (no key, cannot decrypt, no contact email),
+    1 an unexpected answer; with --all the worst of them, in the order 78, 77, 1, 69.
+    """
+    from cliniko_sync import db, orgs
+    from cliniko_sync.config import current_settings
+    from cliniko_sync.credential_check import COLUMNS, check_credentials, worst_exit_code
+    from cliniko_sync.errors import UsageError
+    from cliniko_sync.output import render
+
+    if all_ == (org_id is not None):
+        raise UsageError("name one organization or give --all")
+    with db.session(current_settings(), autocommit=True) as conn:
+        org_ids = [org.id for org in orgs.list_organizations(conn)] if all_ else [orgs.validate_org_id(org_id or "")]
+        results = [check_credentials(conn, each) for each in org_ids]
+    render(
+        (result.as_dict() for result in results),
+        COLUMNS,
+        fmt,
+        title="Cliniko credentials",
+        table_columns=[c for c in COLUMNS if c != "exit_code"],
+    )
+    raise typer.Exit(worst_exit_code([result.exit_code for result in results]))
