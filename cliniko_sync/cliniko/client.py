@@ -1,0 +1,582 @@
+"""HTTP client for the Cliniko API: shard routing, auth, pagination, client-side rate limit, 429 handling, retries."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+from cliniko_sync import __version__
+from cliniko_sync.errors import (
+    ClinikoAPIError,
+    ClinikoUnavailableError,
+    ConfigError,
+    CredentialsRejectedError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    import requests
+    from tenacity import RetryCallState
+
+    from cliniko_sync.cliniko.ratelimit import SlidingWindowLimiter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHARD = "au1"
+_SHARD = re.compile(r"[a-z]{2}\d{1,2}", re.IGNORECASE)
+_NAME = re.compile(r"[a-z_]+")
+_SORT = re.compile(r"[a-z_]+(?::(?:asc|desc))?(?:,[a-z_]+(?::(?:asc|desc))?)*")
+_RECORD_ID = re.compile(r"[0-9]+")
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f]")
+FILTER_OPERATORS = frozenset({"=", "!=", ">=", ">", "<=", "<", "~", "~~", "?", "!?", "*"})
+_VALUELESS_OPERATORS = frozenset({"?", "!?", "*"})
+MAX_PER_PAGE = 100
+# Shortest wait after a 429, so a zero, negative or past reset time never turns into a request storm.
+MIN_RATE_LIMIT_WAIT = 0.5
+# An X-RateLimit-Reset below this cannot be an epoch time; read it as seconds to wait.
+_EPOCH_FLOOR = 1e8
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One `q[]` condition, rendered `field:<op><value>`; values are typed so user text is never pasted in raw."""
+
+    field: str
+    op: str
+    value: str | int | datetime | Sequence[str | int] | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.field):
+            raise ValueError(f"bad filter field {self.field!r}")
+        if self.op not in FILTER_OPERATORS:
+            raise ValueError(f"bad filter operator {self.op!r}")
+        if (self.value is None) != (self.op in _VALUELESS_OPERATORS):
+            raise ValueError(f"filter operator {self.op!r} {'takes no' if self.value is not None else 'needs a'} value")
+        self.render()
+
+    def render(self) -> str:
+        return f"{self.field}:{self.op}{_render_value(self.value)}"
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def _render_scalar(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("filter times must be timezone-aware")
+        # strftime drops the fraction: whole seconds, rounded down, as Cliniko documents its filter values.
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, str):
+        if re.search(r"[\x00-\x1f\x7f]", value):
+            raise ValueError("filter values cannot hold control characters")
+        return value
+    raise ValueError(f"unsupported filter value type {type(value).__name__}")
+
+
+def _render_value(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        items = [_render_scalar(item) for item in value]
+        if not items or any("," in item or not item for item in items):
+            raise ValueError("a filter list needs non-empty items without commas")
+        return ",".join(items)
+    return _render_scalar(value)
+
+
+@dataclass
+class Page:
+    """One page of a listing, as Cliniko sent it."""
+
+    records: list[dict]
+    total_entries: int | None
+    next_url: str | None
+    self_url: str
+    number: int
+
+
+@dataclass
+class ClientStats:
+    """What a client did so far: for sync_log and progress reports."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    rate_limit_wait_seconds: float = 0.0
+    throttle_wait_seconds: float = 0.0
+
+
+def key_hint(api_key: str) -> str:
+    """The last 4 characters of the key, for messages; nothing of a key too short to spare them."""
+    return "…" + api_key[-4:] if len(api_key) >= 8 else "…"
+
+
+def shard_for_key(api_key: str) -> str:
+    """The shard named by the key's `-<shard>` suffix (e.g. "au4"); a key without a suffix is an old au1 key."""
+    if "-" not in api_key:
+        return DEFAULT_SHARD
+    suffix = api_key.rsplit("-", 1)[1]
+    if not _SHARD.fullmatch(suffix):
+        raise UsageError(
+            f"API key {key_hint(api_key)} ends in an unknown shard suffix (expected e.g. -au1, -uk2 or no suffix)"
+        )
+    return suffix.lower()
+
+
+def validate_api_key_shape(api_key: str) -> None:
+    """Offline check of a key's shape: non-empty, printable ASCII without spaces, optional valid shard suffix."""
+    if not api_key:
+        raise UsageError("the API key is empty")
+    if _CONTROL_OR_SPACE.search(api_key) or not api_key.isascii():
+        raise UsageError(f"API key {key_hint(api_key)} contains whitespace or characters an API key cannot contain")
+    shard_for_key(api_key)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] of a URL: what messages may name (no credentials, path or query)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+def _redact(url: str) -> str:
+    """The URL without user info and query: filter values may hold patient data."""
+    return _origin(url) + urlsplit(url).path
+
+
+def check_api_url(url: str) -> None:
+    """Accept only https API URLs, or http on a loopback host (the emulator); raises UsageError otherwise."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is what validates it
+    except ValueError:
+        raise UsageError("the API URL is not a valid URL") from None
+    if parts.username is not None or parts.password is not None:
+        raise UsageError("the API URL must not carry credentials")
+    if not parts.hostname or parts.query or parts.fragment:
+        raise UsageError(f"the API URL must look like https://api.au1.cliniko.com/v1, not {_redact(url)}")
+    if parts.scheme == "https":
+        return
+    if parts.scheme == "http" and _is_loopback(parts.hostname):
+        return
+    raise UsageError(f"the API URL must use https (http only on a loopback host): {_redact(url)}")
+
+
+def base_url_for(api_key: str, api_url: str | None = None) -> str:
+    """https://api.<shard>.cliniko.com/v1 for the key's shard, or the stored `api_url` override."""
+    if api_url:
+        check_api_url(api_url)
+        return api_url.rstrip("/")
+    return f"https://api.{shard_for_key(api_key)}.cliniko.com/v1"
+
+
+class _Transient(Exception):
+    """A failure worth another attempt; `malformed` says whether the body (not the network) was at fault."""
+
+    def __init__(self, reason: str, *, malformed: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.malformed = malformed
+
+
+class _RateLimited(Exception):
+    """A 429; `wait` is what the server asked for (None: it did not say)."""
+
+    def __init__(self, wait: float | None) -> None:
+        super().__init__("HTTP 429")
+        self.wait = wait
+
+
+def _server_requested_wait(headers: Any, now: float) -> float | None:
+    """Seconds until the server lets us in again: X-RateLimit-Reset (epoch), else Retry-After (seconds or date)."""
+    reset = headers.get("X-RateLimit-Reset")
+    if reset:
+        try:
+            value = float(reset)
+        except ValueError:
+            value = None
+        if value is not None:
+            return value - now if value >= _EPOCH_FLOOR else value
+    retry_after = headers.get("Retry-After")
+    if retry_after:
+        try:
+            return float(retry_after)
+        except ValueError:
+            pass
+        try:
+            return parsedate_to_datetime(retry_after).timestamp() - now
+        except (TypeError, ValueError, IndexError):
+            return None
+    return None
+
+
+class _Attempts:
+    """The retry policy of one request, declared once: which failures retry, how long to wait, when to give up.
+
+    Ordinary failures (5xx, timeouts, connection errors, broken bodies) get `max_attempts` tries with exponential
+    backoff and jitter. A 429 does not use up those tries: it waits what the server asked (bounded), and only the
+    overall time budget ends a long 429 storm.
+    """
+
+    def __init__(self, client: ClinikoClient) -> None:
+        self.client = client
+        self.failures = 0
+        self.rate_limited = 0
+
+    def retry(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        return outcome is not None and isinstance(outcome.exception(), (_Transient, _RateLimited))
+
+    def wait(self, retry_state: RetryCallState) -> float:
+        client = self.client
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(error, _RateLimited):
+            # Back off further on each 429 in a row, so a reset time that is already past never becomes a spin.
+            backoff = MIN_RATE_LIMIT_WAIT * 2 ** (self.rate_limited - 1)
+            asked = error.wait + random.uniform(0.05, 0.5) if error.wait is not None else 0.0
+            return min(client.max_wait, max(asked, backoff, MIN_RATE_LIMIT_WAIT))
+        return min(client.max_wait, 2 ** (self.failures - 1) + random.uniform(0, 1))
+
+    def stop(self, retry_state: RetryCallState) -> bool:
+        client = self.client
+        if self.failures >= client.max_attempts:
+            return True
+        spent = max(retry_state.seconds_since_start or 0.0, retry_state.idle_for)
+        return spent + retry_state.upcoming_sleep > client.max_total_retry_seconds
+
+    def before_sleep(self, retry_state: RetryCallState) -> None:
+        stats = self.client.stats
+        stats.retries += 1
+        if retry_state.outcome is not None and isinstance(retry_state.outcome.exception(), _RateLimited):
+            stats.rate_limit_wait_seconds += retry_state.upcoming_sleep
+
+
+class _KeyAuth:
+    """Basic auth with the key as user and an empty password; its repr never shows the key."""
+
+    def __init__(self, api_key: str) -> None:
+        self._header = "Basic " + base64.b64encode(f"{api_key}:".encode()).decode()
+        self._hint = key_hint(api_key)
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._header
+        return request
+
+    def __repr__(self) -> str:
+        return f"<Cliniko API key {self._hint}>"
+
+
+def _envelope_key(path: str) -> str:
+    """The listing's envelope key is the last path segment: /v1/group_appointments/1/attendees → attendees."""
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _page_number(url: str) -> int:
+    for name, value in parse_qsl(urlsplit(url).query):
+        if name == "page" and value.isdigit():
+            return int(value)
+    return 1
+
+
+class ClinikoClient:
+    """One API key's connection to Cliniko. Not shared between threads: give each thread its own client
+    (they still share the key's rate limiter)."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        contact_email: str,
+        api_url: str | None = None,
+        rate_limit: int | None = 200,
+        rate_window: float = 60.0,
+        timeout: float = 30.0,
+        max_attempts: int = 6,
+        max_wait: float = 120.0,
+        max_total_retry_seconds: float = 900.0,
+    ) -> None:
+        import requests
+
+        from cliniko_sync.cliniko.ratelimit import limiter_for
+
+        validate_api_key_shape(api_key)
+        if not contact_email or "@" not in contact_email or _CONTROL_OR_SPACE.search(contact_email):
+            raise ConfigError("a contact email address is required for the User-Agent Cliniko asks for")
+        self.base_url = base_url_for(api_key, api_url)
+        self.shard = shard_for_key(api_key)
+        self.stats = ClientStats()
+        self.timeout = timeout
+        self.max_attempts = max(1, max_attempts)
+        self.max_wait = max(MIN_RATE_LIMIT_WAIT, max_wait)
+        self.max_total_retry_seconds = max_total_retry_seconds
+        # Every wait between attempts goes through here (tests replace it to record waits without sleeping).
+        self.sleep: Callable[[float], None] = time.sleep
+        self._key_hint = key_hint(api_key)
+        self._limiter: SlidingWindowLimiter | None = (
+            limiter_for(api_key, rate_limit, rate_window) if rate_limit is not None else None
+        )
+        self._session = requests.Session()
+        self._session.auth = _KeyAuth(api_key)
+        self._session.headers.update(
+            {"Accept": "application/json", "User-Agent": f"cliniko-sync/{__version__} ({contact_email})"}
+        )
+        base = urlsplit(self.base_url)
+        self._base_origin = (base.scheme, base.hostname, base.port or (443 if base.scheme == "https" else 80))
+        self._base_path = base.path.rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"ClinikoClient(base_url={self.base_url!r}, key={self._key_hint!r})"
+
+    def __enter__(self) -> ClinikoClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- listings ---------------------------------------------------------------------------------------------
+
+    def list_page(
+        self,
+        resource: str,
+        *,
+        filters: Sequence[Filter] = (),
+        sort: str | None = None,
+        page: int = 1,
+        per_page: int = MAX_PER_PAGE,
+    ) -> Page:
+        """One page of `resource` (e.g. "patients"), filtered server-side."""
+        if page < 1:
+            raise ValueError("page numbers start at 1")
+        params = [("page", str(page)), *self._listing_params(resource, filters, sort, per_page)]
+        url = f"{self.base_url}/{resource}"
+        return self._page(url, params, resource=resource, number=page)
+
+    def follow(self, next_url: str) -> Page:
+        """The page a `links.next` URL names; refused unless it is on our own scheme, host and port."""
+        parts = urlsplit(next_url)
+        try:
+            origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        except ValueError:
+            origin = None
+        if origin != self._base_origin or not parts.path.startswith(self._base_path + "/") or parts.username:
+            raise ClinikoAPIError(
+                f"Cliniko sent a next-page link to {_origin(next_url)}, not {_origin(self.base_url)}; refusing to "
+                "send the API key there"
+            )
+        resource = _envelope_key(parts.path)
+        return self._page(next_url, None, resource=resource, number=_page_number(next_url))
+
+    def iter_pages(
+        self,
+        resource: str,
+        *,
+        filters: Sequence[Filter] = (),
+        sort: str | None = None,
+        per_page: int = MAX_PER_PAGE,
+    ) -> Iterator[Page]:
+        """Every page of a listing, following `links.next`; raises rather than end a listing short.
+
+        A next link that drops our filters, sort or page size is not followed (it would list something else): the
+        client asks for the next page number with its own parameters instead.
+        """
+        ours = sorted(self._listing_params(resource, filters, sort, per_page))
+        page = self.list_page(resource, filters=filters, sort=sort, page=1, per_page=per_page)
+        expected = page.total_entries
+        read = len(page.records)
+        yield page
+        while page.next_url:
+            previous = page.number
+            if self._keeps_params(page.next_url, ours):
+                page = self.follow(page.next_url)
+            else:
+                page = self.list_page(resource, filters=filters, sort=sort, page=previous + 1, per_page=per_page)
+            if page.number <= previous:
+                raise ClinikoAPIError(
+                    f"Cliniko's next link for {_redact(self.base_url)}/{resource} went back from page {previous} to "
+                    f"page {page.number}"
+                )
+            read += len(page.records)
+            yield page
+        if expected is not None and read != expected:
+            raise ClinikoAPIError(
+                f"Cliniko listed {expected} {resource} at {_redact(self.base_url)}/{resource} but its pages held "
+                f"{read}; the listing changed or was cut short"
+            )
+
+    def get(self, resource: str, record_id: str, *, filters: Sequence[Filter] = ()) -> dict:
+        """One record by id (e.g. `get("patients", "123", filters=[Filter("archived_at", "*")])`)."""
+        if not _NAME.fullmatch(resource) or not _RECORD_ID.fullmatch(str(record_id)):
+            raise ValueError("bad resource name or record id")
+        url = f"{self.base_url}/{resource}/{record_id}"
+        body = self._request_json(url, [("q[]", item.render()) for item in filters], where=_redact(url))
+        if not isinstance(body, dict) or "id" not in body:
+            raise ClinikoAPIError(f"Cliniko sent an unexpected body for GET {_redact(url)}")
+        return body
+
+    @staticmethod
+    def _listing_params(
+        resource: str, filters: Sequence[Filter], sort: str | None, per_page: int
+    ) -> list[tuple[str, str]]:
+        if not _NAME.fullmatch(resource):
+            raise ValueError(f"bad resource name {resource!r}")
+        if not 1 <= per_page <= MAX_PER_PAGE:
+            raise ValueError(f"per_page must be 1..{MAX_PER_PAGE}")
+        params = [("per_page", str(per_page))]
+        if sort is not None:
+            if not _SORT.fullmatch(sort):
+                raise ValueError(f"bad sort {sort!r}")
+            params.append(("sort", sort))
+        params.extend(("q[]", item.render()) for item in filters)
+        return params
+
+    @staticmethod
+    def _keeps_params(next_url: str, ours: list[tuple[str, str]]) -> bool:
+        theirs = [(name, value) for name, value in parse_qsl(urlsplit(next_url).query) if name != "page"]
+        return sorted(theirs) == ours and _page_number(next_url) > 1
+
+    def _page(self, url: str, params: list[tuple[str, str]] | None, *, resource: str, number: int) -> Page:
+        where = f"{_redact(url)} (page {number})"
+        body = self._request_json(url, params, where=where)
+        if not isinstance(body, dict):
+            raise ClinikoAPIError(f"Cliniko sent a body that is not a listing for GET {where}")
+        records = body.get(resource)
+        if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
+            raise ClinikoAPIError(f"Cliniko sent a listing without a list of {resource} for GET {where}")
+        total = body.get("total_entries")
+        links = body.get("links")
+        links = links if isinstance(links, dict) else {}
+        next_url = links.get("next")
+        self_url = links.get("self")
+        return Page(
+            records=records,
+            total_entries=total if isinstance(total, int) and not isinstance(total, bool) else None,
+            next_url=next_url if isinstance(next_url, str) and next_url else None,
+            self_url=self_url if isinstance(self_url, str) else url,
+            number=number,
+        )
+
+    # -- one request, with its retries ------------------------------------------------------------------------
+
+    def _request_json(self, url: str, params: list[tuple[str, str]] | None, *, where: str) -> Any:
+        from tenacity import Retrying
+
+        policy = _Attempts(self)
+        retrying = Retrying(
+            retry=policy.retry,
+            wait=policy.wait,
+            stop=policy.stop,
+            before_sleep=policy.before_sleep,
+            sleep=lambda seconds: self.sleep(seconds),
+            reraise=True,
+        )
+        try:
+            return retrying(self._attempt, url, params, where, policy)
+        except _RateLimited:
+            raise ClinikoUnavailableError(
+                f"Cliniko kept answering 429 (rate limited) for GET {where} after {policy.rate_limited} tries"
+            ) from None
+        except _Transient as error:
+            attempts = f"{policy.failures} attempt{'s' if policy.failures != 1 else ''}"
+            if error.malformed:
+                raise ClinikoAPIError(f"Cliniko sent {error.reason} for GET {where} ({attempts})") from None
+            message = f"Cliniko did not answer GET {where} after {attempts}: {error.reason}"
+            raise ClinikoUnavailableError(message) from None
+
+    def _attempt(self, url: str, params: list[tuple[str, str]] | None, where: str, policy: _Attempts) -> Any:
+        try:
+            return self._send(url, params, where)
+        except _Transient:
+            policy.failures += 1
+            raise
+        except _RateLimited:
+            policy.rate_limited += 1
+            self.stats.rate_limited += 1
+            raise
+
+    def _send(self, url: str, params: list[tuple[str, str]] | None, where: str) -> Any:
+        started = time.monotonic()
+        if self._limiter is None:
+            response = self._exchange(url, params)
+        else:
+            with self._limiter.request() as waited:
+                self.stats.throttle_wait_seconds += waited
+                response = self._exchange(url, params)
+        status = response.status_code
+        log.debug("GET %s -> %s in %.3fs", urlsplit(url).path, status, time.monotonic() - started)
+        if status == 429:
+            raise _RateLimited(_server_requested_wait(response.headers, time.time()))
+        if status >= 500:
+            raise _Transient(f"HTTP {status}")
+        if status in (401, 403):
+            raise CredentialsRejectedError(
+                f"Cliniko rejected the API key {self._key_hint} (HTTP {status}) for {_origin(self.base_url)}"
+            )
+        if 300 <= status < 400:
+            raise ClinikoAPIError(f"Cliniko redirected GET {where} (HTTP {status}); redirects are not followed")
+        if status == 404:
+            raise ClinikoAPIError(f"not found: GET {where} (HTTP 404)")
+        if status == 422:
+            raise ClinikoAPIError(f"Cliniko refused GET {where} (HTTP 422){_invalid_fields(response.content)}")
+        if status != 200:
+            raise ClinikoAPIError(f"Cliniko answered HTTP {status} for GET {where}")
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise _Transient("a body that is not valid JSON", malformed=True) from None
+
+    def _exchange(self, url: str, params: list[tuple[str, str]] | None) -> requests.Response:
+        import requests
+
+        self.stats.requests += 1
+        try:
+            # Not streamed: the whole body is read here, so a connection cut mid-body is a failed attempt.
+            response = self._session.get(url, params=params, timeout=self.timeout, allow_redirects=False)
+        except requests.exceptions.Timeout:
+            raise _Transient("timed out") from None
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
+            raise _Transient("a truncated body", malformed=True) from None
+        except requests.exceptions.ConnectionError:
+            raise _Transient("connection failed") from None
+        return response
+
+
+def _invalid_fields(content: bytes) -> str:
+    """The field names (never the values or messages) a 422 body's `errors` object lists."""
+    try:
+        errors = json.loads(content).get("errors")
+    except (ValueError, AttributeError):
+        return ""
+    if not isinstance(errors, dict) or not errors:
+        return ""
+    names = sorted(str(name) for name in errors if _NAME.fullmatch(str(name)))
+    return f": invalid {', '.join(names)}" if names else ""
