@@ -65,7 +65,8 @@ def search_pattern(text: str) -> str:
 def _order_by(sort: SortKey, descending: bool) -> Any:
     from psycopg import sql
 
-    direction = sql.SQL(" DESC NULLS LAST" if descending else " ASC NULLS LAST")
+    # PostgreSQL's defaults (ASC NULLS LAST, DESC NULLS FIRST) make --desc the exact reverse and match the indexes.
+    direction = sql.SQL(" DESC" if descending else " ASC")
     return sql.SQL(", ").join(sql.SQL(column) + direction for column in _SORT_COLUMNS[sort])
 
 

@@ -154,14 +154,15 @@ def test_json_rows_have_the_documented_shape(clinic: Any, cli: Any) -> None:
 
 
 def test_default_sort_is_last_appointment_oldest_first_and_desc_reverses(clinic: Any, cli: Any) -> None:
-    # Patient 6 has only upcoming appointments (no last appointment): last in both directions.
+    # Patient 6 has only upcoming appointments (no last appointment): last, and first when reversed.
     assert ids(listed(cli)) == ["2", "4", "3", "1", "5", "6"]
-    assert ids(listed(cli, "--desc")) == ["5", "1", "3", "4", "2", "6"]
+    assert ids(listed(cli, "--desc")) == ["6", "5", "1", "3", "4", "2"]
 
 
 def test_sort_by_name_and_by_recent(clinic: Any, cli: Any) -> None:
     names = [row["name"] for row in listed(cli, "--sort", "name")]
     assert names[-1] is None and names[:-1] == sorted(names[:-1])
+    assert [row["name"] for row in listed(cli, "--sort", "name", "--desc")] == names[::-1]
     assert ids(listed(cli, "--sort", "recent", "--desc"))[:3] == ["5", "1", "3"]
     recent = [row["recent_appointment_count"] for row in listed(cli, "--sort", "recent")]
     assert recent == sorted(recent)
