@@ -1,0 +1,1 @@
+"""The Cliniko API client and the parsing of its records into mirror rows."""
