@@ -38,7 +38,9 @@ def patient(**fields: object) -> dict:
         "preferred_first_name": None,
         "label": None,
         "email": "Zoe.OConnor@Example.TEST",
-        "patient_phone_numbers": [{"phone_type": "Mobile", "number": "0412 555 019", "normalized_number": "61412555019"}],
+        "patient_phone_numbers": [
+            {"phone_type": "Mobile", "number": "0412 555 019", "normalized_number": "61412555019"},
+        ],
         "archived_at": None,
         "deleted_at": None,
         "merged_at": None,
@@ -340,9 +342,8 @@ def test_practitioner_name(raw: dict, name: str | None) -> None:
 
 
 def test_appointment_type_row() -> None:
-    row = appointment_type_row(
-        {"id": 8, "name": " Initial consult ", "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-02-01T00:00:00Z"}
-    )
+    raw = {"id": 8, "name": " Initial consult ", "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-02-01T00:00Z"}
+    row = appointment_type_row(raw)
     assert (row["id"], row["name"], row["archived_at"]) == ("8", "Initial consult", None)
 
 
