@@ -342,7 +342,7 @@ def test_practitioner_name(raw: dict, name: str | None) -> None:
 
 
 def test_appointment_type_row() -> None:
-    raw = {"id": 8, "name": " Initial consult ", "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-02-01T00:00Z"}
+    raw = {"id": 8, "name": " Initial consult ", "created_at": "2024-01-01T00:00Z", "updated_at": "2024-02-01T00:00Z"}
     row = appointment_type_row(raw)
     assert (row["id"], row["name"], row["archived_at"]) == ("8", "Initial consult", None)
 
