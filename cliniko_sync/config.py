@@ -67,3 +67,24 @@ def current_settings() -> Settings:
 def set_current_settings(settings: Settings) -> None:
     global _current
     _current = settings
+
+
+ENV_RATE_LIMIT = "CLINIKO_SYNC_RATE_LIMIT"
+
+
+def rate_limit_setting() -> tuple[int | None, float]:
+    """Client-side request budget per API key: CLINIKO_SYNC_RATE_LIMIT as REQUESTS/SECONDS (default 200/60), or off."""
+    raw = os.environ.get(ENV_RATE_LIMIT, "").strip().lower()
+    if not raw:
+        return 200, 60.0
+    if raw in ("off", "none", "0"):
+        return None, 60.0
+    try:
+        requests_text, _, seconds_text = raw.partition("/")
+        requests_allowed = int(requests_text)
+        seconds = float(seconds_text) if seconds_text else 60.0
+        if requests_allowed < 1 or seconds <= 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{ENV_RATE_LIMIT} must look like 200/60 (requests per seconds) or off") from None
+    return requests_allowed, seconds

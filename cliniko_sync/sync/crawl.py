@@ -1,0 +1,141 @@
+"""Where a stream's crawl stands, and how one page moves it on: keyset paging over (updated_at, id).
+
+Every request asks for page 1 of `updated_at >= position`, so records that change while we crawl (and move to the
+end of the listing) can never shift an unread record onto a page we already read. When more records share one
+updated_at than a page holds, the crawl pages through that second by id (`id > last id`) instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from cliniko_sync.cliniko.client import Filter
+from cliniko_sync.sync.streams import Stream
+
+ONE_SECOND = timedelta(seconds=1)
+# Ids already read at the position's updated_at are re-fetched by the next request; past this many, page by id.
+TIE_THRESHOLD = 50
+
+
+def whole_second(value: datetime) -> datetime:
+    return value.replace(microsecond=0)
+
+
+def _id_key(record_id: str) -> tuple[int, str]:
+    """Cliniko ids are decimal strings of 64-bit integers: order them as numbers."""
+    return (int(record_id), record_id) if record_id.isdigit() else (-1, record_id)
+
+
+def _record_key(row: dict[str, Any]) -> tuple[datetime, tuple[int, str]]:
+    return (row["updated_at"], _id_key(row["id"]))
+
+
+@dataclass(frozen=True)
+class Position:
+    """How far a pass has read. updated_at None means the beginning of the listing."""
+
+    updated_at: datetime | None = None
+    ids: frozenset[str] = field(default_factory=frozenset)
+    tie_after_id: str | None = None
+
+    def already_read(self, row: dict[str, Any]) -> bool:
+        if self.updated_at is None:
+            return False
+        if self.tie_after_id is not None and whole_second(row["updated_at"]) == whole_second(self.updated_at):
+            return _id_key(row["id"]) <= _id_key(self.tie_after_id) or row["id"] in self.ids
+        return row["updated_at"] < self.updated_at or (row["updated_at"] == self.updated_at and row["id"] in self.ids)
+
+
+@dataclass(frozen=True)
+class Step:
+    new_rows: list[dict[str, Any]]
+    position: Position
+    complete: bool
+    progressed: bool
+
+
+def request_for(stream: Stream, position: Position) -> tuple[list[Filter], str | None]:
+    """The q[] filters and sort of the next request."""
+    filters = list(stream.include_filters)
+    if not stream.incremental:
+        return filters, None
+    if position.tie_after_id is not None and position.updated_at is not None:
+        second = whole_second(position.updated_at)
+        filters += [
+            Filter("updated_at", ">=", second),
+            Filter("updated_at", "<", second + ONE_SECOND),
+            Filter("id", ">", position.tie_after_id),
+        ]
+        return filters, "id"
+    if position.updated_at is not None:
+        filters.append(Filter("updated_at", ">=", whole_second(position.updated_at)))
+    return filters, "updated_at,id"
+
+
+def advance(position: Position, rows: list[dict[str, Any]], *, has_next: bool) -> Step:
+    """Fold one page into the position: which rows are new, where the next request starts, whether we are done."""
+    new_rows = [row for row in rows if not position.already_read(row)]
+    if position.tie_after_id is not None and position.updated_at is not None:
+        return _advance_in_tie(position, rows, new_rows, has_next=has_next)
+    if not rows:
+        return Step(new_rows, position, complete=not has_next, progressed=False)
+    top = max(rows, key=_record_key)
+    top_time = top["updated_at"]
+    ids_at_top = {row["id"] for row in rows if row["updated_at"] == top_time}
+    if position.updated_at == top_time:
+        ids_at_top |= position.ids
+    moved = Position(top_time, frozenset(ids_at_top))
+    if has_next and len(ids_at_top) >= TIE_THRESHOLD:
+        moved = Position(top_time, moved.ids, tie_after_id=max(ids_at_top, key=_id_key))
+    return Step(new_rows, moved, complete=not has_next, progressed=bool(new_rows) or moved != position)
+
+
+def _advance_in_tie(position: Position, rows: list[dict[str, Any]], new_rows: list[dict[str, Any]], *,
+                    has_next: bool) -> Step:  # fmt: skip
+    assert position.updated_at is not None and position.tie_after_id is not None
+    if not has_next:
+        # The crowded second is exhausted: carry on after it.
+        after = Position(whole_second(position.updated_at) + ONE_SECOND)
+        return Step(new_rows, after, complete=False, progressed=True)
+    last_id = max((row["id"] for row in rows), key=_id_key, default=position.tie_after_id)
+    moved = Position(position.updated_at, position.ids, tie_after_id=max(last_id, position.tie_after_id, key=_id_key))
+    return Step(new_rows, moved, complete=False, progressed=moved != position)
+
+
+class Listing(Protocol):
+    """What the crawl needs from a Cliniko client page."""
+
+    records: list[dict[str, Any]]
+    next_url: str | None
+    total_entries: int | None
+
+
+def pages(
+    stream: Stream,
+    position: Position,
+    *,
+    fetch: Callable[[list[Filter], str | None], Listing],
+    follow: Callable[[str], Listing],
+    parse: Callable[[dict[str, Any]], dict[str, Any]],
+) -> Iterator[tuple[Listing, Step]]:
+    """Crawl one stream from `position`, yielding each page with its step. The caller writes the step's rows and
+    position in one transaction before asking for the next page; the crawl ends after a step marked complete."""
+    follow_url: str | None = None
+    while True:
+        page = follow(follow_url) if follow_url else fetch(*request_for(stream, position))
+        rows = [parse(raw) for raw in page.records]
+        has_next = page.next_url is not None
+        if stream.incremental:
+            step = advance(position, rows, has_next=has_next)
+        else:
+            step = Step(rows, position, complete=not has_next, progressed=False)
+        yield page, step
+        if step.complete:
+            return
+        position = step.position
+        # Reference streams follow next links; a server that ignores our filters or sort makes no keyset
+        # progress, so the crawl falls back to its own next link until it does.
+        follow_url = page.next_url if not step.progressed else None

@@ -1,0 +1,139 @@
+"""The Cliniko resources the sync copies, declared as data over one generic crawl loop (pipeline.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cliniko_sync.cliniko import records
+from cliniko_sync.cliniko.client import Filter
+
+RowParser = Callable[[dict[str, Any], str], dict[str, Any]]
+
+
+def _everything(*fields: str) -> tuple[Filter, ...]:
+    """`field:*` filters: Cliniko leaves archived, cancelled and deleted records out unless a filter names them."""
+    return tuple(Filter(name, "*") for name in fields)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One Cliniko list endpoint mirrored into one table.
+
+    incremental streams are crawled in (updated_at, id) order from a cursor; the others are small reference lists
+    read whole on every run (no filters, so nothing an implementation might not support).
+    """
+
+    name: str
+    table: str
+    columns: tuple[str, ...]
+    parse: RowParser
+    include_filters: tuple[Filter, ...] = field(default=())
+    incremental: bool = True
+
+    @property
+    def resource(self) -> str:
+        return self.name
+
+
+STREAMS: tuple[Stream, ...] = (
+    Stream(
+        name="appointment_types",
+        table="cliniko_appointment_types",
+        columns=("id", "name", "created_at", "updated_at", "archived_at", "deleted_at", "raw"),
+        parse=lambda raw, region: records.appointment_type_row(raw),
+        incremental=False,
+    ),
+    Stream(
+        name="practitioners",
+        table="cliniko_practitioners",
+        columns=("id", "name", "created_at", "updated_at", "archived_at", "deleted_at", "raw"),
+        parse=lambda raw, region: records.practitioner_row(raw),
+        incremental=False,
+    ),
+    Stream(
+        name="patients",
+        table="cliniko_patients",
+        columns=(
+            "id",
+            "first_name",
+            "last_name",
+            "name",
+            "email",
+            "phone",
+            "phone_valid",
+            "created_at",
+            "updated_at",
+            "archived_at",
+            "deleted_at",
+            "merged_at",
+            "raw",
+        ),  # fmt: skip
+        parse=lambda raw, region: records.patient_row(raw, default_region=region),
+        include_filters=_everything("archived_at"),
+    ),
+    Stream(
+        name="individual_appointments",
+        table="cliniko_individual_appointments",
+        columns=(
+            "id",
+            "patient_id",
+            "practitioner_id",
+            "appointment_type_id",
+            "business_id",
+            "starts_at",
+            "ends_at",
+            "did_not_arrive",
+            "cancelled_at",
+            "archived_at",
+            "deleted_at",
+            "created_at",
+            "updated_at",
+            "raw",
+        ),  # fmt: skip
+        parse=lambda raw, region: records.individual_appointment_row(raw),
+        include_filters=_everything("archived_at", "cancelled_at", "deleted_at"),
+    ),
+    Stream(
+        name="group_appointments",
+        table="cliniko_group_appointments",
+        columns=(
+            "id",
+            "practitioner_id",
+            "appointment_type_id",
+            "business_id",
+            "starts_at",
+            "ends_at",
+            "max_attendees",
+            "archived_at",
+            "deleted_at",
+            "created_at",
+            "updated_at",
+            "raw",
+        ),  # fmt: skip
+        parse=lambda raw, region: records.group_appointment_row(raw),
+        include_filters=_everything("archived_at", "deleted_at"),
+    ),
+    Stream(
+        name="attendees",
+        table="cliniko_attendees",
+        columns=(
+            "id",
+            "patient_id",
+            "group_appointment_id",
+            "arrived",
+            "did_not_arrive",
+            "cancelled_at",
+            "archived_at",
+            "deleted_at",
+            "created_at",
+            "updated_at",
+            "raw",
+        ),  # fmt: skip
+        parse=lambda raw, region: records.attendee_row(raw),
+        include_filters=_everything("archived_at", "cancelled_at", "deleted_at"),
+    ),
+)
+
+STREAMS_BY_NAME = {stream.name: stream for stream in STREAMS}

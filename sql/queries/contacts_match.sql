@@ -1,0 +1,31 @@
+-- Link patients that have no contact yet to a contact with the same {field}, when exactly one contact that is not
+-- linked to another patient has it. If several patients claim one contact, the lowest Cliniko id wins. Only the
+-- contact's empty fields are filled: it belongs to another system.
+WITH unlinked_patients AS (
+    SELECT p.id, p.name, p.email, p.phone
+    FROM cliniko_patients p
+    WHERE p.organization_id = %(org)s
+      AND p.archived_at IS NULL AND p.merged_at IS NULL AND p.deleted_at IS NULL AND p.removed_at IS NULL
+      AND p.{field} IS NOT NULL
+      AND NOT EXISTS (
+          SELECT 1 FROM contacts linked WHERE linked.organization_id = %(org)s AND linked.cliniko_patient_id = p.id
+      )
+), candidates AS (
+    SELECT p.id AS patient_id, f.id AS contact_id, count(*) OVER (PARTITION BY p.id) AS choices
+    FROM unlinked_patients p
+    JOIN contacts f ON f.organization_id = %(org)s AND f.cliniko_patient_id IS NULL AND f.{field} = p.{field}
+), claims AS (
+    SELECT DISTINCT ON (contact_id) contact_id, patient_id
+    FROM candidates
+    WHERE choices = 1
+    ORDER BY contact_id, length(patient_id), patient_id
+)
+UPDATE contacts c
+SET cliniko_patient_id = p.id,
+    name = COALESCE(NULLIF(c.name, ''), p.name),
+    email = COALESCE(c.email, p.email),
+    phone = COALESCE(c.phone, p.phone),
+    updated_at = now()
+FROM claims cl
+JOIN unlinked_patients p ON p.id = cl.patient_id
+WHERE c.id = cl.contact_id
