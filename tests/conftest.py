@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +106,21 @@ def database_url(pg_admin_url: str, template_url: str) -> Iterator[str]:
     name, url = _create_database(pg_admin_url, TEMPLATE_DB)
     yield url
     _drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def make_database(pg_admin_url: str, template_url: str) -> Iterator[Callable[[], str]]:
+    """Factory for extra fresh databases in one test (e.g. to compare an incremental run with a clean one)."""
+    created: list[str] = []
+
+    def make() -> str:
+        name, url = _create_database(pg_admin_url, TEMPLATE_DB)
+        created.append(name)
+        return url
+
+    yield make
+    for name in created:
+        _drop_database(pg_admin_url, name)
 
 
 @pytest.fixture

@@ -1,0 +1,135 @@
+"""Helpers shared by the sync, fault and CLI tests: set an organization up against an emulator, compute the
+expected active patients straight from the emulator's dataset (independently of the sync's SQL), and snapshot
+what a sync leaves in the database so two runs can be compared."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import phonenumbers
+import psycopg
+
+from cliniko_sync.crypto import store_credentials
+from cliniko_sync.orgs import add_organization
+
+SYNC_ENV = {"CLINIKO_SYNC_RATE_LIMIT": "off"}
+
+
+def setup_org(
+    conn: psycopg.Connection,
+    base_url: str,
+    api_key: str,
+    org_id: str = "surf-rehab",
+    *,
+    window_days: int = 45,
+    include_upcoming: bool = False,
+    country: str = "AU",
+) -> str:
+    add_organization(
+        conn, org_id, name=f"Synthetic {org_id}", country=country, window_days=window_days,
+        include_upcoming=include_upcoming,
+    )  # fmt: skip
+    store_credentials(conn, org_id, api_key, api_url=base_url)
+    return org_id
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def _iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def expected_active(
+    clinic: Any, as_of: datetime, *, window_days: int = 45, include_upcoming: bool = False
+) -> dict[str, dict[str, Any]]:
+    """DESIGN §2 applied by hand to the emulator's own records."""
+    now = _epoch(as_of)
+    window_start = now - window_days * 86400
+    eligible = {
+        p.id for p in clinic.patients.records.values() if not (p.archived_at or p.merged_at or p.deleted_at)
+    }
+    groups = clinic.group_appointments.records
+    bookings: dict[int, list[tuple[int, str, str]]] = {}
+    for a in clinic.individual_appointments.records.values():
+        if not (a.cancelled_at or a.archived_at or a.deleted_at):
+            bookings.setdefault(a.patient_id, []).append((a.starts_at, str(a.id), "individual"))
+    for t in clinic.attendees.records.values():
+        group = groups.get(t.booking_id)
+        if group is None or t.cancelled_at or t.archived_at or t.deleted_at or group.archived_at or group.deleted_at:
+            continue
+        bookings.setdefault(t.patient_id, []).append((group.starts_at, str(t.id), "group"))
+    expected: dict[str, dict[str, Any]] = {}
+    for patient_id, items in bookings.items():
+        if patient_id not in eligible:
+            continue
+        items.sort()
+        recent = [i for i in items if window_start <= i[0] <= now]
+        upcoming = [i for i in items if i[0] > now]
+        if not recent and not (include_upcoming and upcoming):
+            continue
+        past = [i[0] for i in items if i[0] <= now]
+        expected[str(patient_id)] = {
+            "recent_appointment_count": len(recent),
+            "upcoming_appointment_count": len(upcoming),
+            "total_appointment_count": len(items),
+            "last_appointment_date": _iso(max(past)) if past else None,
+            "recent_ids": [(i[1], i[2]) for i in recent],
+            "upcoming_ids": [(i[1], i[2]) for i in upcoming],
+        }
+    return expected
+
+
+def expected_phone(numbers: list[tuple[str, str]] | None, region: str = "AU") -> str | None:
+    """The Mobile number first, then any other valid one, in E.164."""
+    if not numbers:
+        return None
+    ordered = [n for n in numbers if n[0] == "Mobile"] + [n for n in numbers if n[0] != "Mobile"]
+    for _, number in ordered:
+        try:
+            parsed = phonenumbers.parse(number, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(parsed):
+            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return None
+
+
+def active_rows(conn: psycopg.Connection, org_id: str) -> dict[str, dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT * FROM active_patients WHERE organization_id = %s ORDER BY cliniko_patient_id", (org_id,)
+    ).fetchall()
+    return {row["cliniko_patient_id"]: row for row in rows}
+
+
+def snapshot(conn: psycopg.Connection, org_id: str) -> dict[str, Any]:
+    """Everything a sync decides, without bookkeeping that legitimately differs between runs."""
+    state: dict[str, Any] = {}
+    for table in (
+        "cliniko_patients", "cliniko_individual_appointments", "cliniko_group_appointments", "cliniko_attendees",
+        "cliniko_appointment_types", "cliniko_practitioners",
+    ):  # fmt: skip
+        state[table] = conn.execute(
+            f"SELECT id, updated_at, raw, removed_at IS NOT NULL AS removed FROM {table} "
+            "WHERE organization_id = %s ORDER BY id",
+            (org_id,),
+        ).fetchall()
+    state["contacts"] = conn.execute(
+        "SELECT cliniko_patient_id, name, email, phone, created_by FROM contacts WHERE organization_id = %s "
+        "ORDER BY cliniko_patient_id NULLS LAST, name, email, phone",
+        (org_id,),
+    ).fetchall()
+    state["active_patients"] = conn.execute(
+        """
+        SELECT ap.cliniko_patient_id, c.cliniko_patient_id AS contact_patient, ap.recent_appointment_count,
+               ap.upcoming_appointment_count, ap.total_appointment_count, ap.last_appointment_date,
+               ap.next_appointment_date, ap.recent_appointments, ap.upcoming_appointments, ap.search_date_from,
+               ap.search_date_to
+        FROM active_patients ap LEFT JOIN contacts c ON c.id = ap.contact_id
+        WHERE ap.organization_id = %s ORDER BY ap.cliniko_patient_id
+        """,
+        (org_id,),
+    ).fetchall()
+    return state
