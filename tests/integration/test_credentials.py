@@ -267,7 +267,7 @@ def _every_text_value(conn) -> list[str]:  # type: ignore[no-untyped-def]
 
 def test_the_api_key_appears_nowhere(cli, cli_org: str, conn) -> None:
     outputs = []
-    for flags in ([], ["-v"], ["-vv"], ["--debug"], ["--debug", "-vv", "--log-format", "json"]):
+    for flags in ([], ["-v"], ["--debug", "-vv", "--log-format", "json"]):
         outputs.append(cli(*flags, "credentials", "set", cli_org, input=API_KEY))
         outputs.append(cli(*flags, "credentials", "set", cli_org, input=API_KEY + " oops"))
         outputs.append(cli(*flags, "credentials", "set", cli_org, "--api-url", "http://example.com", input=API_KEY))
@@ -285,3 +285,47 @@ def test_the_api_key_appears_nowhere(cli, cli_org: str, conn) -> None:
     assert any(value.startswith("gAAAA") for value in values)  # the Fernet token is there…
     assert not [value for value in values if API_KEY[8:-8] in value]  # …and the key is not, in any column
     assert conn.execute("SELECT count(*) AS n FROM sync_log").fetchone()["n"] == 0
+
+
+def test_set_from_a_terminal_prompts_without_echoing_the_key(cli_env: dict[str, str], cli_org: str, conn) -> None:
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cliniko_sync", "credentials", "set", cli_org],
+        stdin=terminal,
+        stderr=terminal,
+        stdout=subprocess.PIPE,
+        env=cli_env,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    seen = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal seen
+        while marker not in seen:
+            ready, _, _ = select.select([controller], [], [], 60)
+            assert ready, f"no prompt: {seen!r}"
+            try:
+                chunk = os.read(controller, 1024)
+            except OSError:  # the child closed the terminal
+                return
+            if not chunk:
+                return
+            seen += chunk
+
+    read_until(b"Cliniko API key: ")  # getpass prints the final space after turning echo off
+    os.write(controller, API_KEY.encode() + b"\n")
+    stdout, _ = process.communicate(timeout=60)
+    read_until(b"\x00never")
+    os.close(controller)
+
+    assert process.returncode == 0, seen
+    assert API_KEY.encode() not in seen
+    assert b"-au4" in stdout
+    assert conn.execute("SELECT count(*) AS n FROM api_credentials").fetchone()["n"] == 1
