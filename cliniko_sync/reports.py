@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from enum import Enum
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from cliniko_sync.errors import UsageError
@@ -40,18 +41,26 @@ LIST_COLUMNS = (
     "last_appointment_date",
     "next_appointment_date",
 )
-LIST_TABLE_COLUMNS = (
-    "name",
-    "phone",
-    "email",
-    "cliniko_patient_id",
-    "recent_appointment_count",
-    "upcoming_appointment_count",
-    "total_appointment_count",
-    "last_appointment_date",
-    "next_appointment_date",
-)
 FETCH_SIZE = 2000
+
+# Tables for people: short headers over the same rows (json and csv keep the full column names).
+TableView = dict[str, Callable[[dict[str, Any]], Any]]
+LIST_TABLE: TableView = {
+    "name": itemgetter("name"),
+    "phone": itemgetter("phone"),
+    "email": itemgetter("email"),
+    "patient id": itemgetter("cliniko_patient_id"),
+    "recent": itemgetter("recent_appointment_count"),
+    "upcoming": itemgetter("upcoming_appointment_count"),
+    "total": itemgetter("total_appointment_count"),
+    "last appointment": itemgetter("last_appointment_date"),
+    "next appointment": itemgetter("next_appointment_date"),
+}
+
+
+def table_rows(rows: Iterable[dict[str, Any]], view: TableView) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        yield {header: cell(row) for header, cell in view.items()}
 
 
 def search_pattern(text: str) -> str:
@@ -138,20 +147,6 @@ STATUS_COLUMNS = (
     "oldest_cursor_at",
     "stale",
 )
-STATUS_TABLE_COLUMNS = (
-    "organization_id",
-    "enabled",
-    "running",
-    "last_run_status",
-    "last_run_mode",
-    "last_run_started_at",
-    "last_run_duration_seconds",
-    "last_run_requests",
-    "last_success_at",
-    "active_patients",
-    "oldest_cursor_age",
-    "stale",
-)
 HISTORY_COLUMNS = (
     "id",
     "organization_id",
@@ -170,6 +165,42 @@ STAT_REQUESTS = "requests"
 STAT_RATE_LIMITED = "rate_limited"
 
 
+def _age_of(key: str) -> Callable[[dict[str, Any]], str | None]:
+    return lambda row: human_age(row[key])
+
+
+def _seconds(key: str) -> Callable[[dict[str, Any]], float | None]:
+    return lambda row: None if row[key] is None else round(row[key], 1)
+
+
+STATUS_TABLE: TableView = {
+    "organization": itemgetter("organization_id"),
+    "enabled": itemgetter("enabled"),
+    "running": itemgetter("running"),
+    "last run": itemgetter("last_run_status"),
+    "mode": itemgetter("last_run_mode"),
+    "started": itemgetter("last_run_started_at"),
+    "seconds": _seconds("last_run_duration_seconds"),
+    "requests": itemgetter("last_run_requests"),
+    "429s": itemgetter("last_run_rate_limited"),
+    "last success (ago)": _age_of("last_success_age_seconds"),
+    "active patients": itemgetter("active_patients"),
+    "oldest cursor (age)": _age_of("oldest_cursor_age_seconds"),
+    "stale": itemgetter("stale"),
+}
+HISTORY_TABLE: TableView = {
+    "run": itemgetter("id"),
+    "organization": itemgetter("organization_id"),
+    "status": itemgetter("status"),
+    "mode": itemgetter("mode"),
+    "started": itemgetter("started_at"),
+    "seconds": _seconds("duration_seconds"),
+    "requests": itemgetter("requests"),
+    "429s": itemgetter("rate_limited"),
+    "error": itemgetter("error_class"),
+}
+
+
 def parse_duration(text: str) -> timedelta:
     """`90s`, `30m`, `2h`, `1d` → a timedelta; anything else is a usage error (exit 2)."""
     match = _DURATION.fullmatch(text.strip())
@@ -178,10 +209,10 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
-def human_age(seconds: float | None) -> str:
+def human_age(seconds: float | None) -> str | None:
     """A compact age for tables: 45s, 12m, 3h, 2d."""
     if seconds is None:
-        return ""
+        return None
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
@@ -210,7 +241,6 @@ def organization_status(
     for row in rows:
         row["last_run_requests"] = _stat(row["last_run_stats"], STAT_REQUESTS)
         row["last_run_rate_limited"] = _stat(row["last_run_stats"], STAT_RATE_LIMITED)
-        row["oldest_cursor_age"] = human_age(row["oldest_cursor_age_seconds"])
         row["stale"] = None if max_age is None else is_stale(row, max_age)
     return rows
 

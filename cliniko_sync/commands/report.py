@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from cliniko_sync.output import Format
 from cliniko_sync.reports import SortKey
+
+if TYPE_CHECKING:
+    from cliniko_sync.reports import TableView
 
 
 class StatusFormat(str, Enum):
@@ -16,6 +21,17 @@ class StatusFormat(str, Enum):
     jsonl = "jsonl"
     csv = "csv"
     prometheus = "prometheus"
+
+
+def _render(rows: Iterable[dict[str, Any]], columns: Sequence[str], view: TableView, fmt: str, *, title: str) -> None:
+    """Tables show the short view; json, jsonl and csv carry the full column names."""
+    from cliniko_sync.output import render
+    from cliniko_sync.reports import table_rows
+
+    if fmt == Format.table.value:
+        render(table_rows(rows, view), list(view), Format.table, title=title)
+    else:
+        render(rows, columns, fmt)
 
 
 def list_active(
@@ -35,7 +51,6 @@ def list_active(
     """List an organization's active patients with their contact details and appointment counts."""
     from cliniko_sync import db, reports
     from cliniko_sync.config import current_settings
-    from cliniko_sync.output import render
 
     with db.session(current_settings()) as conn:
         rows = reports.list_active(
@@ -48,13 +63,7 @@ def list_active(
             min_recent=min_recent,
             search=search,
         )
-        render(
-            rows,
-            reports.LIST_COLUMNS,
-            fmt,
-            title=f"Active patients of {organization}",
-            table_columns=reports.LIST_TABLE_COLUMNS,
-        )
+        _render(rows, reports.LIST_COLUMNS, reports.LIST_TABLE, fmt.value, title=f"Active patients of {organization}")
 
 
 def status(
@@ -71,7 +80,6 @@ def status(
     from cliniko_sync import db, reports
     from cliniko_sync.config import current_settings
     from cliniko_sync.errors import ClinikoSyncError, UsageError
-    from cliniko_sync.output import render
 
     limit = reports.parse_duration(max_age) if max_age is not None else None
     if history is not None and fmt is StatusFormat.prometheus:
@@ -81,10 +89,10 @@ def status(
         runs = reports.run_history(conn, organization, history) if history is not None else None
     if fmt is StatusFormat.prometheus:
         sys.stdout.write(reports.prometheus_text(rows))
-    elif runs is not None:
-        render(runs, reports.HISTORY_COLUMNS, fmt.value, title="Sync runs")
+    elif runs is None:
+        _render(rows, reports.STATUS_COLUMNS, reports.STATUS_TABLE, fmt.value, title="Sync status")
     else:
-        render(rows, reports.STATUS_COLUMNS, fmt.value, title="Sync status", table_columns=reports.STATUS_TABLE_COLUMNS)
+        _render(runs, reports.HISTORY_COLUMNS, reports.HISTORY_TABLE, fmt.value, title="Sync runs")
     stale = reports.stale_summary(rows)
     if stale:
         raise ClinikoSyncError(stale)

@@ -7,22 +7,22 @@ SELECT
     last_run.id::text AS last_run_id,
     last_run.status AS last_run_status,
     last_run.mode AS last_run_mode,
-    last_run.started_at AS last_run_started_at,
-    last_run.finished_at AS last_run_finished_at,
+    date_trunc('second', last_run.started_at) AS last_run_started_at,
+    date_trunc('second', last_run.finished_at) AS last_run_finished_at,
     extract(epoch FROM last_run.finished_at - last_run.started_at)::float8 AS last_run_duration_seconds,
     last_run.stats AS last_run_stats,
     last_run.error_class AS last_run_error_class,
     last_run.error_message AS last_run_error_message,
-    last_success.finished_at AS last_success_at,
+    date_trunc('second', last_success.finished_at) AS last_success_at,
     extract(epoch FROM now() - last_success.finished_at)::float8 AS last_success_age_seconds,
     (SELECT count(*) FROM active_patients AS ap WHERE ap.organization_id = o.id) AS active_patients,
-    cursors.oldest_cursor_at,
+    date_trunc('second', cursors.oldest_cursor_at) AS oldest_cursor_at,
     extract(epoch FROM now() - cursors.oldest_cursor_at)::float8 AS oldest_cursor_age_seconds,
     EXISTS (
         SELECT 1 FROM sync_log AS s
         WHERE s.organization_id = o.id AND s.status = 'running' AND s.heartbeat_at > now() - interval '2 minutes'
     ) AS running,
-    now() AS checked_at
+    date_trunc('second', now()) AS checked_at
 FROM organizations AS o
 LEFT JOIN LATERAL (
     SELECT s.* FROM sync_log AS s
