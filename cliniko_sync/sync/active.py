@@ -26,9 +26,11 @@ def recompute_active_patients(
         "window_from": as_of - timedelta(days=window_days),
         "include_upcoming": include_upcoming,
     }
-    conn.execute(query("active_compute"), params)
+    conn.execute("SET LOCAL work_mem = '128MB'")  # the per-patient aggregate stays in memory
+    conn.execute(query("active_counts"), params)
+    conn.execute(query("active_details"), params)
     inserted = [row["inserted"] for row in conn.execute(query("active_apply"), params).fetchall()]
     removed = conn.execute(query("active_remove"), params).rowcount
-    conn.execute("DROP TABLE active_now")
+    conn.execute("DROP TABLE active_now, active_details")
     added = sum(1 for flag in inserted if flag)
     return ActiveCounts(active=len(inserted), added=added, updated=len(inserted) - added, removed=removed)

@@ -243,6 +243,33 @@ CREATE TABLE active_patients (
 CREATE INDEX active_patients_last_idx ON active_patients (organization_id, last_appointment_date DESC);
 CREATE INDEX active_patients_contact_idx ON active_patients (organization_id, contact_id);
 
+-- The definitions of DESIGN §2 in one place. A current patient is not archived, merged or deleted (in Cliniko, or
+-- removed from the mirror by a full pass). A qualifying appointment is an individual appointment or a group-class
+-- attendance that is not cancelled, archived or deleted; a group attendance is timed by its group appointment.
+CREATE VIEW current_patients AS
+SELECT p.*
+FROM cliniko_patients p
+WHERE p.archived_at IS NULL AND p.merged_at IS NULL AND p.deleted_at IS NULL AND p.removed_at IS NULL;
+
+CREATE VIEW qualifying_appointments AS
+SELECT a.organization_id, a.patient_id, a.id, 'individual' AS kind, a.starts_at, a.ends_at,
+       a.appointment_type_id, a.practitioner_id, a.did_not_arrive
+FROM cliniko_individual_appointments a
+WHERE a.patient_id IS NOT NULL AND a.starts_at IS NOT NULL
+  AND a.cancelled_at IS NULL AND a.archived_at IS NULL AND a.deleted_at IS NULL AND a.removed_at IS NULL
+UNION ALL
+SELECT t.organization_id, t.patient_id, t.id, 'group', g.starts_at, g.ends_at,
+       g.appointment_type_id, g.practitioner_id, t.did_not_arrive
+FROM cliniko_attendees t
+JOIN cliniko_group_appointments g ON g.organization_id = t.organization_id AND g.id = t.group_appointment_id
+WHERE t.patient_id IS NOT NULL AND g.starts_at IS NOT NULL
+  AND t.cancelled_at IS NULL AND t.archived_at IS NULL AND t.deleted_at IS NULL AND t.removed_at IS NULL
+  AND g.archived_at IS NULL AND g.deleted_at IS NULL AND g.removed_at IS NULL;
+
+CREATE INDEX cliniko_individual_appointments_starts_idx
+    ON cliniko_individual_appointments (organization_id, starts_at);
+CREATE INDEX cliniko_group_appointments_starts_idx ON cliniko_group_appointments (organization_id, starts_at);
+
 -- Row-level security: a role that does not own these tables sees only the organization named by the
 -- session setting cliniko_sync.organization_id, and no rows when it is unset.
 DO $$

@@ -6,8 +6,9 @@ INSERT INTO active_patients AS ap (
 )
 SELECT %(org)s, c.id, n.patient_id, n.recent_appointment_count, n.upcoming_appointment_count,
        n.total_appointment_count, date_trunc('second', n.last_appointment_date), n.next_appointment_date,
-       n.recent_appointments, n.upcoming_appointments, %(window_from)s, %(as_of)s
+       COALESCE(d.recent_appointments, '[]'), COALESCE(d.upcoming_appointments, '[]'), %(window_from)s, %(as_of)s
 FROM active_now n
+LEFT JOIN active_details d ON d.patient_id = n.patient_id
 LEFT JOIN contacts c ON c.organization_id = %(org)s AND c.cliniko_patient_id = n.patient_id
 ON CONFLICT (organization_id, cliniko_patient_id) DO UPDATE SET
     contact_id = EXCLUDED.contact_id,
