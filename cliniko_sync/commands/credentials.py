@@ -97,4 +97,7 @@ def check_credentials(
         title="Cliniko credentials",
         table_columns=[c for c in COLUMNS if c != "exit_code"],
     )
+    for result in results:
+        if not result.ok:  # also on stderr, so cron mails the reason even when stdout goes to a file
+            typer.echo(f"cliniko-sync: error: {result.organization_id}: {result.error}", err=True)
     raise typer.Exit(worst_exit_code([result.exit_code for result in results]))

@@ -329,3 +329,35 @@ def test_set_from_a_terminal_prompts_without_echoing_the_key(cli_env: dict[str, 
     assert API_KEY.encode() not in seen
     assert b"-au4" in stdout
     assert conn.execute("SELECT count(*) AS n FROM api_credentials").fetchone()["n"] == 1
+
+
+def test_check_all_reports_every_organization_and_exits_with_the_worst(cli, cli_org: str) -> None:
+    import socket
+
+    cli("org", "add", "city-physio", "--name", "City Physio")
+    with socket.socket() as unreachable:  # bound but not listening: connections are refused at once
+        unreachable.bind(("127.0.0.1", 0))
+        port = unreachable.getsockname()[1]
+        cli("credentials", "set", cli_org, "--api-url", f"http://127.0.0.1:{port}/v1", input=API_KEY)
+
+        result = cli("check-credentials", "--all", "--format", "json")
+
+    assert result.returncode == 78, result.stderr
+    rows = {row["organization_id"]: row for row in json.loads(result.stdout)}
+    assert (rows["city-physio"]["exit_code"], rows["city-physio"]["ok"]) == (78, False)
+    assert "credentials set city-physio" in rows["city-physio"]["error"]
+    assert (rows[cli_org]["exit_code"], rows[cli_org]["shard"], rows[cli_org]["key_hint"]) == (69, "au4", "…-au4")
+    assert rows[cli_org]["api_host"] == f"127.0.0.1:{port}"
+    errors = sorted(result.stderr.splitlines())
+    assert len(errors) == 2
+    assert errors[0].startswith("cliniko-sync: error: city-physio: ")
+    assert errors[1].startswith(f"cliniko-sync: error: {cli_org}: ")
+
+
+@pytest.mark.parametrize("args", [["check-credentials"], ["check-credentials", "surf-rehab", "--all"]])
+def test_check_needs_one_organization_or_all(cli, args: list[str]) -> None:
+    assert_one_line_error(cli(*args), 2, "--all")
+
+
+def test_check_of_an_unknown_organization_exits_78(cli) -> None:
+    assert_one_line_error(cli("check-credentials", "ghost"), 78, "org add ghost")
