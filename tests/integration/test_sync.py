@@ -98,23 +98,14 @@ def mutate(clinic: Any) -> None:
     clinic.book(inactive[1].id, clinic.now + timedelta(days=7))  # only upcoming: not active by default
     clinic.archive_patient(active_now[0])
     clinic.edit_patient(active_now[1], email="New.Address@Example.test")
-    recent = (
-        [
-            a
-            for a in clinic.individual_appointments.records.values()
-            if str(a.patient_id) in active_now[2:]
-            and not (a.cancelled_at or a.archived_at or a.deleted_at)
-            and clinic.now - timedelta(days=40) <= a.starts_at_dt <= clinic.now
-        ]
-        if hasattr(next(iter(clinic.individual_appointments.records.values())), "starts_at_dt")
-        else []
-    )
-    candidates = [
+    now = int(clinic.now.timestamp())
+    recent = [
         a
         for a in clinic.individual_appointments.records.values()
-        if str(a.patient_id) in active_now[2:] and not (a.cancelled_at or a.archived_at or a.deleted_at)
+        if str(a.patient_id) in active_now[2:]
+        and not (a.cancelled_at or a.archived_at or a.deleted_at)
+        and now - 40 * 86400 <= a.starts_at <= now
     ]
-    recent = recent or candidates
     clinic.cancel_appointment(recent[0].id)
     clinic.mark_did_not_arrive(recent[1].id)
     clinic.archive_appointment(recent[2].id)
