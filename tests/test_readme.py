@@ -1,0 +1,79 @@
+"""The README is the manual: every command and option the CLI offers is documented there, and CI runs its tests."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.main
+
+from cliniko_sync import errors
+from cliniko_sync.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def walk(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every visible command of the Typer app, with its path from the root (the root's path is empty)."""
+    yield path, command
+    for name, sub in sorted((getattr(command, "commands", None) or {}).items()):
+        if not sub.hidden:
+            yield from walk(sub, (*path, name))
+
+
+COMMANDS = list(walk(typer.main.get_command(app)))
+OPTIONS = sorted(
+    {
+        (" ".join(path), name)
+        for path, command in COMMANDS
+        for param in command.params
+        if param.param_type_name == "option" and not param.hidden
+        for name in (*param.opts, *param.secondary_opts)
+    }
+)
+
+
+def test_the_walk_sees_the_whole_command_tree() -> None:
+    paths = {" ".join(path) for path, _ in COMMANDS}
+    assert {"sync", "list-active", "status", "org add", "credentials set", "db upgrade", "demo"} <= paths
+    assert ("list-active", "--search") in OPTIONS
+
+
+@pytest.mark.parametrize("path", [" ".join(path) for path, _ in COMMANDS if path])
+def test_every_command_is_in_the_readme(path: str) -> None:
+    assert f"cliniko-sync {path}" in README, f"`cliniko-sync {path}` is not documented in README.md"
+
+
+@pytest.mark.parametrize(("path", "option"), OPTIONS)
+def test_every_option_is_in_the_readme(path: str, option: str) -> None:
+    where = f"cliniko-sync {path}".strip()
+    assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", README), f"{option} of `{where}` is not in README.md"
+
+
+def test_every_exit_code_is_in_the_readme() -> None:
+    codes = {value for name, value in vars(errors).items() if name.startswith("EXIT_")}
+    table = {int(code) for code in re.findall(r"^\| (\d+) \|", README, flags=re.MULTILINE)}
+    assert codes <= table
+
+
+def readme_block_after(heading_text: str) -> str:
+    """The first fenced code block after the line containing heading_text."""
+    after = README[README.index(heading_text) :]
+    match = re.search(r"```\w*\n(.*?)```", after, flags=re.DOTALL)
+    assert match, f"no code block after {heading_text!r}"
+    return match.group(1).strip()
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    command = readme_block_after("Run the tests")
+    assert "\n" not in command and "pytest" in command
+    ci_lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert command in ci_lines
+
+
+def test_the_first_set_up_command_runs_the_demo() -> None:
+    assert readme_block_after("Set-up on a fresh machine").endswith("cliniko-sync demo")
