@@ -11,7 +11,8 @@ def emulator() -> None:
 
 
 def demo() -> None:
-    """Run the zero-configuration demo (being built)."""
-    from cliniko_sync.errors import ClinikoSyncError
+    """Zero-configuration demo: embedded database, built-in emulator, a full sync, then the active patients."""
+    from cliniko_sync.config import current_settings
+    from cliniko_sync.demo import demo as run
 
-    raise ClinikoSyncError("demo is not built yet")
+    run(current_settings())

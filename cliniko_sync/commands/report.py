@@ -23,7 +23,9 @@ class StatusFormat(str, Enum):
     prometheus = "prometheus"
 
 
-def _render(rows: Iterable[dict[str, Any]], columns: Sequence[str], view: TableView, fmt: str, *, title: str) -> None:
+def render_report(
+    rows: Iterable[dict[str, Any]], columns: Sequence[str], view: TableView, fmt: str, *, title: str
+) -> None:
     """Tables show the short view; json, jsonl and csv carry the full column names."""
     from cliniko_sync.output import render
     from cliniko_sync.reports import table_rows
@@ -63,7 +65,9 @@ def list_active(
             min_recent=min_recent,
             search=search,
         )
-        _render(rows, reports.LIST_COLUMNS, reports.LIST_TABLE, fmt.value, title=f"Active patients of {organization}")
+        render_report(
+            rows, reports.LIST_COLUMNS, reports.LIST_TABLE, fmt.value, title=f"Active patients of {organization}"
+        )
 
 
 def status(
@@ -90,9 +94,9 @@ def status(
     if fmt is StatusFormat.prometheus:
         sys.stdout.write(reports.prometheus_text(rows))
     elif runs is None:
-        _render(rows, reports.STATUS_COLUMNS, reports.STATUS_TABLE, fmt.value, title="Sync status")
+        render_report(rows, reports.STATUS_COLUMNS, reports.STATUS_TABLE, fmt.value, title="Sync status")
     else:
-        _render(runs, reports.HISTORY_COLUMNS, reports.HISTORY_TABLE, fmt.value, title="Sync runs")
+        render_report(runs, reports.HISTORY_COLUMNS, reports.HISTORY_TABLE, fmt.value, title="Sync runs")
     stale = reports.stale_summary(rows)
     if stale:
         raise ClinikoSyncError(stale)
