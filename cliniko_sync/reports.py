@@ -291,7 +291,7 @@ _METRICS: tuple[tuple[str, str], ...] = (
     ("cliniko_sync_last_run_api_requests", "Cliniko API requests made by the latest run."),
     ("cliniko_sync_last_run_rate_limited_responses", "HTTP 429 answers the latest run received from Cliniko."),
     ("cliniko_sync_active_patients", "Rows in active_patients for the organization."),
-    ("cliniko_sync_oldest_cursor_age_seconds", "Age of the organization's oldest stream cursor."),
+    ("cliniko_sync_oldest_cursor_age_seconds", "Seconds since the least recently advanced stream cursor moved."),
 )
 
 

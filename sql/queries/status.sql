@@ -1,5 +1,7 @@
 -- Sync health per organization (status): the latest run, the latest success, active patients, cursors, liveness.
 -- A run counts as running only while its heartbeat is fresh: a killed process leaves a 'running' row behind.
+-- The cursor age is sync lag: when the least recently advanced stream last moved (sync_state.updated_at). The cursor
+-- value itself (Cliniko's newest updated_at) can be days old in a quiet clinic that is perfectly in sync.
 SELECT
     o.id AS organization_id,
     o.name,
@@ -37,7 +39,7 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) AS last_success ON true
 LEFT JOIN LATERAL (
-    SELECT min(coalesce(st.cursor_updated_at, st.updated_at)) AS oldest_cursor_at
+    SELECT min(st.updated_at) AS oldest_cursor_at
     FROM sync_state AS st
     WHERE st.organization_id = o.id
 ) AS cursors ON true

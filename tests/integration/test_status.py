@@ -106,7 +106,8 @@ def test_last_run_last_success_counts_and_cursor_age(clinics: Any, cli: Any) -> 
     assert fresh["last_run_duration_seconds"] == pytest.approx(60, abs=1)
     assert (fresh["last_run_requests"], fresh["last_run_rate_limited"]) == (12, 2)
     assert fresh["active_patients"] == 3
-    assert fresh["oldest_cursor_age_seconds"] == pytest.approx(7200, abs=60)
+    # The stream whose state moved least recently, not the oldest Cliniko timestamp a cursor holds.
+    assert fresh["oldest_cursor_age_seconds"] == pytest.approx(1800, abs=60)
     assert fresh["last_success_age_seconds"] == pytest.approx(600, abs=60)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", fresh["last_success_at"])
     assert isinstance(fresh["last_run_id"], str)
@@ -195,6 +196,7 @@ def test_table_and_csv_summaries(clinics: Any, cli: Any) -> None:
     result = cli("status", "--format", "csv")
     rows = {row["organization_id"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
     assert rows["fresh"]["active_patients"] == "3"
+    assert rows["fresh"]["oldest_cursor_at"].endswith("Z")
     assert rows["never"]["last_success_at"] == ""
 
 
