@@ -1,1 +1,48 @@
-"""Pytest fixtures that run the Cliniko emulator on loopback (registered from conftest.py)."""
+"""Pytest fixtures that run the Cliniko emulator on loopback (registered from conftest.py).
+
+`clinic`: a fresh 200-patient synthetic clinic per test (mutate it freely); `emulator`: an EmulatorServer over it,
+started, no rate limit, accepting EMULATOR_API_KEY; `make_emulator(**kwargs)`: more servers with other settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from cliniko_sync.emulator import Clinic, EmulatorServer, generate_clinic
+
+EMULATOR_API_KEY = "emulator-test-key-au1"
+CLINIC_PATIENTS = 200
+CLINIC_SEED = 20240501
+
+
+@pytest.fixture
+def clinic() -> Clinic:
+    """A small synthetic clinic (about 15 active patients at its `now`), the same data in every test."""
+    return generate_clinic(patients=CLINIC_PATIENTS, seed=CLINIC_SEED)
+
+
+@pytest.fixture
+def make_emulator(clinic: Clinic) -> Iterator[Callable[..., EmulatorServer]]:
+    """`make_emulator(clinic=None, **EmulatorServer kwargs)` starts a server (default: the `clinic` fixture's data,
+    EMULATOR_API_KEY, no rate limit); every server it made is stopped after the test."""
+    servers: list[EmulatorServer] = []
+
+    def make(clinic_data: Clinic | None = None, **kwargs: Any) -> EmulatorServer:
+        kwargs.setdefault("api_keys", [EMULATOR_API_KEY])
+        kwargs.setdefault("rate_limit", None)
+        server = EmulatorServer(clinic_data or clinic, **kwargs).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def emulator(make_emulator: Callable[..., EmulatorServer]) -> EmulatorServer:
+    """A started emulator over `clinic`, with no rate limit."""
+    return make_emulator()

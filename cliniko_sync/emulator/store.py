@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
@@ -31,22 +31,6 @@ class SortedIndex:
         position = bisect_left(self.entries, (value, record_id))
         if position < len(self.entries) and self.entries[position] == (value, record_id):
             del self.entries[position]
-
-    def lower(self, value: float, *, inclusive: bool, after_id: int | None = None) -> int:
-        """First position whose value is >= value (inclusive) or > value; with after_id, also id > after_id."""
-        if after_id is not None:
-            return bisect_right(self.entries, (value, after_id))
-        if inclusive:
-            return bisect_left(self.entries, (value, -1))
-        return bisect_right(self.entries, (value, float("inf")))
-
-    def upper(self, value: float, *, inclusive: bool, before_id: int | None = None) -> int:
-        """Position just past the last entry whose value is <= value (inclusive) or < value."""
-        if before_id is not None:
-            return bisect_left(self.entries, (value, before_id))
-        if inclusive:
-            return bisect_right(self.entries, (value, float("inf")))
-        return bisect_left(self.entries, (value, -1))
 
 
 class Table(Generic[R]):
