@@ -383,18 +383,22 @@ class ClinikoClient:
 
     def follow(self, next_url: str) -> Page:
         """The page a `links.next` URL names; refused unless it is on our own scheme, host and port."""
-        parts = urlsplit(next_url)
+        path = self._own_link_path(next_url)
+        return self._page(next_url, None, resource=_envelope_key(path), number=_page_number(next_url))
+
+    def _own_link_path(self, url: str) -> str:
+        """The path of a link Cliniko sent, after checking it points back at base_url: the key goes wherever it does."""
+        parts = urlsplit(url)
         try:
             origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
         except ValueError:
             origin = None
         if origin != self._base_origin or not parts.path.startswith(self._base_path + "/") or parts.username:
             raise ClinikoAPIError(
-                f"Cliniko sent a next-page link to {_origin(next_url)}, not {_origin(self.base_url)}; refusing to "
+                f"Cliniko sent a next-page link to {_origin(url)}, not {_origin(self.base_url)}; refusing to "
                 "send the API key there"
             )
-        resource = _envelope_key(parts.path)
-        return self._page(next_url, None, resource=resource, number=_page_number(next_url))
+        return parts.path
 
     def iter_pages(
         self,
@@ -413,10 +417,21 @@ class ClinikoClient:
         page = self.list_page(resource, filters=filters, sort=sort, page=1, per_page=per_page)
         expected = page.total_entries
         read = len(page.records)
+
+        def check_count(final: bool) -> None:
+            # Checked on every page too: a server that keeps sending next links must not keep us paging forever.
+            if expected is not None and (read > expected or (final and read != expected)):
+                raise ClinikoAPIError(
+                    f"Cliniko listed {expected} {resource} at {_redact(self.base_url)}/{resource} but its pages held "
+                    f"{read}{'' if final else ' or more'}; the listing changed or was cut short"
+                )
+
+        check_count(final=False)
         yield page
         while page.next_url:
             previous = page.number
-            if self._keeps_params(page.next_url, ours):
+            own_path = self._own_link_path(page.next_url) == f"{self._base_path}/{resource}"
+            if own_path and self._keeps_params(page.next_url, ours):
                 page = self.follow(page.next_url)
             else:
                 page = self.list_page(resource, filters=filters, sort=sort, page=previous + 1, per_page=per_page)
@@ -426,12 +441,9 @@ class ClinikoClient:
                     f"page {page.number}"
                 )
             read += len(page.records)
+            check_count(final=False)
             yield page
-        if expected is not None and read != expected:
-            raise ClinikoAPIError(
-                f"Cliniko listed {expected} {resource} at {_redact(self.base_url)}/{resource} but its pages held "
-                f"{read}; the listing changed or was cut short"
-            )
+        check_count(final=True)
 
     def get(self, resource: str, record_id: str, *, filters: Sequence[Filter] = ()) -> dict:
         """One record by id (e.g. `get("patients", "123", filters=[Filter("archived_at", "*")])`)."""
