@@ -116,9 +116,16 @@ def snapshot(conn: psycopg.Connection, org_id: str) -> dict[str, Any]:
             "WHERE organization_id = %s ORDER BY id",
             (org_id,),
         ).fetchall()
+    # Contacts of current patients, and unlinked ones. A contact made for a patient who was later archived or merged
+    # is kept (the address book is never pruned), so an incremental history legitimately has more of those.
     state["contacts"] = conn.execute(
-        "SELECT cliniko_patient_id, name, email, phone, created_by FROM contacts WHERE organization_id = %s "
-        "ORDER BY cliniko_patient_id NULLS LAST, name, email, phone",
+        """
+        SELECT c.cliniko_patient_id, c.name, c.email, c.phone, c.created_by
+        FROM contacts c
+        LEFT JOIN current_patients p ON p.organization_id = c.organization_id AND p.id = c.cliniko_patient_id
+        WHERE c.organization_id = %s AND (c.cliniko_patient_id IS NULL OR p.id IS NOT NULL)
+        ORDER BY c.cliniko_patient_id NULLS LAST, c.name, c.email, c.phone
+        """,
         (org_id,),
     ).fetchall()
     state["active_patients"] = conn.execute(
