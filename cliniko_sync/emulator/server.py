@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -444,3 +444,47 @@ def _page_url(url: str, query: ListQuery, page: int) -> str:
     if query.sort_text is not None:
         params.append(("sort", query.sort_text))
     return f"{url}?{urlencode(params)}"
+
+
+def serve_until_interrupted(
+    *,
+    port: int,
+    patients: int,
+    appointments: int | None,
+    seed: int,
+    api_key: str,
+    rate_limit: int | None,
+    rate_window: float,
+    latency_ms: float,
+    announce: Callable[[str], None],
+) -> None:
+    """Generate a clinic and serve it on 127.0.0.1:port until Ctrl-C or SIGTERM (KeyboardInterrupt)."""
+    from cliniko_sync.emulator.dataset import active_patient_ids, generate_clinic
+    from cliniko_sync.errors import UnavailableError
+
+    clinic = generate_clinic(patients=patients, appointments=appointments, seed=seed)
+    server = EmulatorServer(
+        clinic, api_keys=[api_key], port=port, rate_limit=rate_limit, rate_window=rate_window, latency_ms=latency_ms
+    )
+    try:
+        server.start()
+    except OSError as exc:
+        raise UnavailableError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+    total = len(clinic.individual_appointments.records) + len(clinic.attendees.records)
+    active = len(active_patient_ids(clinic, clinic.now))
+    announce(
+        f"Cliniko emulator: {len(clinic.patients.records):,} synthetic patients, {total:,} appointments "
+        f"({active} active in the last 45 days), seed {seed}\n"
+        f"API: {server.base_url}   key: {api_key}   rate limit: "
+        f"{f'{rate_limit} requests per {rate_window:g} s' if rate_limit else 'off'}\n"
+        f"Point cliniko-sync at it:\n"
+        f"  echo {api_key} | cliniko-sync credentials set ORG --api-url {server.base_url}\n"
+        f"Press Ctrl-C to stop."
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        announce("Cliniko emulator: stopped")
+    finally:
+        server.stop()
