@@ -165,8 +165,8 @@ STAT_REQUESTS = "requests"
 STAT_RATE_LIMITED = "rate_limited"
 
 
-def _age_of(key: str) -> Callable[[dict[str, Any]], str | None]:
-    return lambda row: human_age(row[key])
+def _age_of(key: str, suffix: str = "") -> Callable[[dict[str, Any]], str | None]:
+    return lambda row: None if row[key] is None else f"{human_age(row[key])}{suffix}"
 
 
 def _seconds(key: str) -> Callable[[dict[str, Any]], float | None]:
@@ -179,15 +179,15 @@ STATUS_TABLE: TableView = {
     "running": itemgetter("running"),
     "last run": itemgetter("last_run_status"),
     "mode": itemgetter("last_run_mode"),
-    "started": itemgetter("last_run_started_at"),
+    "started": _age_of("last_run_age_seconds", " ago"),
     "seconds": _seconds("last_run_duration_seconds"),
     "requests": itemgetter("last_run_requests"),
     "429s": itemgetter("last_run_rate_limited"),
-    "last success (ago)": _age_of("last_success_age_seconds"),
+    "last success": _age_of("last_success_age_seconds", " ago"),
     "active patients": itemgetter("active_patients"),
-    "oldest cursor (age)": _age_of("oldest_cursor_age_seconds"),
-    "stale": itemgetter("stale"),
+    "cursor age": _age_of("oldest_cursor_age_seconds"),
 }
+STALE_COLUMN: TableView = {"stale": itemgetter("stale")}
 HISTORY_TABLE: TableView = {
     "run": itemgetter("id"),
     "organization": itemgetter("organization_id"),

@@ -94,7 +94,8 @@ def status(
     if fmt is StatusFormat.prometheus:
         sys.stdout.write(reports.prometheus_text(rows))
     elif runs is None:
-        render_report(rows, reports.STATUS_COLUMNS, reports.STATUS_TABLE, fmt.value, title="Sync status")
+        view = {**reports.STATUS_TABLE, **(reports.STALE_COLUMN if limit else {})}
+        render_report(rows, reports.STATUS_COLUMNS, view, fmt.value, title="Sync status")
     else:
         render_report(runs, reports.HISTORY_COLUMNS, reports.HISTORY_TABLE, fmt.value, title="Sync runs")
     stale = reports.stale_summary(rows)

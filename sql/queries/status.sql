@@ -11,6 +11,7 @@ SELECT
     last_run.mode AS last_run_mode,
     date_trunc('second', last_run.started_at) AS last_run_started_at,
     date_trunc('second', last_run.finished_at) AS last_run_finished_at,
+    extract(epoch FROM now() - last_run.started_at)::float8 AS last_run_age_seconds,
     extract(epoch FROM last_run.finished_at - last_run.started_at)::float8 AS last_run_duration_seconds,
     last_run.stats AS last_run_stats,
     last_run.error_class AS last_run_error_class,
