@@ -258,10 +258,12 @@ class _Attempts:
         client = self.client
         error = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(error, _RateLimited):
-            # Back off further on each 429 in a row, so a reset time that is already past never becomes a spin.
-            backoff = MIN_RATE_LIMIT_WAIT * 2 ** (self.rate_limited - 1)
-            asked = error.wait + random.uniform(0.05, 0.5) if error.wait is not None else 0.0
-            return min(client.max_wait, max(asked, backoff, MIN_RATE_LIMIT_WAIT))
+            if error.wait is not None and error.wait > 0:
+                wait = error.wait + random.uniform(0.05, 0.5)
+            else:
+                # No usable time (missing, or already past: clocks differ): back off further on each 429 in a row.
+                wait = MIN_RATE_LIMIT_WAIT * 2 ** (self.rate_limited - 1)
+            return min(client.max_wait, max(wait, MIN_RATE_LIMIT_WAIT))
         return min(client.max_wait, 2 ** (self.failures - 1) + random.uniform(0, 1))
 
     def stop(self, retry_state: RetryCallState) -> bool:
