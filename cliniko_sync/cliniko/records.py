@@ -115,29 +115,17 @@ def _e164(number: str, default_region: str) -> str | None:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-def _entry_e164(entry: dict, default_region: str) -> str | None:
-    number = entry.get("number")
-    if isinstance(number, str) and number.strip():
-        found = _e164(number.strip(), default_region)
-        if found:
-            return found
-    # Cliniko's normalized_number is the international form without "+" (e.g. "61412555019").
-    normalized = entry.get("normalized_number")
-    if isinstance(normalized, str) and normalized.isdigit():
-        return _e164("+" + normalized, default_region)
-    return None
-
-
 def normalize_phone(numbers: list[dict] | None, default_region: str) -> str | None:
     """The patient's phone in E.164: the Mobile number if valid, else the first other valid one; None if none is."""
     if not isinstance(numbers, list):
         return None
-    entries = [entry for entry in numbers if isinstance(entry, dict)]
+    entries = [entry for entry in numbers if isinstance(entry, dict) and isinstance(entry.get("number"), str)]
     region = (default_region or "").upper()
     mobiles = [entry for entry in entries if entry.get("phone_type") == "Mobile"]
     others = [entry for entry in entries if entry.get("phone_type") != "Mobile"]
     for entry in mobiles + others:
-        found = _entry_e164(entry, region)
+        number = entry["number"].strip()
+        found = _e164(number, region) if number else None
         if found:
             return found
     return None

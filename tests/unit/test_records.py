@@ -150,8 +150,9 @@ def test_link_id(obj: object, expected: str | None) -> None:
             ],
             "+61391234567",
         ),
-        # Cliniko's own normalized form rescues a number whose text does not parse.
-        ([{"phone_type": "Mobile", "number": "mob: see notes", "normalized_number": "61412345678"}], "+61412345678"),
+        # Only the number as typed counts, not Cliniko's normalized digits.
+        ([{"phone_type": "Mobile", "number": "mob: see notes", "normalized_number": "61412345678"}], None),
+        ([{"phone_type": "Mobile", "number": 412345678}], None),
         ([{"phone_type": "Mobile", "number": "call mum"}], None),
         ([{"phone_type": "Mobile", "number": ""}, {"phone_type": "Home", "number": None}], None),
         ([{"phone_type": "Mobile"}], None),
