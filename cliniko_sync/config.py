@@ -88,3 +88,20 @@ def rate_limit_setting() -> tuple[int | None, float]:
     except ValueError:
         raise ConfigError(f"{ENV_RATE_LIMIT} must look like 200/60 (requests per seconds) or off") from None
     return requests_allowed, seconds
+
+
+ENV_HTTP_TIMEOUT = "CLINIKO_SYNC_HTTP_TIMEOUT"
+
+
+def http_timeout() -> float:
+    """Seconds before a Cliniko request counts as timed out (and is retried): CLINIKO_SYNC_HTTP_TIMEOUT, default 30."""
+    raw = os.environ.get(ENV_HTTP_TIMEOUT, "").strip()
+    if not raw:
+        return 30.0
+    try:
+        seconds = float(raw)
+        if not 0 < seconds <= 600:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{ENV_HTTP_TIMEOUT} must be a number of seconds between 0 and 600") from None
+    return seconds

@@ -306,6 +306,7 @@ def sync_organization(
             api_url=credentials.api_url,
             rate_limit=rate_limit,
             rate_window=rate_window,
+            timeout=config.http_timeout(),
         )
         try:
             with db.connect(url, autocommit=True, application=f"cliniko-sync {organization_id}") as work:
