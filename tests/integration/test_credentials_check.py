@@ -121,18 +121,6 @@ def test_all_reports_each_organization_and_exits_with_the_worst(cli, emulator, o
     assert [json.loads(line)["exit_code"] for line in misconfigured.stdout.splitlines()] == [78, 0, 77]
 
 
-def test_the_key_stays_out_of_output_with_verbose_and_debug(cli, emulator, org_with_key: str) -> None:
-    outputs = [cli("-vv", "--debug", "check-credentials", org_with_key)]
-    emulator.revoke_key(EMULATOR_API_KEY)
-    outputs.append(cli("-vv", "--debug", "--log-format", "json", "check-credentials", "--all"))
-    emulator.stop()
-    outputs.append(cli("-vv", "--debug", "check-credentials", org_with_key, "--format", "csv"))
-
-    assert [result.returncode for result in outputs] == [0, 77, 69]
-    for result in outputs:
-        assert EMULATOR_API_KEY not in result.stdout + result.stderr
-
-
 @pytest.mark.parametrize(
     ("codes", "worst"),
     [
