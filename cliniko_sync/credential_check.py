@@ -56,7 +56,7 @@ def worst_exit_code(codes: list[int]) -> int:
     return min(failures, key=lambda code: SEVERITY.index(code) if code in SEVERITY else len(SEVERITY))
 
 
-def _call_cliniko(credentials: Credentials) -> tuple[int | None, int]:
+def _call_cliniko(credentials: Credentials) -> tuple[int, int]:
     """One request for a single patient: the clinic's patient count and the round trip in milliseconds."""
     from cliniko_sync.cliniko.client import ClinikoClient
     from cliniko_sync.config import contact_email
