@@ -538,6 +538,7 @@ class _Generator:
         self.groups: list[GroupAppointment] = []
         self.attendees: list[Attendee] = []
         self._group_classes(patients, first_seen)
+        self._ensure_every_status()
         self._patient_timestamps(patients, first_seen)
         self._households(patients)
         return Clinic(
@@ -833,6 +834,33 @@ class _Generator:
                 + [self.attendees[-1].created_at if group.attendee_ids else 0]
             )
             group.updated_at = min(last_change, now)
+
+    def _ensure_every_status(self) -> None:
+        """Even a small clinic has at least one cancelled, archived and deleted appointment and attendance.
+
+        Only lapsed patients' records before the window are changed, so the active patients stay as designed.
+        """
+        cutoff = self.now - DESIGN_WINDOW - 2 * DAY
+        groups = {group.id: group for group in self.groups}
+        for records, starts in (
+            (self.individual, lambda record: record.starts_at),
+            (self.attendees, lambda record: groups[record.booking_id].starts_at),
+        ):
+            spare = [
+                record
+                for record in records
+                if self.roles[record.patient_id] == "lapsed"
+                and starts(record) < cutoff
+                and record.cancelled_at is None
+                and record.archived_at is None
+                and record.deleted_at is None
+            ]
+            for status in ("cancelled", "archived", "deleted"):
+                if spare and all(getattr(record, f"{status}_at") is None for record in records):
+                    record = spare.pop(self.rng.randrange(len(spare)))
+                    moment = max(record.updated_at, min(self.now, starts(record) + DAY))
+                    setattr(record, f"{status}_at", moment)
+                    record.updated_at = moment
 
     def _attend(self, group: GroupAppointment, patient_id: int, status: str | None, first_seen: dict[int, int]) -> None:
         rng = self.rng

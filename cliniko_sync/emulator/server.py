@@ -197,7 +197,10 @@ class EmulatorServer:
         server.emulator = self
         self.port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="cliniko-emulator", daemon=True)
+        # A short poll interval makes stop() quick (shutdown waits for the serving loop to notice).
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="cliniko-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
