@@ -12,9 +12,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
+from cliniko_sync import db
 from cliniko_sync.orgs import add_organization
+from cliniko_sync.reports import list_active
 
 ORG = "surf-rehab"
 AS_OF = datetime(2024, 6, 1, tzinfo=UTC)
@@ -319,3 +323,35 @@ def test_a_malformed_organization_id_is_a_usage_error(clinic: Any, cli: Any) -> 
     result = cli("list-active", "Surf Rehab; DROP")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "invalid organization id" in result.stderr
+
+
+def test_a_backslash_is_matched_literally(clinic: Any, cli: Any) -> None:
+    add_active_patient(clinic, "1000000000000000007", name="Back\\slash 50%_off", email="bs@example.com")
+    assert ids(listed(cli, "--search", "\\")) == ["7"]
+    assert ids(listed(cli, "--search", "k\\s")) == ["7"]
+    assert ids(listed(cli, "--search", "%_")) == ["7"]
+    assert listed(cli, "--search", "\\%") == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=30), data=st.data())
+def test_any_substring_of_a_name_finds_it(database_url: str, name: str, data: st.DataObject) -> None:
+    start = data.draw(st.integers(0, len(name) - 1))
+    end = data.draw(st.integers(start + 1, len(name)))
+    with db.connect(database_url) as conn:
+        conn.execute("INSERT INTO organizations (id, name) VALUES ('prop', 'Property') ON CONFLICT DO NOTHING")
+        add_active_patient(conn, "1", name=name, organization_id="prop")
+        found = list(list_active(conn, "prop", search=name[start:end]))
+        conn.rollback()
+    assert [row["name"] for row in found] == [name]
+
+
+@pytest.mark.parametrize("command", [["list-active", ORG], ["status"]])
+def test_a_database_without_the_schema_is_a_configuration_error(
+    cli: Any, empty_database_url: str, command: list[str]
+) -> None:
+    result = cli(*command, env={"DATABASE_URL": empty_database_url})
+    assert result.returncode == 78
+    assert (
+        result.stderr == "cliniko-sync: error: the database schema is not up to date: run `cliniko-sync db upgrade`\n"
+    )
