@@ -20,8 +20,12 @@ DEMO_KEY_FILE = "demo-encryption.key"
 
 
 def note(message: str) -> None:
-    sys.stderr.write(f"demo: {message}\n")
-    sys.stderr.flush()
+    """What the demo is doing, on stderr; -q keeps it quiet."""
+    from cliniko_sync.config import current_settings
+
+    if not current_settings().quiet:
+        sys.stderr.write(f"demo: {message}\n")
+        sys.stderr.flush()
 
 
 def demo_encryption_key(directory: Path) -> str:

@@ -77,3 +77,29 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
 
 def test_the_first_set_up_command_runs_the_demo() -> None:
     assert readme_block_after("Set-up on a fresh machine").endswith("cliniko-sync demo")
+
+
+def cron_invocations() -> list[list[str]]:
+    """The argument lists after `cliniko-sync` in every job line of crontab.example."""
+    invocations = []
+    for line in (ROOT / "crontab.example").read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#") or re.match(r"^[A-Z_]+=", line):
+            continue
+        assert len(line.split()) > 5, f"not a cron job line: {line}"
+        command = line.split("cliniko-sync ", 1)[1]
+        invocations.append(re.split(r"\s+", re.split(r"\s*(?:>>?|&&|\|)", command)[0].strip()))
+    return invocations
+
+
+def test_crontab_example_uses_real_commands_and_options() -> None:
+    invocations = cron_invocations()
+    assert len(invocations) >= 4
+    paths = {" ".join(path) for path, _ in COMMANDS}
+    for words in invocations:
+        positional = [w for w in words if not w.startswith("-")]
+        command = next(w for w in positional if w in paths)
+        for word in (w for w in words if w.startswith("-")):
+            assert (command, word) in OPTIONS or ("", word) in OPTIONS, f"{word} is not an option of {command}"
+    assert any("--max-age" in words for words in invocations)
+    assert any("--full" in words for words in invocations)
+    assert any(words[-2:] == ["--format", "prometheus"] for words in invocations)

@@ -288,3 +288,9 @@ def test_prometheus_with_no_organizations_still_declares_the_metrics(cli: Any) -
     assert result.returncode == 0
     types, samples = parse_prometheus(result.stdout)
     assert "cliniko_sync_last_success_timestamp_seconds" in types and samples == {}
+
+
+def test_max_age_also_guards_the_history_listing(clinics: Any, cli: Any) -> None:
+    result = cli("status", "never", "--history", "5", "--max-age", "1h", "--format", "json")
+    assert (result.returncode, json.loads(result.stdout)) == (1, [])
+    assert result.stderr == "cliniko-sync: error: stale: never (never succeeded)\n"
