@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import typer.main
 
-from cliniko_sync import errors
+from cliniko_sync import config, errors
 from cliniko_sync.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,3 +103,9 @@ def test_crontab_example_uses_real_commands_and_options() -> None:
     assert any("--max-age" in words for words in invocations)
     assert any("--full" in words for words in invocations)
     assert any(words[-2:] == ["--format", "prometheus"] for words in invocations)
+
+
+def test_every_environment_variable_is_in_the_readme() -> None:
+    names = {value for name, value in vars(config).items() if name.startswith("ENV_")}
+    assert {"DATABASE_URL", "CREDENTIALS_ENCRYPTION_KEY", "CLINIKO_SYNC_CONTACT_EMAIL"} <= names
+    assert not [name for name in sorted(names) if f"`{name}`" not in README]
