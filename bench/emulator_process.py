@@ -1,0 +1,59 @@
+"""The emulator in its own process for the benchmarks, driven by one-line commands on stdin.
+
+Prints one JSON line on start ({"base_url", "records": {stream: listed records}}), then answers each command with one
+JSON line: `rate N SECONDS` / `rate off` sets the server's limit, `requests` counts requests served, `quit` stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cliniko_sync.emulator import EmulatorServer, generate_clinic
+
+API_KEY = "bench-key-au1"
+STREAMS = (
+    "appointment_types",
+    "practitioners",
+    "patients",
+    "individual_appointments",
+    "group_appointments",
+    "attendees",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--patients", type=int, required=True)
+    parser.add_argument("--appointments", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    clinic = generate_clinic(patients=args.patients, appointments=args.appointments, seed=args.seed)
+    server = EmulatorServer(clinic, api_keys=[API_KEY], rate_limit=None).start()
+    # What a listing returns with archived, cancelled and deleted records included (deleted patients are never
+    # listed): the length of each table's index of listed records.
+    records = {name: len(clinic.tables[name]) for name in STREAMS}
+    _reply({"base_url": server.base_url, "records": records, "now": clinic.now.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    for line in sys.stdin:
+        command = line.split()
+        if not command or command[0] == "quit":
+            break
+        if command[0] == "rate":
+            server.rate_limit = None if command[1] == "off" else int(command[1])
+            server.rate_window = float(command[2]) if len(command) > 2 else server.rate_window
+            _reply({"rate_limit": server.rate_limit, "rate_window": server.rate_window})
+        elif command[0] == "requests":
+            _reply({"requests": len(server.request_log)})
+        else:
+            _reply({"error": f"unknown command {command[0]}"})
+    server.stop()
+
+
+def _reply(payload: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
