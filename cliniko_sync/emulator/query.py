@@ -286,7 +286,8 @@ class _Source:
         return max(0, self.hi - self.lo)
 
 
-def _range_source(index: SortedIndex, filters: Sequence[Filter]) -> _Source | None:
+def _range_source(index: SortedIndex, filters: Sequence[Filter]) -> _Source:
+    """The slice of an index the range filters on its field allow (all of it when there are none)."""
     entries = index.entries
     lo, hi, covered = 0, len(entries), set()
     for position, f in enumerate(filters):
@@ -302,8 +303,6 @@ def _range_source(index: SortedIndex, filters: Sequence[Filter]) -> _Source | No
             hi = min(hi, bisect_right(entries, (value, float("inf"))))
         else:
             hi = min(hi, bisect_left(entries, (value, -1)))
-    if not covered:
-        return None
     source = _Source(index, lo, hi, covered)
     if index.field != "id" and lo < hi and entries[lo][0] == entries[hi - 1][0]:
         _narrow_by_id(source, filters)
@@ -348,7 +347,7 @@ def run_list_query(
     offset = (query.page - 1) * query.per_page
     records = table.records
     id_lists = [f for f in filters if f.field == "id" and f.operator == "="]
-    sources = [s for s in (_range_source(table.indexes[name], filters) for name in INDEXED_FIELDS) if s is not None]
+    sources = [_range_source(table.indexes[name], filters) for name in INDEXED_FIELDS]
     for source in sources:
         source.ordered = _in_order(source, query.sort)
     exact = [s for s in sources if s.ordered and len(checks) == len(s.covered) + _always_true(checks)]
@@ -370,8 +369,7 @@ def run_list_query(
     elif ordered and len(ordered[0]) <= 2 * min(map(len, sources)) + 10_000:
         candidates = _records_in(ordered[0], records)
     else:
-        narrowest = min(sources, key=len) if sources else None
-        candidates = _records_in(narrowest, records) if narrowest else table.iter_listed()
+        candidates = _records_in(min(sources, key=len), records)
         ordered = []
     if ordered and not id_lists:
         # Walk the range in order: the page comes out as it is met; the rest is only counted.

@@ -37,6 +37,7 @@ from cliniko_sync.emulator.render import RENDERERS
 SHARD_SUFFIX = re.compile(r"(?P<base>.+)-(?P<shard>[a-z]{2}\d{1,2})")
 ROUTE = re.compile(r"/v1/(?P<resource>[a-z_]+)(?:/(?P<id>[^/]+)(?:/(?P<sub>attendees))?)?/?")
 ACCESS_DENIED = b"HTTP Basic: Access denied.\n"
+SHARD_HOST = re.compile(r"api\.(?P<shard>[a-z]{2}\d{1,2})\.cliniko\.com(:\d+)?", re.IGNORECASE)
 
 
 @dataclass
@@ -324,8 +325,10 @@ class EmulatorServer:
             time.sleep(self.latency_ms / 1000)
         if self.require_user_agent and not headers.get("User-Agent"):
             return None, _Response(403, b"Requires a user agent\n", "text/plain; charset=utf-8")
+        host = headers.get("Host")
+        shard_host = SHARD_HOST.fullmatch(host or "")
         key = self._authenticate(headers.get("Authorization"))
-        if key is None:
+        if key is None or (shard_host and shard_host["shard"].lower() != self.shard):
             return None, _Response(
                 401, ACCESS_DENIED, "text/plain; charset=utf-8", (("WWW-Authenticate", 'Basic realm="Application"'),)
             )
@@ -344,7 +347,6 @@ class EmulatorServer:
             return key, _json(status, {"message": "Synthetic server error"})
         if method != "GET":
             return key, _json(405, {"message": "Method Not Allowed: the emulator is read-only"})
-        host = headers.get("Host")
         base = f"http://{host}/v1" if host else self.base_url
         response = self._route(target, base, faults)
         if response.status == 200:

@@ -75,6 +75,16 @@ def test_wrong_shard_or_unknown_key_is_401_access_denied(emulator: EmulatorServe
     assert response.text.strip() == "HTTP Basic: Access denied."
 
 
+def test_a_request_addressed_to_another_shards_host_is_401(emulator: EmulatorServer) -> None:
+    """As if DNS sent api.au2.cliniko.com to this au1 server: the key does not live on that shard."""
+    auth, headers = (EMULATOR_API_KEY, ""), {"User-Agent": USER_AGENT}
+    wrong = requests.get(emulator.base_url + "/patients", auth=auth, headers={**headers, "Host": "api.au2.cliniko.com"})
+    assert wrong.status_code == 401
+    right = requests.get(emulator.base_url + "/patients", auth=auth, headers={**headers, "Host": "api.au1.cliniko.com"})
+    assert right.status_code == 200
+    assert right.json()["links"]["self"].startswith("http://api.au1.cliniko.com/v1/patients?")
+
+
 def test_missing_or_garbled_authorization_is_401(emulator: EmulatorServer) -> None:
     headers = {"User-Agent": USER_AGENT}
     assert requests.get(emulator.base_url + "/patients", headers=headers, timeout=10).status_code == 401
