@@ -107,7 +107,9 @@ def render(
         for row in rows:
             table.add_row(*(_cell(row.get(c)) for c in shown))
             count += 1
-        Console(file=out, soft_wrap=False).print(table)
+        # In a terminal the table fits the window; piped to a file or a cron mail it is not squeezed into 80 columns.
+        width = None if out.isatty() else 240
+        Console(file=out, soft_wrap=False, width=width).print(table)
     out.flush()
     return count
 
