@@ -257,8 +257,15 @@ def sync_organization(
         db.require_current_schema(lock_conn)
         organization = get_organization(lock_conn, organization_id)
         credentials = load_credentials(lock_conn, organization_id)
-        contact_email = config.contact_email()
         rate_limit, rate_window = config.rate_limit_setting()
+        client = ClinikoClient(
+            credentials.api_key,
+            contact_email=config.contact_email(),
+            api_url=credentials.api_url,
+            rate_limit=rate_limit,
+            rate_window=rate_window,
+            timeout=config.http_timeout(),
+        )
         locked = lock_conn.execute(
             "SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS ok", (LOCK_NAMESPACE, organization_id)
         ).fetchone()
@@ -274,6 +281,7 @@ def sync_organization(
                     (organization_id, run_as_of, organization.window_days, organization.include_upcoming,
                      socket.gethostname(), os.getpid(), "another sync of this organization was running"),
                 )  # fmt: skip
+            client.close()
             raise LockedError(f"another sync of {organization_id} is running; try again later")
         mode = _run_mode(lock_conn, organization_id, full)
         sync_log_id: int | None = None
@@ -300,14 +308,6 @@ def sync_organization(
         heartbeat = _Heartbeat(lock_conn, guard, sync_log_id) if sync_log_id is not None else None
         run: _Run | None = None
         result = SyncResult(organization_id, "running", mode, run_as_of, sync_log_id=sync_log_id, dry_run=dry_run)
-        client = ClinikoClient(
-            credentials.api_key,
-            contact_email=contact_email,
-            api_url=credentials.api_url,
-            rate_limit=rate_limit,
-            rate_window=rate_window,
-            timeout=config.http_timeout(),
-        )
         try:
             with db.connect(url, autocommit=True, application=f"cliniko-sync {organization_id}") as work:
                 run = _Run(
@@ -332,6 +332,8 @@ def sync_organization(
             result.exit_code = exc.exit_code if isinstance(exc, ClinikoSyncError) else EXIT_FAILURE
             result.error = redact(exc)
             result.stats.setdefault("error_class", type(exc).__name__)
+            if not isinstance(exc, ClinikoSyncError) and config.current_settings().debug:
+                log.error("sync of %s failed", organization_id, exc_info=True)  # --debug asked for the traceback
             if not isinstance(exc, Exception):
                 raise  # SystemExit or an unhandled KeyboardInterrupt: the next run marks this one abandoned
         finally:
