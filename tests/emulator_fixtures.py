@@ -1,7 +1,8 @@
 """Pytest fixtures that run the Cliniko emulator on loopback (registered from conftest.py).
 
 `clinic`: a fresh 200-patient synthetic clinic per test (mutate it freely); `emulator`: an EmulatorServer over it,
-started, no rate limit, accepting EMULATOR_API_KEY; `make_emulator(**kwargs)`: more servers with other settings.
+started, no rate limit, accepting EMULATOR_API_KEY; `make_emulator(**kwargs)`: more servers with other settings;
+`emulator_get(server, path, **params)`: ask a server directly over HTTP.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from cliniko_sync.emulator import Clinic, EmulatorServer, generate_clinic
 
 EMULATOR_API_KEY = "emulator-test-key-au1"
+USER_AGENT = "cliniko-sync tests (tests@cliniko-sync.example)"
 CLINIC_PATIENTS = 200
 CLINIC_SEED = 20240501
 
@@ -46,3 +49,13 @@ def make_emulator(clinic: Clinic) -> Iterator[Callable[..., EmulatorServer]]:
 def emulator(make_emulator: Callable[..., EmulatorServer]) -> EmulatorServer:
     """A started emulator over `clinic`, with no rate limit."""
     return make_emulator()
+
+
+def emulator_get(
+    server: EmulatorServer, path: str = "/patients", *, key: str = EMULATOR_API_KEY, **params: Any
+) -> requests.Response:
+    """GET base_url+path as a well-behaved client does (Basic auth, User-Agent); `q=[...]` becomes repeated `q[]`."""
+    query = {("q[]" if name == "q" else name): value for name, value in params.items()}
+    return requests.get(
+        server.base_url + path, params=query, auth=(key, ""), headers={"User-Agent": USER_AGENT}, timeout=10
+    )

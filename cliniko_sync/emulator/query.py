@@ -288,44 +288,33 @@ class _Source:
 
 def _range_source(index: SortedIndex, filters: Sequence[Filter]) -> _Source:
     """The slice of an index the range filters on its field allow (all of it when there are none)."""
-    entries = index.entries
-    lo, hi, covered = 0, len(entries), set()
+    source = _Source(index, 0, len(index.entries), set())
     for position, f in enumerate(filters):
-        if f.field != index.field or f.operator not in RANGE_OPERATORS:
-            continue
-        covered.add(position)
-        value = f.values[0]
-        if f.operator == ">=":
-            lo = max(lo, bisect_left(entries, (value, -1)))
-        elif f.operator == ">":
-            lo = max(lo, bisect_right(entries, (value, float("inf"))))
-        elif f.operator == "<=":
-            hi = min(hi, bisect_right(entries, (value, float("inf"))))
-        else:
-            hi = min(hi, bisect_left(entries, (value, -1)))
-    source = _Source(index, lo, hi, covered)
-    if index.field != "id" and lo < hi and entries[lo][0] == entries[hi - 1][0]:
-        _narrow_by_id(source, filters)
+        if f.field == index.field and f.operator in RANGE_OPERATORS:
+            source.covered.add(position)
+            _narrow(source, f.operator, (f.values[0], -1), (f.values[0], float("inf")))
+    entries = index.entries
+    if index.field != "id" and source.lo < source.hi and entries[source.lo][0] == entries[source.hi - 1][0]:
+        # One shared value: entries are in id order, so id bounds narrow the slice too (the keyset tie query).
+        value = entries[source.lo][0]
+        for position, f in enumerate(filters):
+            if f.field == "id" and f.operator in RANGE_OPERATORS:
+                source.covered.add(position)
+                _narrow(source, f.operator, (value, f.values[0]), (value, f.values[0]))
     return source
 
 
-def _narrow_by_id(source: _Source, filters: Sequence[Filter]) -> None:
-    """One shared value: entries are in id order, so id bounds narrow the slice too (the keyset tie query)."""
+def _narrow(source: _Source, operator: str, first: tuple[Any, Any], last: tuple[Any, Any]) -> None:
+    """Apply one range operator; `first`/`last` are the lowest and highest index keys equal to the bound."""
     entries = source.index.entries
-    value = entries[source.lo][0]
-    for position, f in enumerate(filters):
-        if f.field != "id" or f.operator not in RANGE_OPERATORS:
-            continue
-        bound = f.values[0]
-        source.covered.add(position)
-        if f.operator == ">=":
-            source.lo = max(source.lo, bisect_left(entries, (value, bound)))
-        elif f.operator == ">":
-            source.lo = max(source.lo, bisect_right(entries, (value, bound)))
-        elif f.operator == "<=":
-            source.hi = min(source.hi, bisect_right(entries, (value, bound)))
-        else:
-            source.hi = min(source.hi, bisect_left(entries, (value, bound)))
+    if operator == ">=":
+        source.lo = max(source.lo, bisect_left(entries, first))
+    elif operator == ">":
+        source.lo = max(source.lo, bisect_right(entries, last))
+    elif operator == "<=":
+        source.hi = min(source.hi, bisect_right(entries, last))
+    else:
+        source.hi = min(source.hi, bisect_left(entries, first))
 
 
 def _in_order(source: _Source, sort: tuple[tuple[str, bool], ...]) -> bool:

@@ -11,24 +11,16 @@ from typing import Any
 
 import pytest
 import requests
-from emulator_fixtures import EMULATOR_API_KEY
+from emulator_fixtures import EMULATOR_API_KEY, USER_AGENT
+from emulator_fixtures import emulator_get as get
 
 from cliniko_sync.emulator import Clinic, EmulatorServer
 from cliniko_sync.emulator.records import iso
 
-USER_AGENT = "cliniko-sync tests (tests@cliniko-sync.example)"
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 ALL_APPOINTMENTS = ["archived_at:*", "cancelled_at:*", "deleted_at:*"]
 
 Get = Callable[..., requests.Response]
-
-
-def get(server: EmulatorServer, path: str, *, key: str = EMULATOR_API_KEY, **params: Any) -> requests.Response:
-    """GET base_url+path the way a well-behaved client does (`q` becomes repeated `q[]`)."""
-    query = {("q[]" if name == "q" else name): value for name, value in params.items()}
-    return requests.get(
-        server.base_url + path, params=query, auth=(key, ""), headers={"User-Agent": USER_AGENT}, timeout=10
-    )
 
 
 def ids(response: requests.Response, resource: str) -> list[str]:

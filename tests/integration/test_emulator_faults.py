@@ -6,24 +6,16 @@ import math
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
 import requests
-from emulator_fixtures import EMULATOR_API_KEY
+from emulator_fixtures import EMULATOR_API_KEY, USER_AGENT
+from emulator_fixtures import emulator_get as get
 
 from cliniko_sync.emulator import Clinic, EmulatorServer, Faults
 from cliniko_sync.emulator.records import iso
 
-USER_AGENT = "cliniko-sync tests (tests@cliniko-sync.example)"
 MakeEmulator = Callable[..., EmulatorServer]
-
-
-def get(server: EmulatorServer, path: str = "/patients", *, key: str = EMULATOR_API_KEY, **params: Any) -> Any:
-    query = {("q[]" if name == "q" else name): value for name, value in params.items()}
-    return requests.get(
-        server.base_url + path, params=query, auth=(key, ""), headers={"User-Agent": USER_AGENT}, timeout=10
-    )
 
 
 def test_faults_are_all_off_by_default() -> None:
