@@ -107,6 +107,7 @@ def write_rows(
                 loader.write_row(
                     [json.dumps(row["raw"]) if c == "raw" else row[c] for c in stream.columns]
                 )  # fmt: skip
+        cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(_stage_name(stream))))  # else it hashes the mirror
         cur.execute(upsert, {"org": organization_id, "pass": full_pass})
         result = cur.fetchone()
         cur.execute(clear_stage)  # a dry run keeps one transaction open: don't let pages pile up
