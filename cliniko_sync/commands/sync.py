@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from typing import Any
 
@@ -40,12 +42,16 @@ def sync(
     settings = current_settings()
     url = db.database_url(settings)
     _install_stop_handlers()
-    if all_organizations:
-        results = _sync_all(url, jobs=jobs, full=full, dry_run=dry_run, as_of=when, max_runtime=max_runtime)
-    else:
-        from cliniko_sync.orgs import validate_org_id
+    with _progress(settings.quiet) as progress:
+        if all_organizations:
+            results = _sync_all(
+                url, progress, jobs=jobs, full=full, dry_run=dry_run, as_of=when, max_runtime=max_runtime
+            )
+        else:
+            from cliniko_sync.orgs import validate_org_id
 
-        results = [_sync_one(url, validate_org_id(organization), full, dry_run, when, max_runtime, bubble=True)]
+            org_id = validate_org_id(organization)
+            results = [_sync_one(url, progress, org_id, full, dry_run, when, max_runtime, bubble=True)]
     _print_summary(results, fmt, quiet=settings.quiet)
     from cliniko_sync.sync.pipeline import exit_code_for_all
 
@@ -89,24 +95,36 @@ def _install_stop_handlers() -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _sync_one(
-    url: str, organization_id: str, full: bool, dry_run: bool, as_of: Any, max_runtime: float | None, *, bubble: bool
-) -> Any:
-    from cliniko_sync.config import current_settings
-    from cliniko_sync.errors import ClinikoSyncError
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Any]:
+    """One set of progress bars for the whole command (on stderr, only when it is a terminal)."""
     from cliniko_sync.progress import RichProgress, wanted
+
+    if not wanted(quiet):
+        yield None
+        return
+    with RichProgress() as progress:
+        yield progress
+
+
+def _sync_one(
+    url: str,
+    progress: Any,
+    organization_id: str,
+    full: bool,
+    dry_run: bool,
+    as_of: Any,
+    max_runtime: float | None,
+    *,
+    bubble: bool,
+) -> Any:
+    from cliniko_sync.errors import ClinikoSyncError
     from cliniko_sync.sync.pipeline import SyncResult, sync_organization
 
-    def run(progress: Any) -> SyncResult:
+    try:
         return sync_organization(
             url, organization_id, full=full, dry_run=dry_run, as_of=as_of, max_runtime=max_runtime, progress=progress
         )
-
-    try:
-        if wanted(current_settings().quiet):
-            with RichProgress() as progress:
-                return run(progress)
-        return run(None)
     except ClinikoSyncError as exc:
         if bubble:
             raise
@@ -114,7 +132,9 @@ def _sync_one(
         return SyncResult(organization_id, status, None, as_of, exit_code=exc.exit_code, error=str(exc))
 
 
-def _sync_all(url: str, *, jobs: int, full: bool, dry_run: bool, as_of: Any, max_runtime: float | None) -> list[Any]:
+def _sync_all(
+    url: str, progress: Any, *, jobs: int, full: bool, dry_run: bool, as_of: Any, max_runtime: float | None
+) -> list[Any]:
     from concurrent.futures import ThreadPoolExecutor
 
     from cliniko_sync import db
@@ -125,7 +145,7 @@ def _sync_all(url: str, *, jobs: int, full: bool, dry_run: bool, as_of: Any, max
         organizations = [org.id for org in list_organizations(conn, enabled_only=True)]
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sync") as pool:
         futures = [
-            pool.submit(_sync_one, url, org_id, full, dry_run, as_of, max_runtime, bubble=False)
+            pool.submit(_sync_one, url, progress, org_id, full, dry_run, as_of, max_runtime, bubble=False)
             for org_id in organizations
         ]
         return [
