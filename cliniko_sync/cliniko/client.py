@@ -231,9 +231,11 @@ def _server_requested_wait(headers: Any, now: float) -> float | None:
         except ValueError:
             pass
         try:
-            return parsedate_to_datetime(retry_after).timestamp() - now
+            moment = parsedate_to_datetime(retry_after)
         except (TypeError, ValueError, IndexError):
             return None
+        # An HTTP date is GMT even when it does not say so.
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() - now
     return None
 
 

@@ -38,9 +38,15 @@ HIDDEN_UNLESS_NAMED = {
 }
 
 
+def connect(server: EmulatorServer, key: str = EMULATOR_API_KEY, **options: Any) -> ClinikoClient:
+    """A client for `server` (no client-side limit unless asked)."""
+    options.setdefault("rate_limit", None)
+    return ClinikoClient(key, contact_email=CONTACT, api_url=server.base_url, **options)
+
+
 @pytest.fixture
 def client(emulator: EmulatorServer) -> Iterator[ClinikoClient]:
-    with ClinikoClient(EMULATOR_API_KEY, contact_email=CONTACT, api_url=emulator.base_url, rate_limit=None) as client:
+    with connect(emulator) as client:
         yield client
 
 
@@ -125,7 +131,8 @@ def matches(record: dict, condition: Filter) -> bool:
     if condition.op == "*":
         return True
     if condition.field == "patient_id":
-        return (record["patient"]["links"]["self"].rsplit("/", 1)[-1]) in {str(v) for v in condition.value}  # type: ignore[union-attr]
+        assert isinstance(condition.value, list)
+        return record["patient"]["links"]["self"].rsplit("/", 1)[-1] in {str(value) for value in condition.value}
     if condition.field == "id":
         assert isinstance(condition.value, int)
         return compare(int(record["id"]), condition.op, condition.value)
@@ -206,8 +213,7 @@ def test_client_limiter_keeps_the_server_under_its_limit(
     make_emulator: Callable[..., EmulatorServer], clinic: Clinic
 ) -> None:
     server = make_emulator(rate_limit=20, rate_window=2.0)
-    options = {"api_url": server.base_url, "rate_limit": 20, "rate_window": 2.0}
-    with ClinikoClient(EMULATOR_API_KEY, contact_email=CONTACT, **options) as client:  # type: ignore[arg-type]
+    with connect(server, rate_limit=20, rate_window=2.0) as client:
         records = crawl(client, "patients", everything("patients"), per_page=8)
     assert by_id(records) == by_id(dataset(clinic, "patients", server.base_url))
     log = server.requests_for(EMULATOR_API_KEY)
@@ -220,7 +226,7 @@ def test_client_limiter_keeps_the_server_under_its_limit(
 
 def test_server_429s_are_waited_out(make_emulator: Callable[..., EmulatorServer], clinic: Clinic) -> None:
     server = make_emulator(rate_limit=10, rate_window=1.0)
-    with ClinikoClient(EMULATOR_API_KEY, contact_email=CONTACT, api_url=server.base_url, rate_limit=None) as client:
+    with connect(server) as client:
         records = crawl(client, "patients", everything("patients"), per_page=10)
     assert by_id(records) == by_id(dataset(clinic, "patients", server.base_url))
     assert client.stats.rate_limited > 0
@@ -233,7 +239,7 @@ def test_429_without_the_reset_header(
     make_emulator: Callable[..., EmulatorServer], clinic: Clinic, faults: Faults
 ) -> None:
     server = make_emulator(rate_limit=10, rate_window=1.0, faults=faults)
-    with ClinikoClient(EMULATOR_API_KEY, contact_email=CONTACT, api_url=server.base_url, rate_limit=None) as client:
+    with connect(server) as client:
         records = crawl(client, "patients", everything("patients"), per_page=15)
     assert len(records) == len(dataset(clinic, "patients", server.base_url))
     assert client.stats.rate_limited > 0
@@ -255,7 +261,7 @@ def test_crawl_completes_through_faults(
     make_emulator: Callable[..., EmulatorServer], clinic: Clinic, faults: Faults
 ) -> None:
     server = make_emulator(faults=faults)
-    with ClinikoClient(EMULATOR_API_KEY, contact_email=CONTACT, api_url=server.base_url, rate_limit=None) as client:
+    with connect(server) as client:
         client.sleep = lambda seconds: None
         records = crawl(client, "individual_appointments", everything("individual_appointments"))
     assert by_id(records) == by_id(dataset(clinic, "individual_appointments", server.base_url))
@@ -264,8 +270,7 @@ def test_crawl_completes_through_faults(
 
 def test_hanging_requests_time_out_and_retry(make_emulator: Callable[..., EmulatorServer], clinic: Clinic) -> None:
     server = make_emulator(faults=Faults(hang_rate=0.3, hang_seconds=0.6, seed=5))
-    options = {"api_url": server.base_url, "rate_limit": None, "timeout": 0.3}
-    with ClinikoClient(EMULATOR_API_KEY, contact_email=CONTACT, **options) as client:  # type: ignore[arg-type]
+    with connect(server, timeout=0.3) as client:
         client.sleep = lambda seconds: None
         records = crawl(client, "patients", everything("patients"), per_page=20)
     assert len(records) == len(dataset(clinic, "patients", server.base_url))
@@ -274,8 +279,7 @@ def test_hanging_requests_time_out_and_retry(make_emulator: Callable[..., Emulat
 
 @pytest.mark.parametrize("key", ["unknown-test-key-au1", "emulator-test-key-au2"])
 def test_rejected_keys(emulator: EmulatorServer, key: str) -> None:
-    client = ClinikoClient(key, contact_email=CONTACT, api_url=emulator.base_url, rate_limit=None)
-    with client, pytest.raises(CredentialsRejectedError) as raised:
+    with connect(emulator, key) as client, pytest.raises(CredentialsRejectedError) as raised:
         client.list_page("patients")
     assert str(raised.value) == (
         f"Cliniko rejected the API key …{key[-4:]} (HTTP 401) for http://127.0.0.1:{emulator.port}"
@@ -286,7 +290,7 @@ def test_rejected_keys(emulator: EmulatorServer, key: str) -> None:
 def test_key_without_its_shard_suffix_is_accepted(make_emulator: Callable[..., EmulatorServer]) -> None:
     server = make_emulator(api_keys=["MxJrZXkiOiI1Njd1amJmZTQ1NyJ9-au1"])
     bare = "MxJrZXkiOiI1Njd1amJmZTQ1NyJ9"
-    with ClinikoClient(bare, contact_email=CONTACT, api_url=server.base_url, rate_limit=None) as client:
+    with connect(server, bare) as client:
         assert client.shard == "au1"
         assert client.list_page("patients", per_page=1).total_entries
 
@@ -325,7 +329,7 @@ def test_unknown_filter_field_is_an_api_error(client: ClinikoClient) -> None:
 def test_ten_thousand_patient_clinic_reads_every_record_once(make_emulator: Callable[..., EmulatorServer]) -> None:
     big = generate_clinic(patients=10_000, seed=7)
     server = make_emulator(big)
-    with ClinikoClient(EMULATOR_API_KEY, contact_email=CONTACT, api_url=server.base_url, rate_limit=None) as client:
+    with connect(server) as client:
         for resource in ("patients", "individual_appointments", "attendees"):
             ids = [record["id"] for record in crawl(client, resource, everything(resource), sort="updated_at,id")]
             with big.lock:

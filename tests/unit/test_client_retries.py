@@ -266,9 +266,10 @@ def test_a_twenty_percent_error_rate_still_completes(mocked: responses.RequestsM
         if rng.random() < 0.2:
             return rng.choice([500, 502, 503]), {}, "oops"
         page = int(dict(parse_qsl(urlsplit(request.url or "").query))["page"])
-        body = {"patients": [{"id": str(page)}], "total_entries": total, "links": {"self": URL}}
+        links = {"self": URL}
         if page < total:
-            body["links"]["next"] = f"{URL}?page={page + 1}&per_page=1"
+            links["next"] = f"{URL}?page={page + 1}&per_page=1"
+        body = {"patients": [{"id": str(page)}], "total_entries": total, "links": links}
         return 200, {}, json.dumps(body)
 
     mocked.add_callback(responses.GET, URL, callback=answer)
@@ -288,8 +289,8 @@ def test_max_attempts_is_configurable(mocked: responses.RequestsMock, waits: Rec
 
 def test_ordinary_waits_are_capped_by_max_wait(mocked: responses.RequestsMock, waits: Recorder) -> None:
     mocked.get(URL, status=500)
-    options = {"rate_limit": None, "max_attempts": 10, "max_wait": 3.0}
-    with ClinikoClient(KEY, contact_email="ops@clinic.example", **options) as client:  # type: ignore[arg-type]
+    client = ClinikoClient(KEY, contact_email="ops@clinic.example", rate_limit=None, max_attempts=10, max_wait=3.0)
+    with client:
         client.sleep = waits
         with pytest.raises(ClinikoUnavailableError):
             client.list_page("patients")
