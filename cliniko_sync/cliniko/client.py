@@ -61,6 +61,9 @@ class Filter:
             raise ValueError(f"bad filter field {self.field!r}")
         if self.op not in FILTER_OPERATORS:
             raise ValueError(f"bad filter operator {self.op!r}")
+        if isinstance(self.value, list):
+            # Stored as a tuple so filters stay hashable (streams keep them in frozen dataclasses and sets).
+            object.__setattr__(self, "value", tuple(self.value))
         if (self.value is None) != (self.op in _VALUELESS_OPERATORS):
             raise ValueError(f"filter operator {self.op!r} {'takes no' if self.value is not None else 'needs a'} value")
         self.render()

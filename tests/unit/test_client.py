@@ -179,6 +179,15 @@ def test_filter_rendering(condition: Filter, rendered: str) -> None:
     assert str(condition) == rendered
 
 
+def test_filters_are_hashable_values() -> None:
+    ids = ["1", "2"]
+    condition = Filter("id", "=", ids)
+    ids.append("3")
+    assert condition.render() == "id:=1,2"
+    assert condition == Filter("id", "=", ("1", "2"))
+    assert len({condition, Filter("id", "=", ["1", "2"]), Filter("archived_at", "*")}) == 2
+
+
 @pytest.mark.parametrize(
     ("field", "op", "value"),
     [
