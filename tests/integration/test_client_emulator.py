@@ -3,6 +3,7 @@ faults, credentials and the record parsers on the emulator's JSON."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from cliniko_sync.cliniko.records import (
 from cliniko_sync.emulator import Clinic, EmulatorServer, Faults, generate_clinic
 from cliniko_sync.emulator.render import RENDERERS
 from cliniko_sync.errors import ClinikoAPIError, CredentialsRejectedError
+from cliniko_sync.logs import setup_logging
 
 CONTACT = "ops@clinic.example"
 # What each listing leaves out unless a filter names the field (cliniko-api.md §4, §11).
@@ -323,6 +325,28 @@ def test_group_attendees_sub_listing(client: ClinikoClient, clinic: Clinic) -> N
 def test_unknown_filter_field_is_an_api_error(client: ClinikoClient) -> None:
     with pytest.raises(ClinikoAPIError, match=r"HTTP 422\): invalid"):
         client.list_page("patients", filters=[Filter("favourite_colour", "=", "blue")])
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_debug_logs_hold_neither_key_nor_filter_values(
+    client: ClinikoClient, capsys: pytest.CaptureFixture[str], log_format: str
+) -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logging.getLogger("urllib3").level)
+    setup_logging(verbose=2, quiet=False, log_format=log_format)
+    try:
+        client.list_page("patients", filters=[Filter("email", "=", "private.person@example.test")])
+        with pytest.raises(ClinikoAPIError):
+            client.get("patients", "1")
+    finally:
+        root.handlers[:], level, urllib3_level = saved
+        root.setLevel(level)
+        logging.getLogger("urllib3").setLevel(urllib3_level)
+    logged = capsys.readouterr().err
+    assert "/v1/patients" in logged
+    assert "private.person" not in logged
+    assert EMULATOR_API_KEY not in logged
+    assert EMULATOR_API_KEY[:-4] not in logged
 
 
 @pytest.mark.slow
