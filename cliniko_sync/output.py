@@ -32,6 +32,8 @@ def iso_utc(value: datetime) -> str:
 
 def to_jsonable(value: Any) -> Any:
     """Plain JSON types: datetimes as ISO UTC with Z, UUIDs and ids as strings."""
+    if value is None or type(value) in (str, int, bool, float):  # most values: nothing to convert
+        return value
     if isinstance(value, datetime):
         return iso_utc(value)
     if isinstance(value, date):

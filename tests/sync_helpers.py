@@ -48,9 +48,7 @@ def expected_active(
     """DESIGN §2 applied by hand to the emulator's own records."""
     now = _epoch(as_of)
     window_start = now - window_days * 86400
-    eligible = {
-        p.id for p in clinic.patients.records.values() if not (p.archived_at or p.merged_at or p.deleted_at)
-    }
+    eligible = {p.id for p in clinic.patients.records.values() if not (p.archived_at or p.merged_at or p.deleted_at)}
     groups = clinic.group_appointments.records
     bookings: dict[int, list[tuple[int, str, str]]] = {}
     for a in clinic.individual_appointments.records.values():
