@@ -93,6 +93,27 @@ def latest_per_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(newest.values())
 
 
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold U+0000: drop it (hostile or broken data must not fail the sync)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def _storable(row: dict[str, Any], column: str) -> Any:
+    value = row[column]
+    if column == "raw":
+        text = json.dumps(value, ensure_ascii=False)
+        return json.dumps(_without_nul(value), ensure_ascii=False) if "\\u0000" in text else text
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "")
+    return value
+
+
 def write_rows(
     conn: DictConnection, stream: Stream, organization_id: str, rows: list[dict[str, Any]], full_pass: int | None
 ) -> WriteCounts:
@@ -104,9 +125,7 @@ def write_rows(
     with conn.cursor() as cur:
         with cur.copy(copy) as loader:
             for row in latest_per_id(rows):
-                loader.write_row(
-                    [json.dumps(row["raw"]) if c == "raw" else row[c] for c in stream.columns]
-                )  # fmt: skip
+                loader.write_row([_storable(row, c) for c in stream.columns])
         cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(_stage_name(stream))))  # else it hashes the mirror
         cur.execute(upsert, {"org": organization_id, "pass": full_pass})
         result = cur.fetchone()

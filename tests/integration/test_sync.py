@@ -238,3 +238,20 @@ def test_two_organizations_with_overlapping_ids_never_mix(conn: psycopg.Connecti
         """
     ).fetchone()
     assert mixed["n"] == 0
+
+
+def test_hostile_patient_fields_are_stored_safely(conn: psycopg.Connection, database_url: str, emulator: Any,
+                                                  clinic: Any) -> None:  # fmt: skip
+    org = setup_org(conn, emulator.base_url, EMULATOR_API_KEY)
+    victim = sorted(expected_active(clinic, clinic.now))[0]
+    hostile = "Robert'); DROP TABLE contacts;--\x00 \u202eemoji 🦘 " + "x" * 10_000
+    clinic.edit_patient(victim, first_name=hostile, email="Bobby\x00Tables@Example.test")
+    result = sync_organization(database_url, org, as_of=clinic.now)
+    assert result.status == "success", result.error
+    contact = conn.execute(
+        "SELECT name, email FROM contacts WHERE organization_id = %s AND cliniko_patient_id = %s", (org, victim)
+    ).fetchone()
+    assert contact["name"].startswith("Robert'); DROP TABLE contacts;-- \u202eemoji 🦘 xxx")
+    assert "\x00" not in contact["name"]
+    assert contact["email"] == "bobbytables@example.test"
+    assert conn.execute("SELECT count(*) AS n FROM contacts").fetchone()["n"] > 1  # nothing was dropped
