@@ -133,7 +133,7 @@ def matches(record: dict, condition: Filter) -> bool:
     if condition.op == "*":
         return True
     if condition.field == "patient_id":
-        assert isinstance(condition.value, list)
+        assert isinstance(condition.value, tuple)
         return record["patient"]["links"]["self"].rsplit("/", 1)[-1] in {str(value) for value in condition.value}
     if condition.field == "id":
         assert isinstance(condition.value, int)
