@@ -340,11 +340,6 @@ def run_list_query(
     for source in sources:
         source.ordered = _in_order(source, query.sort)
     exact = [s for s in sources if s.ordered and len(checks) == len(s.covered) + _always_true(checks)]
-    getters = [(spec.getter(f.field), f) for f in checks]
-
-    def wanted(record: Any) -> bool:
-        return all(f.matches(get(record, clinic)) for get, f in getters)
-
     if exact and not id_lists:
         source = exact[0]
         start = source.lo + offset
@@ -353,14 +348,16 @@ def run_list_query(
         ]
         return page, len(source)
     ordered = [s for s in sources if s.ordered]
+    walk_in_order = bool(ordered) and not id_lists and len(ordered[0]) <= 2 * min(map(len, sources)) + 10_000
+    chosen = ordered[0] if walk_in_order else min(sources, key=len)
+    candidates: Iterable[Any]
     if id_lists:
-        candidates: Iterable[Any] = (table.get(record_id) for record_id in sorted(set(id_lists[0].values)))
-    elif ordered and len(ordered[0]) <= 2 * min(map(len, sources)) + 10_000:
-        candidates = _records_in(ordered[0], records)
+        candidates = (table.get(record_id) for record_id in sorted(set(id_lists[0].values)))
+        wanted = _predicate(spec, clinic, checks, set())
     else:
-        candidates = _records_in(min(sources, key=len), records)
-        ordered = []
-    if ordered and not id_lists:
+        candidates = _records_in(chosen, records)
+        wanted = _predicate(spec, clinic, checks, chosen.covered)
+    if walk_in_order:
         # Walk the range in order: the page comes out as it is met; the rest is only counted.
         page, total = [], 0
         for record in candidates:
@@ -373,6 +370,24 @@ def run_list_query(
     for name, descending in reversed(query.sort):
         found.sort(key=_sort_key(spec.getter(name), clinic), reverse=descending)
     return found[offset : offset + query.per_page], len(found)
+
+
+def _predicate(
+    spec: ResourceSpec, clinic: Clinic, checks: Sequence[Filter], satisfied: set[int]
+) -> Callable[[Any], bool]:
+    """A record test for the checks the index range has not already satisfied (positions in `satisfied`)."""
+    remaining = [f for position, f in enumerate(checks) if position not in satisfied and f.operator != "*"]
+    # Plain "field is null" checks (the default exclusions) are the common case in scans: test them directly.
+    must_be_null = [f.field for f in remaining if f.operator == "!?" and f.field not in spec.getters]
+    general = [(spec.getter(f.field), f) for f in remaining if f.operator != "!?" or f.field in spec.getters]
+
+    def wanted(record: Any) -> bool:
+        for name in must_be_null:
+            if getattr(record, name) is not None:
+                return False
+        return all(f.matches(get(record, clinic)) for get, f in general)
+
+    return wanted
 
 
 def _records_in(source: _Source, records: dict[int, Any]) -> Iterable[Any]:
