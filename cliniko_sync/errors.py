@@ -66,5 +66,9 @@ class ClinikoAPIError(ClinikoSyncError):
     exit_code = EXIT_FAILURE
 
 
+class ClinikoValidationError(ClinikoAPIError):
+    """Cliniko answered 422: it does not accept the request's parameters (e.g. a filter it does not know)."""
+
+
 class ClinikoUnavailableError(UnavailableError):
     """Timeouts, connection errors or 5xx that outlasted the retries."""

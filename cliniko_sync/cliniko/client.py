@@ -20,6 +20,7 @@ from cliniko_sync import __version__
 from cliniko_sync.errors import (
     ClinikoAPIError,
     ClinikoUnavailableError,
+    ClinikoValidationError,
     ConfigError,
     CredentialsRejectedError,
     UsageError,
@@ -565,7 +566,7 @@ class ClinikoClient:
         if status == 404:
             raise ClinikoAPIError(f"not found: GET {where} (HTTP 404)")
         if status == 422:
-            raise ClinikoAPIError(f"Cliniko refused GET {where} (HTTP 422){_invalid_fields(response.content)}")
+            raise ClinikoValidationError(f"Cliniko refused GET {where} (HTTP 422){_invalid_fields(response.content)}")
         if status != 200:
             raise ClinikoAPIError(f"Cliniko answered HTTP {status} for GET {where}")
         try:

@@ -7,14 +7,17 @@ updated_at than a page holds, the crawl pages through that second by id (`id > l
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from cliniko_sync.cliniko.client import Filter
+from cliniko_sync.errors import ClinikoValidationError
 from cliniko_sync.sync.streams import Stream
 
+log = logging.getLogger(__name__)
 ONE_SECOND = timedelta(seconds=1)
 # Ids already read at the position's updated_at are re-fetched by the next request; past this many, page by id.
 TIE_THRESHOLD = 50
@@ -125,7 +128,17 @@ def pages(
     position in one transaction before asking for the next page; the crawl ends after a step marked complete."""
     follow_url: str | None = None
     while True:
-        page = follow(follow_url) if follow_url else fetch(*request_for(stream, position))
+        if follow_url:
+            page = follow(follow_url)
+        else:
+            try:
+                page = fetch(*request_for(stream, position))
+            except ClinikoValidationError:
+                if stream.incremental or not stream.include_filters:
+                    raise
+                log.warning("Cliniko refused the filters of %s; reading it without them", stream.name)
+                stream = replace(stream, include_filters=())
+                continue
         rows = [parse(raw) for raw in page.records]
         has_next = page.next_url is not None
         if stream.incremental:

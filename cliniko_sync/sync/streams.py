@@ -22,7 +22,8 @@ class Stream:
     """One Cliniko list endpoint mirrored into one table.
 
     incremental streams are crawled in (updated_at, id) order from a cursor; the others are small reference lists
-    read whole on every run (no filters, so nothing an implementation might not support).
+    read whole on every run. include_filters of a reference list are a wish: if Cliniko refuses them (422), the list
+    is read without them (archived appointment types then just lack a name in the JSON details).
     """
 
     name: str
@@ -43,6 +44,7 @@ STREAMS: tuple[Stream, ...] = (
         table="cliniko_appointment_types",
         columns=("id", "name", "created_at", "updated_at", "archived_at", "deleted_at", "raw"),
         parse=lambda raw, region: records.appointment_type_row(raw),
+        include_filters=_everything("archived_at"),
         incremental=False,
     ),
     Stream(
@@ -50,6 +52,7 @@ STREAMS: tuple[Stream, ...] = (
         table="cliniko_practitioners",
         columns=("id", "name", "created_at", "updated_at", "archived_at", "deleted_at", "raw"),
         parse=lambda raw, region: records.practitioner_row(raw),
+        include_filters=_everything("archived_at"),
         incremental=False,
     ),
     Stream(

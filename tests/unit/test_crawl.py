@@ -167,3 +167,36 @@ def test_property_nothing_missed_under_ties_and_concurrent_updates(sizes: list[i
     seen, _ = run_crawl(listing)
     assert set(seen) == set(updated)
     assert all(seen[i] >= updated[i] for i in updated)
+
+
+def test_reference_list_is_read_without_filters_cliniko_refuses() -> None:
+    from cliniko_sync.errors import ClinikoValidationError
+
+    asked: list[list[Filter]] = []
+
+    def fetch(filters: list[Filter], sort: str | None) -> FakePage:
+        asked.append(filters)
+        if filters:
+            raise ClinikoValidationError("Cliniko refused GET /appointment_types (HTTP 422): archived_at")
+        return FakePage([{"id": "1", "updated_at": T0}], None, 1)
+
+    steps = list(
+        crawl.pages(
+            STREAMS_BY_NAME["appointment_types"], crawl.Position(), fetch=fetch, follow=fetch, parse=lambda r: r
+        )  # type: ignore[arg-type]
+    )
+    assert [f.render() for f in asked[0]] == ["archived_at:*"]
+    assert asked[1] == []
+    assert len(steps) == 1 and steps[0][1].complete
+
+
+def test_incremental_streams_never_drop_their_filters() -> None:
+    import pytest
+
+    from cliniko_sync.errors import ClinikoValidationError
+
+    def fetch(filters: list[Filter], sort: str | None) -> FakePage:
+        raise ClinikoValidationError("Cliniko refused GET /patients (HTTP 422): archived_at")
+
+    with pytest.raises(ClinikoValidationError):
+        list(crawl.pages(PATIENTS, crawl.Position(), fetch=fetch, follow=fetch, parse=lambda r: r))  # type: ignore[arg-type]
