@@ -38,11 +38,13 @@ class Stream:
         return self.name
 
 
+REFERENCE_COLUMNS = ("id", "name", "created_at", "updated_at", "archived_at", "deleted_at", "raw")
+
 STREAMS: tuple[Stream, ...] = (
     Stream(
         name="appointment_types",
         table="cliniko_appointment_types",
-        columns=("id", "name", "created_at", "updated_at", "archived_at", "deleted_at", "raw"),
+        columns=REFERENCE_COLUMNS,
         parse=lambda raw, region: records.appointment_type_row(raw),
         include_filters=_everything("archived_at"),
         incremental=False,
@@ -50,7 +52,7 @@ STREAMS: tuple[Stream, ...] = (
     Stream(
         name="practitioners",
         table="cliniko_practitioners",
-        columns=("id", "name", "created_at", "updated_at", "archived_at", "deleted_at", "raw"),
+        columns=REFERENCE_COLUMNS,
         parse=lambda raw, region: records.practitioner_row(raw),
         include_filters=_everything("archived_at"),
         incremental=False,
