@@ -255,3 +255,26 @@ def test_hostile_patient_fields_are_stored_safely(conn: psycopg.Connection, data
     assert "\x00" not in contact["name"]
     assert contact["email"] == "bobbytables@example.test"
     assert conn.execute("SELECT count(*) AS n FROM contacts").fetchone()["n"] > 1  # nothing was dropped
+
+
+@pytest.mark.parametrize(("window_days", "include_upcoming"), [(60, False), (45, True), (7, True)])
+def test_window_and_include_upcoming_per_organization(conn: psycopg.Connection, database_url: str, emulator: Any,
+                                                      clinic: Any, window_days: int,
+                                                      include_upcoming: bool) -> None:  # fmt: skip
+    org = setup_org(
+        conn, emulator.base_url, EMULATOR_API_KEY, window_days=window_days, include_upcoming=include_upcoming
+    )
+    result = sync_organization(database_url, org, as_of=clinic.now)
+    assert result.status == "success", result.error
+    assert_matches_definitions(conn, org, clinic, window_days=window_days, include_upcoming=include_upcoming)
+    log = conn.execute("SELECT window_days, include_upcoming FROM sync_log").fetchone()
+    assert (log["window_days"], log["include_upcoming"]) == (window_days, include_upcoming)
+
+
+def test_as_of_in_the_past_for_audits(conn: psycopg.Connection, database_url: str, emulator: Any,
+                                      clinic: Any) -> None:  # fmt: skip
+    org = setup_org(conn, emulator.base_url, EMULATOR_API_KEY)
+    audit = clinic.now - timedelta(days=200)
+    assert sync_organization(database_url, org, as_of=audit).status == "success"
+    assert set(active_rows(conn, org)) == set(expected_active(clinic, audit))
+    assert all(row["search_date_to"] == audit for row in active_rows(conn, org).values())
