@@ -246,12 +246,13 @@ CREATE INDEX active_patients_contact_idx ON active_patients (organization_id, co
 -- The definitions of DESIGN §2 in one place. A current patient is not archived, merged or deleted (in Cliniko, or
 -- removed from the mirror by a full pass). A qualifying appointment is an individual appointment or a group-class
 -- attendance that is not cancelled, archived or deleted; a group attendance is timed by its group appointment.
-CREATE VIEW current_patients AS
+-- security_invoker: a reader role querying the views stays under the tables' row-level security.
+CREATE VIEW current_patients WITH (security_invoker = true) AS
 SELECT p.*
 FROM cliniko_patients p
 WHERE p.archived_at IS NULL AND p.merged_at IS NULL AND p.deleted_at IS NULL AND p.removed_at IS NULL;
 
-CREATE VIEW qualifying_appointments AS
+CREATE VIEW qualifying_appointments WITH (security_invoker = true) AS
 SELECT a.organization_id, a.patient_id, a.id, 'individual' AS kind, a.starts_at, a.ends_at,
        a.appointment_type_id, a.practitioner_id, a.did_not_arrive
 FROM cliniko_individual_appointments a

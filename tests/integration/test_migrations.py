@@ -127,6 +127,9 @@ def test_reader_role_sees_only_its_organization(conn: psycopg.Connection, databa
             "INSERT INTO contacts (organization_id, name, created_by) VALUES (%s, 'Synthetic Person', 'external')",
             (org,),
         )
+        conn.execute(
+            "INSERT INTO cliniko_patients (organization_id, id, updated_at, raw) VALUES (%s, '1', now(), '{}')", (org,)
+        )
     conn.execute(f"CREATE ROLE {role} LOGIN")
     try:
         conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
@@ -137,6 +140,8 @@ def test_reader_role_sees_only_its_organization(conn: psycopg.Connection, databa
             orgs = reader.execute("SELECT DISTINCT organization_id FROM contacts").fetchall()
             assert orgs == [("org-a",)]
             assert reader.execute("SELECT id FROM organizations").fetchall() == [("org-a",)]
+            # The definitions' views run as the reader, so they stay under row-level security too.
+            assert reader.execute("SELECT DISTINCT organization_id FROM current_patients").fetchall() == [("org-a",)]
             reader.execute("RESET ROLE")
     finally:
         conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
