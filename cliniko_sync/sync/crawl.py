@@ -8,6 +8,7 @@ updated_at than a page holds, the crawl pages through that second by id (`id > l
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -116,6 +117,33 @@ class Listing(Protocol):
     total_entries: int | None
 
 
+class _Prefetch:
+    """One request running in a daemon thread while the caller writes the previous page to the database.
+
+    A daemon thread, so a run stopped by a signal never waits for a request still retrying in the background.
+    """
+
+    def __init__(self, request: Callable[[], Listing]) -> None:
+        self._request = request
+        self._page: Listing | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="cliniko-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._page = self._request()
+        except BaseException as exc:  # handed to the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> Listing:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._page is not None
+        return self._page
+
+
 def pages(
     stream: Stream,
     position: Position,
@@ -125,30 +153,40 @@ def pages(
     parse: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> Iterator[tuple[Listing, Step]]:
     """Crawl one stream from `position`, yielding each page with its step. The caller writes the step's rows and
-    position in one transaction before asking for the next page; the crawl ends after a step marked complete."""
-    follow_url: str | None = None
-    while True:
+    position in one transaction before asking for the next page; the crawl ends after a step marked complete.
+
+    The next request is already on its way while the caller writes (its position is known once a page is parsed),
+    so database time overlaps Cliniko's latency instead of adding to it.
+    """
+
+    def request(at: Position, follow_url: str | None) -> _Prefetch:
         if follow_url:
-            page = follow(follow_url)
-        else:
-            try:
-                page = fetch(*request_for(stream, position))
-            except ClinikoValidationError:
-                if stream.incremental or not stream.include_filters:
-                    raise
-                log.warning("Cliniko refused the filters of %s; reading it without them", stream.name)
-                stream = replace(stream, include_filters=())
-                continue
+            return _Prefetch(lambda: follow(follow_url))
+        filters, sort = request_for(stream, at)
+        return _Prefetch(lambda: fetch(filters, sort))
+
+    pending = request(position, None)
+    while True:
+        try:
+            page = pending.result()
+        except ClinikoValidationError:
+            if stream.incremental or not stream.include_filters:
+                raise
+            log.warning("Cliniko refused the filters of %s; reading it without them", stream.name)
+            stream = replace(stream, include_filters=())
+            pending = request(position, None)
+            continue
         rows = [parse(raw) for raw in page.records]
         has_next = page.next_url is not None
         if stream.incremental:
             step = advance(position, rows, has_next=has_next)
         else:
             step = Step(rows, position, complete=not has_next, progressed=False)
+        if not step.complete:
+            # Reference streams follow next links; a server that ignores our filters or sort makes no keyset
+            # progress, so the crawl falls back to its own next link until it does.
+            pending = request(step.position, page.next_url if not step.progressed else None)
         yield page, step
         if step.complete:
             return
         position = step.position
-        # Reference streams follow next links; a server that ignores our filters or sort makes no keyset
-        # progress, so the crawl falls back to its own next link until it does.
-        follow_url = page.next_url if not step.progressed else None
