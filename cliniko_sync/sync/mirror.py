@@ -50,7 +50,11 @@ def _statements(stream: Stream) -> tuple[sql.Composed, sql.Composed, sql.Compose
             SELECT s.updated_at, s.raw, t.updated_at AS old_updated_at, t.raw AS old_raw,
                    t.removed_at AS old_removed_at
             FROM {stage} s
-            LEFT JOIN {table} t ON t.organization_id = %(org)s AND t.id = s.id
+            -- LIMIT keeps this a per-row primary-key probe: a plain join would hash the whole organization.
+            LEFT JOIN LATERAL (
+                SELECT m.updated_at, m.raw, m.removed_at FROM {table} m
+                WHERE m.organization_id = %(org)s AND m.id = s.id LIMIT 1
+            ) t ON true
         ), written AS (
             INSERT INTO {table} (organization_id, {columns}, last_full_pass, removed_at, synced_at)
             SELECT %(org)s, {columns}, %(pass)s, NULL, now() FROM {stage}
@@ -126,7 +130,6 @@ def write_rows(
         with cur.copy(copy) as loader:
             for row in latest_per_id(rows):
                 loader.write_row([_storable(row, c) for c in stream.columns])
-        cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(_stage_name(stream))))  # else it hashes the mirror
         cur.execute(upsert, {"org": organization_id, "pass": full_pass})
         result = cur.fetchone()
         cur.execute(clear_stage)  # a dry run keeps one transaction open: don't let pages pile up

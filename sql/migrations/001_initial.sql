@@ -78,7 +78,6 @@ CREATE TABLE cliniko_patients (
     synced_at            timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (organization_id, id)
 );
-CREATE INDEX cliniko_patients_last_full_pass_idx ON cliniko_patients (organization_id, last_full_pass);
 
 CREATE TABLE cliniko_individual_appointments (
     organization_id     text NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
@@ -103,8 +102,6 @@ CREATE TABLE cliniko_individual_appointments (
 );
 CREATE INDEX cliniko_individual_appointments_patient_idx
     ON cliniko_individual_appointments (organization_id, patient_id, starts_at);
-CREATE INDEX cliniko_individual_appointments_last_full_pass_idx
-    ON cliniko_individual_appointments (organization_id, last_full_pass);
 
 CREATE TABLE cliniko_group_appointments (
     organization_id     text NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
@@ -125,8 +122,6 @@ CREATE TABLE cliniko_group_appointments (
     synced_at           timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (organization_id, id)
 );
-CREATE INDEX cliniko_group_appointments_last_full_pass_idx
-    ON cliniko_group_appointments (organization_id, last_full_pass);
 
 CREATE TABLE cliniko_attendees (
     organization_id      text NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
@@ -148,7 +143,6 @@ CREATE TABLE cliniko_attendees (
 );
 CREATE INDEX cliniko_attendees_patient_idx ON cliniko_attendees (organization_id, patient_id);
 CREATE INDEX cliniko_attendees_group_idx ON cliniko_attendees (organization_id, group_appointment_id);
-CREATE INDEX cliniko_attendees_last_full_pass_idx ON cliniko_attendees (organization_id, last_full_pass);
 
 CREATE TABLE cliniko_appointment_types (
     organization_id text NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
