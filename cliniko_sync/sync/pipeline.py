@@ -8,10 +8,10 @@ import resource
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 import psycopg
@@ -45,6 +45,10 @@ STOP_REQUESTED = threading.Event()
 
 class StopRequested(PartialRunError):
     """A signal or --max-runtime stopped the run after a checkpoint."""
+
+
+class _SiblingFailed(StopRequested):
+    """Another stream of the same run failed: this one stopped after a checkpoint too."""
 
 
 class Progress(Protocol):
@@ -112,38 +116,82 @@ class _Run:
     progress: Progress | None
     stop: threading.Event
     work: db.DictConnection
-    client: Any
+    make_client: Callable[[], Any]
     region: str = "AU"
     pass_id: int = DRY_RUN_PASS_ID
     streams: dict[str, StreamStats] = field(default_factory=dict)
+    clients: list[Any] = field(default_factory=list)
     db_write_seconds: float = 0.0
     records_written: int = 0
+    aborted: threading.Event = field(default_factory=threading.Event)
+    tally: threading.Lock = field(default_factory=threading.Lock)
+
+    def client(self) -> Any:
+        """A new client for one crawl; clients of the same key share its rate limiter."""
+        client = self.make_client()
+        with self.tally:
+            self.clients.append(client)
+        return client
 
     def check_stop(self) -> None:
+        if self.aborted.is_set():
+            raise _SiblingFailed("another stream of this run failed")
         if self.stop.is_set() or STOP_REQUESTED.is_set():
             raise StopRequested("stopped by a signal after a checkpoint; the next run resumes from there")
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise StopRequested("stopped by --max-runtime after a checkpoint; the next run resumes from there")
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self.work.transaction():
-            yield
+    def crawl_streams(self, streams: list[Stream]) -> None:
+        """Crawl streams one after the other on the run's connection (dry runs keep everything in its one
+        transaction), or at once, each on its own connection: Cliniko's latency then overlaps instead of adding up,
+        and the key's shared limiter still keeps the total under the rate limit."""
+        if self.dry_run or len(streams) < 2:
+            for stream in streams:
+                self.crawl_stream(stream, self.work)
+            return
+        errors: list[BaseException] = []
 
-    def crawl_stream(self, stream: Stream) -> StreamStats:
-        state = load_state(self.work, self.organization_id, stream)
+        def crawl_alone(stream: Stream) -> None:
+            try:
+                with db.connect(self.url, autocommit=True, application=f"cliniko-sync {self.organization_id}") as conn:
+                    self.crawl_stream(stream, conn)
+            except BaseException as exc:
+                if not isinstance(exc, _SiblingFailed):
+                    self.aborted.set()  # the others stop after their current page
+                errors.append(exc)
+
+        threads = [threading.Thread(target=crawl_alone, args=(s,), name=f"sync-{s.name}") for s in streams]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        # The cause, not its echo: a real failure first, then a signal or --max-runtime, then a sibling's stop.
+        for wanted in (lambda e: not isinstance(e, StopRequested), lambda e: not isinstance(e, _SiblingFailed)):
+            cause = next((e for e in errors if wanted(e)), None)
+            if cause is not None:
+                raise cause
+        if errors:
+            raise errors[0]
+
+    def crawl_stream(self, stream: Stream, work: db.DictConnection) -> StreamStats:
+        state = load_state(work, self.organization_id, stream)
         mode, pass_id, position = self._plan_pass(stream, state)
         stats = StreamStats(mode=mode)
         self.streams[stream.name] = stats
         if self.progress:
             self.progress.stream_started(self.organization_id, stream.name, mode)
+        with self.client() as client:
+            return self._crawl(stream, work, client, state, pass_id, position, stats)
+
+    def _crawl(self, stream: Stream, work: db.DictConnection, client: Any, state: StreamState, pass_id: int,
+               position: crawl.Position, stats: StreamStats) -> StreamStats:  # fmt: skip
+        mode = stats.mode
         total: int | None = None
-        requests_before = self.client.stats.requests
         listing = crawl.pages(
             stream,
             position,
-            fetch=lambda filters, sort: self.client.list_page(stream.resource, filters=filters, sort=sort),
-            follow=self.client.follow,
+            fetch=lambda filters, sort: client.list_page(stream.resource, filters=filters, sort=sort),
+            follow=client.follow,
             parse=lambda raw: stream.parse(raw, self.region),
         )
         self.check_stop()
@@ -151,26 +199,27 @@ class _Run:
             if total is None:
                 total = page.total_entries
             started = time.perf_counter()
-            with self.transaction():
+            with work.transaction():
                 counts = write_rows(
-                    self.work, stream, self.organization_id, step.new_rows, pass_id if mode == "full" else None
+                    work, stream, self.organization_id, step.new_rows, pass_id if mode == "full" else None
                 )
                 new_state = StreamState(pass_id, mode, step.complete, step.position, state.cursor_updated_at)
                 if step.complete:
                     if mode == "full":
-                        stats.deleted += remove_unseen(self.work, stream, self.organization_id, pass_id)
+                        stats.deleted += remove_unseen(work, stream, self.organization_id, pass_id)
                     reached = step.position.updated_at
                     if reached is not None and (state.cursor_updated_at is None or reached > state.cursor_updated_at):
                         new_state.cursor_updated_at = reached
-                save_state(self.work, self.organization_id, stream, new_state)
-            self.db_write_seconds += time.perf_counter() - started
-            self.records_written += len(step.new_rows)
+                save_state(work, self.organization_id, stream, new_state)
+            with self.tally:
+                self.db_write_seconds += time.perf_counter() - started
+                self.records_written += len(step.new_rows)
             stats.pages += 1
             stats.fetched += len(page.records)
             stats.inserted += counts.inserted
             stats.updated += counts.updated
             stats.unchanged += counts.unchanged
-            stats.requests = self.client.stats.requests - requests_before
+            stats.requests = client.stats.requests
             if self.progress:
                 self.progress.page_done(self.organization_id, stream.name, len(page.records), total)
             if not step.complete:
@@ -258,7 +307,8 @@ def sync_organization(
         organization = get_organization(lock_conn, organization_id)
         credentials = load_credentials(lock_conn, organization_id)
         rate_limit, rate_window = config.rate_limit_setting()
-        client = ClinikoClient(
+        make_client = partial(
+            ClinikoClient,
             credentials.api_key,
             contact_email=config.contact_email(),
             api_url=credentials.api_url,
@@ -266,6 +316,7 @@ def sync_organization(
             rate_window=rate_window,
             timeout=config.http_timeout(),
         )
+        make_client().close()  # a bad contact email or API URL fails here, before the run is logged
         locked = lock_conn.execute(
             "SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS ok", (LOCK_NAMESPACE, organization_id)
         ).fetchone()
@@ -281,7 +332,6 @@ def sync_organization(
                     (organization_id, run_as_of, organization.window_days, organization.include_upcoming,
                      socket.gethostname(), os.getpid(), "another sync of this organization was running"),
                 )  # fmt: skip
-            client.close()
             raise LockedError(f"another sync of {organization_id} is running; try again later")
         mode = _run_mode(lock_conn, organization_id, full)
         sync_log_id: int | None = None
@@ -320,7 +370,7 @@ def sync_organization(
                     progress=progress,
                     stop=stop or threading.Event(),
                     work=work,
-                    client=client,
+                    make_client=make_client,
                     region=organization.country,
                     pass_id=sync_log_id if sync_log_id is not None else DRY_RUN_PASS_ID,
                 )
@@ -337,11 +387,10 @@ def sync_organization(
             if not isinstance(exc, Exception):
                 raise  # SystemExit or an unhandled KeyboardInterrupt: the next run marks this one abandoned
         finally:
-            client.close()
             if heartbeat:
                 heartbeat.stop()
-        result.stats.update(_run_stats(client, run, started))
-        result.requests = client.stats.requests
+        result.stats.update(_run_stats(run, started))
+        result.requests = result.stats["requests"]
         if sync_log_id is not None:
             _finish_log(lock_conn, guard, sync_log_id, result)
         return result
@@ -353,10 +402,9 @@ def sync_organization(
 
 def _execute(run: _Run, organization: Any, result: SyncResult) -> None:
     def body() -> None:
-        for stream in STREAMS:
-            run.crawl_stream(stream)
+        run.crawl_streams(list(STREAMS))
         run.check_stop()
-        with run.transaction():
+        with run.work.transaction():
             contacts = match_contacts(run.work, run.organization_id)
             active = recompute_active_patients(
                 run.work,
@@ -386,13 +434,14 @@ def _execute(run: _Run, organization: Any, result: SyncResult) -> None:
     result.exit_code = EXIT_OK
 
 
-def _run_stats(client: Any, run: _Run | None, started: float) -> dict[str, Any]:
+def _run_stats(run: _Run | None, started: float) -> dict[str, Any]:
+    clients = run.clients if run is not None else []
     stats: dict[str, Any] = {
-        "requests": client.stats.requests,
-        "retries": client.stats.retries,
-        "rate_limited": client.stats.rate_limited,
-        "rate_limit_wait_seconds": round(client.stats.rate_limit_wait_seconds, 3),
-        "throttle_wait_seconds": round(client.stats.throttle_wait_seconds, 3),
+        "requests": sum(c.stats.requests for c in clients),
+        "retries": sum(c.stats.retries for c in clients),
+        "rate_limited": sum(c.stats.rate_limited for c in clients),
+        "rate_limit_wait_seconds": round(sum(c.stats.rate_limit_wait_seconds for c in clients), 3),
+        "throttle_wait_seconds": round(sum(c.stats.throttle_wait_seconds for c in clients), 3),
         "duration_seconds": round(time.monotonic() - started, 3),
         "peak_memory_mb": peak_memory_mb(),
     }

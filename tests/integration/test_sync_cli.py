@@ -107,13 +107,17 @@ def test_sigkill_at_random_moments_then_one_run_equals_a_clean_run(
 
 def test_sigterm_stops_after_a_checkpoint_with_exit_3(conn: psycopg.Connection, env: dict[str, str],
                                                       make_emulator: Any, clinic: Any) -> None:  # fmt: skip
-    slow = make_emulator(latency_ms=40)
+    slow = make_emulator(latency_ms=60)
     org = setup_org(conn, slow.base_url, EMULATOR_API_KEY)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cliniko_sync", "sync", org], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-    time.sleep(1.5)
+    # Signal once the crawl has committed its first appointments page: mid-crawl, whatever the machine's speed.
+    deadline = time.monotonic() + 60
+    while conn.execute("SELECT count(*) AS n FROM cliniko_individual_appointments").fetchone()["n"] == 0:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 3, stderr
