@@ -165,13 +165,9 @@ class _Run:
             thread.start()
         for thread in threads:
             thread.join()
-        # The cause, not its echo: a real failure first, then a signal or --max-runtime, then a sibling's stop.
-        for wanted in (lambda e: not isinstance(e, StopRequested), lambda e: not isinstance(e, _SiblingFailed)):
-            cause = next((e for e in errors if wanted(e)), None)
-            if cause is not None:
-                raise cause
         if errors:
-            raise errors[0]
+            # The cause, not its echo: a real failure first, then a signal or --max-runtime, then a sibling's stop.
+            raise min(errors, key=lambda e: 2 if isinstance(e, _SiblingFailed) else int(isinstance(e, StopRequested)))
 
     def crawl_stream(self, stream: Stream, work: db.DictConnection) -> StreamStats:
         state = load_state(work, self.organization_id, stream)
@@ -181,52 +177,49 @@ class _Run:
         if self.progress:
             self.progress.stream_started(self.organization_id, stream.name, mode)
         with self.client() as client:
-            return self._crawl(stream, work, client, state, pass_id, position, stats)
-
-    def _crawl(self, stream: Stream, work: db.DictConnection, client: Any, state: StreamState, pass_id: int,
-               position: crawl.Position, stats: StreamStats) -> StreamStats:  # fmt: skip
-        mode = stats.mode
-        total: int | None = None
-        listing = crawl.pages(
-            stream,
-            position,
-            fetch=lambda filters, sort: client.list_page(stream.resource, filters=filters, sort=sort),
-            follow=client.follow,
-            parse=lambda raw: stream.parse(raw, self.region),
-        )
-        self.check_stop()
-        for page, step in listing:
-            if total is None:
-                total = page.total_entries
-            started = time.perf_counter()
-            with work.transaction():
-                counts = write_rows(
-                    work, stream, self.organization_id, step.new_rows, pass_id if mode == "full" else None
-                )
-                new_state = StreamState(pass_id, mode, step.complete, step.position, state.cursor_updated_at)
-                if step.complete:
-                    if mode == "full":
-                        stats.deleted += remove_unseen(work, stream, self.organization_id, pass_id)
-                    reached = step.position.updated_at
-                    if reached is not None and (state.cursor_updated_at is None or reached > state.cursor_updated_at):
-                        new_state.cursor_updated_at = reached
-                save_state(work, self.organization_id, stream, new_state)
-            with self.tally:
-                self.db_write_seconds += time.perf_counter() - started
-                self.records_written += len(step.new_rows)
-            stats.pages += 1
-            stats.fetched += len(page.records)
-            stats.inserted += counts.inserted
-            stats.updated += counts.updated
-            stats.unchanged += counts.unchanged
-            stats.requests = client.stats.requests
+            total: int | None = None
+            listing = crawl.pages(
+                stream,
+                position,
+                fetch=lambda filters, sort: client.list_page(stream.resource, filters=filters, sort=sort),
+                follow=client.follow,
+                parse=lambda raw: stream.parse(raw, self.region),
+            )
+            self.check_stop()
+            for page, step in listing:
+                if total is None:
+                    total = page.total_entries
+                started = time.perf_counter()
+                with work.transaction():
+                    counts = write_rows(
+                        work, stream, self.organization_id, step.new_rows, pass_id if mode == "full" else None
+                    )
+                    new_state = StreamState(pass_id, mode, step.complete, step.position, state.cursor_updated_at)
+                    if step.complete:
+                        if mode == "full":
+                            stats.deleted += remove_unseen(work, stream, self.organization_id, pass_id)
+                        reached = step.position.updated_at
+                        if reached is not None and (
+                            state.cursor_updated_at is None or reached > state.cursor_updated_at
+                        ):
+                            new_state.cursor_updated_at = reached
+                    save_state(work, self.organization_id, stream, new_state)
+                with self.tally:
+                    self.db_write_seconds += time.perf_counter() - started
+                    self.records_written += len(step.new_rows)
+                stats.pages += 1
+                stats.fetched += len(page.records)
+                stats.inserted += counts.inserted
+                stats.updated += counts.updated
+                stats.unchanged += counts.unchanged
+                stats.requests = client.stats.requests
+                if self.progress:
+                    self.progress.page_done(self.organization_id, stream.name, len(page.records), total)
+                if not step.complete:
+                    self.check_stop()
             if self.progress:
-                self.progress.page_done(self.organization_id, stream.name, len(page.records), total)
-            if not step.complete:
-                self.check_stop()
-        if self.progress:
-            self.progress.stream_finished(self.organization_id, stream.name)
-        return stats
+                self.progress.stream_finished(self.organization_id, stream.name)
+            return stats
 
     def _plan_pass(self, stream: Stream, state: StreamState) -> tuple[str, int, crawl.Position]:
         """Resume an unfinished pass, else start a full or an incremental one."""
