@@ -121,8 +121,11 @@ class _Run:
     pass_id: int = DRY_RUN_PASS_ID
     streams: dict[str, StreamStats] = field(default_factory=dict)
     clients: list[Any] = field(default_factory=list)
-    db_write_seconds: float = 0.0
+    db_write_seconds: float = 0.0  # summed over the streams' writers
+    db_write_wall_seconds: float = 0.0  # time during which at least one writer was writing
     records_written: int = 0
+    writers: int = 0
+    writing_since: float = 0.0
     aborted: threading.Event = field(default_factory=threading.Event)
     tally: threading.Lock = field(default_factory=threading.Lock)
 
@@ -132,6 +135,23 @@ class _Run:
         with self.tally:
             self.clients.append(client)
         return client
+
+    def _writer_starts(self) -> float:
+        with self.tally:
+            now = time.perf_counter()
+            if self.writers == 0:
+                self.writing_since = now
+            self.writers += 1
+            return now
+
+    def _writer_ends(self, started: float, rows: int) -> None:
+        with self.tally:
+            now = time.perf_counter()
+            self.writers -= 1
+            if self.writers == 0:
+                self.db_write_wall_seconds += now - self.writing_since
+            self.db_write_seconds += now - started
+            self.records_written += rows
 
     def check_stop(self) -> None:
         if self.aborted.is_set():
@@ -189,7 +209,7 @@ class _Run:
             for page, step in listing:
                 if total is None:
                     total = page.total_entries
-                started = time.perf_counter()
+                started = self._writer_starts()
                 with work.transaction():
                     counts = write_rows(
                         work, stream, self.organization_id, step.new_rows, pass_id if mode == "full" else None
@@ -204,9 +224,7 @@ class _Run:
                         ):
                             new_state.cursor_updated_at = reached
                     save_state(work, self.organization_id, stream, new_state)
-                with self.tally:
-                    self.db_write_seconds += time.perf_counter() - started
-                    self.records_written += len(step.new_rows)
+                self._writer_ends(started, len(step.new_rows))
                 stats.pages += 1
                 stats.fetched += len(page.records)
                 stats.inserted += counts.inserted
@@ -441,6 +459,7 @@ def _run_stats(run: _Run | None, started: float) -> dict[str, Any]:
     if run is not None:
         stats["streams"] = {name: asdict(s) for name, s in run.streams.items()}
         stats["db_write_seconds"] = round(run.db_write_seconds, 3)
+        stats["db_write_wall_seconds"] = round(run.db_write_wall_seconds, 3)
         stats["records_written"] = run.records_written
     return stats
 
