@@ -4,11 +4,13 @@ and not kept alive forever by a process killed with SIGKILL."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -53,12 +55,13 @@ def _wait_until(predicate, seconds: float = 30) -> bool:  # type: ignore[no-unty
 
 
 @pytest.fixture
-def embedded_env(cli_env: dict[str, str]) -> dict[str, str]:
+def embedded_env(cli_env: dict[str, str]) -> Iterator[dict[str, str]]:
     root = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     data_dir = tempfile.mkdtemp(prefix="cliniko-sync-embedded-", dir=root)
     env = {k: v for k, v in cli_env.items() if k != "DATABASE_URL"}
     env["CLINIKO_SYNC_DATA_DIR"] = data_dir
-    return env
+    yield env
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_upgrade_on_the_embedded_default_twice(embedded_env: dict[str, str]) -> None:
