@@ -22,7 +22,9 @@ def sync(
     all_organizations: bool = typer.Option(False, "--all", help="Sync every enabled organization."),
     full: bool = typer.Option(False, "--full", help="Re-read everything; soft-delete what Cliniko no longer has."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Call Cliniko, report what would change, keep nothing."),
-    jobs: int = typer.Option(1, "--jobs", min=1, max=32, help="With --all: organizations synced at once."),
+    jobs: int = typer.Option(
+        1, "--jobs", min=1, max=16, help="With --all: organizations synced at once (each uses up to 6 connections)."
+    ),
     as_of: str = typer.Option(None, "--as-of", help="Compute active patients as of this ISO 8601 time (Z/offset)."),
     max_runtime: float = typer.Option(
         None, "--max-runtime", min=1, help="Stop after a checkpoint once this many seconds have passed (exit 3)."

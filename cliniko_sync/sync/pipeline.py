@@ -413,7 +413,11 @@ def sync_organization(
 
 def _execute(run: _Run, organization: Any, result: SyncResult) -> None:
     def body() -> None:
-        run.crawl_streams(list(STREAMS))
+        # The small reference lists first, on the run's connection; then the big streams at once.
+        for stream in STREAMS:
+            if not stream.incremental:
+                run.crawl_stream(stream, run.work)
+        run.crawl_streams([stream for stream in STREAMS if stream.incremental])
         run.check_stop()
         with run.work.transaction():
             contacts = match_contacts(run.work, run.organization_id)
