@@ -40,23 +40,22 @@ class Stream:
 
 REFERENCE_COLUMNS = ("id", "name", "created_at", "updated_at", "archived_at", "deleted_at", "raw")
 
+
+def _reference_list(name: str, row: Callable[[dict[str, Any]], dict[str, Any]]) -> Stream:
+    """A small list read whole on every run (appointment types, practitioners), archived entries included."""
+    return Stream(
+        name=name,
+        table=f"cliniko_{name}",
+        columns=REFERENCE_COLUMNS,
+        parse=lambda raw, region: row(raw),
+        include_filters=_everything("archived_at"),
+        incremental=False,
+    )
+
+
 STREAMS: tuple[Stream, ...] = (
-    Stream(
-        name="appointment_types",
-        table="cliniko_appointment_types",
-        columns=REFERENCE_COLUMNS,
-        parse=lambda raw, region: records.appointment_type_row(raw),
-        include_filters=_everything("archived_at"),
-        incremental=False,
-    ),
-    Stream(
-        name="practitioners",
-        table="cliniko_practitioners",
-        columns=REFERENCE_COLUMNS,
-        parse=lambda raw, region: records.practitioner_row(raw),
-        include_filters=_everything("archived_at"),
-        incremental=False,
-    ),
+    _reference_list("appointment_types", records.appointment_type_row),
+    _reference_list("practitioners", records.practitioner_row),
     Stream(
         name="patients",
         table="cliniko_patients",
