@@ -97,6 +97,16 @@ def advance(position: Position, rows: list[dict[str, Any]], *, has_next: bool) -
     return Step(new_rows, moved, complete=not has_next, progressed=bool(new_rows) or moved != position)
 
 
+def _in_requested_order(position: Position, rows: list[dict[str, Any]]) -> bool:
+    """Whether a page came back in the order the request asked for: by id inside a crowded second, else by
+    (updated_at, id)."""
+    if position.tie_after_id is not None:
+        keys: list[Any] = [_id_key(row["id"]) for row in rows]
+    else:
+        keys = [_record_key(row) for row in rows]
+    return all(a <= b for a, b in zip(keys, keys[1:], strict=False))
+
+
 def _advance_in_tie(position: Position, rows: list[dict[str, Any]], new_rows: list[dict[str, Any]], *,
                     has_next: bool) -> Step:  # fmt: skip
     assert position.updated_at is not None and position.tie_after_id is not None
@@ -166,6 +176,8 @@ def pages(
         return _Prefetch(lambda: fetch(filters, sort))
 
     pending = request(position, None)
+    unordered: Position | None = None  # where the pass stood when the server turned out not to sort
+    newest: dict[str, Any] | None = None  # the newest record read since then
     while True:
         try:
             page = pending.result()
@@ -178,7 +190,16 @@ def pages(
             continue
         rows = [parse(raw) for raw in page.records]
         has_next = page.next_url is not None
-        if stream.incremental:
+        if stream.incremental and unordered is None and not _in_requested_order(position, rows):
+            # Keyset paging needs the sort we asked for. Without it, read the rest of this listing by its next links,
+            # keep the committed position where it is (a crash restarts from there) and move it once, at the end.
+            log.warning("Cliniko did not sort %s as asked; reading it page by page instead", stream.name)
+            unordered = position
+        if unordered is not None:
+            newest = max([*rows, *([newest] if newest else [])], key=_record_key, default=None)
+            done = Position(newest["updated_at"], frozenset({newest["id"]})) if newest else unordered
+            step = Step(rows, unordered if has_next else done, complete=not has_next, progressed=False)
+        elif stream.incremental:
             step = advance(position, rows, has_next=has_next)
         else:
             step = Step(rows, position, complete=not has_next, progressed=False)
