@@ -191,10 +191,15 @@ def pages(
         rows = [parse(raw) for raw in page.records]
         has_next = page.next_url is not None
         if stream.incremental and unordered is None and not _in_requested_order(position, rows):
-            # Keyset paging needs the sort we asked for. Without it, read the rest of this listing by its next links,
-            # keep the committed position where it is (a crash restarts from there) and move it once, at the end.
+            # Keyset paging needs the sort we asked for. Without it, read everything from where the pass stands with
+            # one plain `updated_at >=` listing and its next links, keep the committed position there (a crash
+            # restarts from it) and move it once, when that listing is complete.
             log.warning("Cliniko did not sort %s as asked; reading it page by page instead", stream.name)
-            unordered = position
+            unordered = Position(position.updated_at)
+            pending = request(unordered, None)
+            yield page, Step(rows, unordered, complete=False, progressed=False)
+            position = unordered
+            continue
         if unordered is not None:
             newest = max([*rows, *([newest] if newest else [])], key=_record_key, default=None)
             done = Position(newest["updated_at"], frozenset({newest["id"]})) if newest else unordered

@@ -32,8 +32,9 @@ class FakePage:
 class Listing:
     """An in-memory /patients listing: {id: updated_at}, honouring >=, <, > filters and the sort."""
 
-    def __init__(self, updated: dict[str, datetime], *, honour_sort: bool = True) -> None:
+    def __init__(self, updated: dict[str, datetime], *, honour_sort: bool = True, honour_id_sort: bool = True) -> None:
         self.updated = dict(updated)
+        self.honour_id_sort = honour_id_sort
         self.clock = max(updated.values(), default=T0)
         self.requests = 0
         self.honour_sort = honour_sort
@@ -55,7 +56,7 @@ class Listing:
         if not self.honour_sort:
             rows.sort(key=lambda r: (r["updated_at"], int(r["id"])), reverse=True)  # e.g. newest first, always
         elif sort == "id":
-            rows.sort(key=lambda r: int(r["id"]))
+            rows.sort(key=lambda r: int(r["id"]), reverse=not self.honour_id_sort)
         else:
             rows.sort(key=lambda r: (r["updated_at"], int(r["id"])))
         return rows
@@ -216,3 +217,12 @@ def test_incremental_streams_never_drop_their_filters() -> None:
 
     with pytest.raises(ClinikoValidationError):
         list(crawl.pages(PATIENTS, crawl.Position(), fetch=fetch, follow=fetch, parse=lambda r: r))  # type: ignore[arg-type]
+
+
+def test_server_ignoring_the_id_sort_inside_a_crowded_second_still_reads_everything() -> None:
+    rng = random.Random(6)
+    ids = make_ids(650, rng)
+    updated = {i: T0 for i in ids[:350]} | {i: T0 + timedelta(seconds=k + 1) for k, i in enumerate(ids[350:])}
+    listing = Listing(updated, honour_id_sort=False)
+    seen, _ = run_crawl(listing)
+    assert seen == updated
