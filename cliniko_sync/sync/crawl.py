@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 ONE_SECOND = timedelta(seconds=1)
 # Ids already read at the position's updated_at are re-fetched by the next request; past this many, page by id.
 TIE_THRESHOLD = 50
+# A server that ignores the sort is read by offset pages; a listing that comes up short is read again this often.
+UNORDERED_RELISTS = 3
 
 
 def whole_second(value: datetime) -> datetime:
@@ -178,6 +180,8 @@ def pages(
     pending = request(position, None)
     unordered: Position | None = None  # where the pass stood when the server turned out not to sort
     newest: dict[str, Any] | None = None  # the newest record read since then
+    listed: set[str] = set()  # ids read by the current plain listing (only on that fallback path)
+    relists = UNORDERED_RELISTS
     while True:
         try:
             page = pending.result()
@@ -202,6 +206,15 @@ def pages(
             continue
         if unordered is not None:
             newest = max([*rows, *([newest] if newest else [])], key=_record_key, default=None)
+            listed.update(row["id"] for row in rows)
+            if not has_next and page.total_entries is not None and len(listed) < page.total_entries and relists:
+                # Fewer distinct records than the listing holds: records that changed meanwhile shifted the
+                # offset pages past some. Read the listing again (a few times at most).
+                relists -= 1
+                listed.clear()
+                pending = request(unordered, None)
+                yield page, Step(rows, unordered, complete=False, progressed=False)
+                continue
             done = Position(newest["updated_at"], frozenset({newest["id"]})) if newest else unordered
             step = Step(rows, unordered if has_next else done, complete=not has_next, progressed=False)
         elif stream.incremental:
