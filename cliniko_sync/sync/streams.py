@@ -73,7 +73,7 @@ STREAMS: tuple[Stream, ...] = (
             "deleted_at",
             "merged_at",
             "raw",
-        ),  # fmt: skip
+        ),
         parse=lambda raw, region: records.patient_row(raw, default_region=region),
         include_filters=_everything("archived_at"),
     ),
@@ -95,7 +95,7 @@ STREAMS: tuple[Stream, ...] = (
             "created_at",
             "updated_at",
             "raw",
-        ),  # fmt: skip
+        ),
         parse=lambda raw, region: records.individual_appointment_row(raw),
         include_filters=_everything("archived_at", "cancelled_at", "deleted_at"),
     ),
@@ -115,7 +115,7 @@ STREAMS: tuple[Stream, ...] = (
             "created_at",
             "updated_at",
             "raw",
-        ),  # fmt: skip
+        ),
         parse=lambda raw, region: records.group_appointment_row(raw),
         include_filters=_everything("archived_at", "deleted_at"),
     ),
@@ -134,7 +134,7 @@ STREAMS: tuple[Stream, ...] = (
             "created_at",
             "updated_at",
             "raw",
-        ),  # fmt: skip
+        ),
         parse=lambda raw, region: records.attendee_row(raw),
         include_filters=_everything("archived_at", "cancelled_at", "deleted_at"),
     ),
