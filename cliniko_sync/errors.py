@@ -66,8 +66,32 @@ class ClinikoAPIError(ClinikoSyncError):
     exit_code = EXIT_FAILURE
 
 
-class ClinikoValidationError(ClinikoAPIError):
-    """Cliniko answered 422: it does not accept the request's parameters (e.g. a filter it does not know)."""
+DEEP_CHECK_HINT = 'see the README\'s "What cliniko-sync assumes about the Cliniko API"; run check-credentials --deep'
+
+
+class ClinikoRefusedError(ClinikoAPIError):
+    """Cliniko answered 400 or 422: it refused the request's parameters (e.g. a filter it does not document)."""
+
+    def __init__(self, path: str, status: int, cliniko_message: str) -> None:
+        said = f": {cliniko_message}" if cliniko_message else ""
+        super().__init__(
+            f"Cliniko refused the parameters of GET /{path} (HTTP {status}{said}); "
+            f"assumption 'each endpoint accepts the filters and sort the sync sends' failed; {DEEP_CHECK_HINT}"
+        )
+        self.path = path
+        self.status = status
+        self.cliniko_message = cliniko_message
+
+
+class AssumptionViolatedError(ClinikoAPIError):
+    """Cliniko answered in a way the crawl's assumptions about the API rule out (e.g. a page out of the asked order)."""
+
+    def __init__(self, path: str, assumption: str, what_happened: str) -> None:
+        super().__init__(
+            f"Cliniko's answer for GET /{path} breaks the assumption '{assumption}': {what_happened}; {DEEP_CHECK_HINT}"
+        )
+        self.path = path
+        self.assumption = assumption
 
 
 class ClinikoUnavailableError(UnavailableError):

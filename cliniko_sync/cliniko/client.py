@@ -9,18 +9,19 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from cliniko_sync import __version__
+from cliniko_sync.cliniko.endpoints import Endpoint, endpoint
 from cliniko_sync.errors import (
     ClinikoAPIError,
+    ClinikoRefusedError,
     ClinikoUnavailableError,
-    ClinikoValidationError,
     ConfigError,
     CredentialsRejectedError,
     UsageError,
@@ -38,8 +39,8 @@ DEFAULT_SHARD = "au1"
 _SHARD = re.compile(r"[a-z]{2}\d{1,2}", re.IGNORECASE)
 _NAME = re.compile(r"[a-z_]+")
 _SORT = re.compile(r"[a-z_]+(?::(?:asc|desc))?(?:,[a-z_]+(?::(?:asc|desc))?)*")
-_RECORD_ID = re.compile(r"[0-9]+")
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f]")
+_PRINTABLE_WORD = re.compile(r"[^\x00-\x20\x7f-\x9f]+")
 FILTER_OPERATORS = frozenset({"=", "!=", ">=", ">", "<=", "<", "~", "~~", "?", "!?", "*"})
 _VALUELESS_OPERATORS = frozenset({"?", "!?", "*"})
 MAX_PER_PAGE = 100
@@ -110,9 +111,16 @@ class Page:
 
     records: list[dict]
     total_entries: int | None
-    next_url: str | None
-    self_url: str
+    next_url: str | None  # only a "more pages" signal: never followed (it may lack our filters and sort)
     number: int
+    per_page: int = MAX_PER_PAGE
+
+    def has_more(self) -> bool:
+        """Whether the listing goes on after this page: a next link, or a total beyond the records up to this page."""
+        if self.next_url is not None:
+            return True
+        read = (self.number - 1) * self.per_page + len(self.records)
+        return self.total_entries is not None and self.total_entries > read and bool(self.records)
 
 
 @dataclass
@@ -301,18 +309,6 @@ class _KeyAuth:
         return f"<Cliniko API key {self._hint}>"
 
 
-def _envelope_key(path: str) -> str:
-    """The listing's envelope key is the last path segment: /v1/group_appointments/1/attendees → attendees."""
-    return path.rstrip("/").rsplit("/", 1)[-1]
-
-
-def _page_number(url: str) -> int:
-    for name, value in parse_qsl(urlsplit(url).query):
-        if name == "page" and value.isdigit():
-            return int(value)
-    return 1
-
-
 class ClinikoClient:
     """One API key's connection to Cliniko. Not shared between threads: give each thread its own client
     (they still share the key's rate limiter)."""
@@ -375,134 +371,59 @@ class ClinikoClient:
 
     def list_page(
         self,
-        resource: str,
+        path: str,
         *,
         filters: Sequence[Filter] = (),
         sort: str | None = None,
         page: int = 1,
         per_page: int = MAX_PER_PAGE,
     ) -> Page:
-        """One page of `resource` (e.g. "patients"), filtered server-side."""
+        """One page of the documented list endpoint at `path` (e.g. "patients", "practitioners/inactive").
+
+        The request is built from our own parameters every time (page numbers included): Cliniko's next links may
+        carry only `page`, so following one would silently drop the filters and sort.
+        """
         if page < 1:
             raise ValueError("page numbers start at 1")
-        params = [("page", str(page)), *self._listing_params(resource, filters, sort, per_page)]
-        url = f"{self.base_url}/{resource}"
-        return self._page(url, params, resource=resource, number=page)
-
-    def follow(self, next_url: str) -> Page:
-        """The page a `links.next` URL names; refused unless it is on our own scheme, host and port."""
-        path = self._own_link_path(next_url)
-        return self._page(next_url, None, resource=_envelope_key(path), number=_page_number(next_url))
-
-    def _own_link_path(self, url: str) -> str:
-        """The path of a link Cliniko sent, after checking it points back at base_url: the key goes wherever it does."""
-        parts = urlsplit(url)
-        try:
-            origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-        except ValueError:
-            origin = None
-        if origin != self._base_origin or not parts.path.startswith(self._base_path + "/") or parts.username:
-            raise ClinikoAPIError(
-                f"Cliniko sent a next-page link to {_origin(url)}, not {_origin(self.base_url)}; refusing to "
-                "send the API key there"
-            )
-        return parts.path
-
-    def iter_pages(
-        self,
-        resource: str,
-        *,
-        filters: Sequence[Filter] = (),
-        sort: str | None = None,
-        per_page: int = MAX_PER_PAGE,
-    ) -> Iterator[Page]:
-        """Every page of a listing, following `links.next`; raises rather than end a listing short.
-
-        A next link that drops our filters, sort or page size is not followed (it would list something else): the
-        client asks for the next page number with its own parameters instead.
-        """
-        ours = sorted(self._listing_params(resource, filters, sort, per_page))
-        page = self.list_page(resource, filters=filters, sort=sort, page=1, per_page=per_page)
-        expected = page.total_entries
-        read = len(page.records)
-
-        def check_count(final: bool) -> None:
-            # Checked on every page too: a server that keeps sending next links must not keep us paging forever.
-            if expected is not None and (read > expected or (final and read != expected)):
-                raise ClinikoAPIError(
-                    f"Cliniko listed {expected} {resource} at {_redact(self.base_url)}/{resource} but its pages held "
-                    f"{read}{'' if final else ' or more'}; the listing changed or was cut short"
-                )
-
-        check_count(final=False)
-        yield page
-        while page.next_url:
-            previous = page.number
-            own_path = self._own_link_path(page.next_url) == f"{self._base_path}/{resource}"
-            if own_path and self._keeps_params(page.next_url, ours):
-                page = self.follow(page.next_url)
-            else:
-                page = self.list_page(resource, filters=filters, sort=sort, page=previous + 1, per_page=per_page)
-            if page.number <= previous:
-                raise ClinikoAPIError(
-                    f"Cliniko's next link for {_redact(self.base_url)}/{resource} went back from page {previous} to "
-                    f"page {page.number}"
-                )
-            read += len(page.records)
-            check_count(final=False)
-            yield page
-        check_count(final=True)
-
-    def get(self, resource: str, record_id: str, *, filters: Sequence[Filter] = ()) -> dict:
-        """One record by id (e.g. `get("patients", "123", filters=[Filter("archived_at", "*")])`)."""
-        if not _NAME.fullmatch(resource) or not _RECORD_ID.fullmatch(str(record_id)):
-            raise ValueError("bad resource name or record id")
-        url = f"{self.base_url}/{resource}/{record_id}"
-        body = self._request_json(url, [("q[]", item.render()) for item in filters], where=_redact(url))
-        if not isinstance(body, dict) or "id" not in body:
-            raise ClinikoAPIError(f"Cliniko sent an unexpected body for GET {_redact(url)}")
-        return body
+        listing = endpoint(path)
+        params = [("page", str(page)), *self._listing_params(listing, filters, sort, per_page)]
+        url = f"{self.base_url}/{path}"
+        return self._page(url, params, envelope=listing.envelope, number=page, per_page=per_page)
 
     @staticmethod
     def _listing_params(
-        resource: str, filters: Sequence[Filter], sort: str | None, per_page: int
+        listing: Endpoint, filters: Sequence[Filter], sort: str | None, per_page: int
     ) -> list[tuple[str, str]]:
-        if not _NAME.fullmatch(resource):
-            raise ValueError(f"bad resource name {resource!r}")
         if not 1 <= per_page <= MAX_PER_PAGE:
             raise ValueError(f"per_page must be 1..{MAX_PER_PAGE}")
         params = [("per_page", str(per_page))]
         if sort is not None:
             if not _SORT.fullmatch(sort):
                 raise ValueError(f"bad sort {sort!r}")
+            listing.check_sort(sort)
             params.append(("sort", sort))
-        params.extend(("q[]", item.render()) for item in filters)
+        for item in filters:
+            listing.check_filter(item.field, item.op)
+            params.append(("q[]", item.render()))
         return params
 
-    @staticmethod
-    def _keeps_params(next_url: str, ours: list[tuple[str, str]]) -> bool:
-        theirs = [(name, value) for name, value in parse_qsl(urlsplit(next_url).query) if name != "page"]
-        return sorted(theirs) == ours and _page_number(next_url) > 1
-
-    def _page(self, url: str, params: list[tuple[str, str]] | None, *, resource: str, number: int) -> Page:
+    def _page(self, url: str, params: list[tuple[str, str]], *, envelope: str, number: int, per_page: int) -> Page:
         where = f"{_redact(url)} (page {number})"
         body = self._request_json(url, params, where=where)
         if not isinstance(body, dict):
             raise ClinikoAPIError(f"Cliniko sent a body that is not a listing for GET {where}")
-        records = body.get(resource)
+        records = body.get(envelope)
         if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
-            raise ClinikoAPIError(f"Cliniko sent a listing without a list of {resource} for GET {where}")
+            raise ClinikoAPIError(f"Cliniko sent a listing without a list of {envelope} for GET {where}")
         total = body.get("total_entries")
         links = body.get("links")
-        links = links if isinstance(links, dict) else {}
-        next_url = links.get("next")
-        self_url = links.get("self")
+        next_url = links.get("next") if isinstance(links, dict) else None
         return Page(
             records=records,
             total_entries=total if isinstance(total, int) and not isinstance(total, bool) else None,
             next_url=next_url if isinstance(next_url, str) and next_url else None,
-            self_url=self_url if isinstance(self_url, str) else url,
             number=number,
+            per_page=per_page,
         )
 
     # -- one request, with its retries ------------------------------------------------------------------------
@@ -565,8 +486,9 @@ class ClinikoClient:
             raise ClinikoAPIError(f"Cliniko redirected GET {where} (HTTP {status}); redirects are not followed")
         if status == 404:
             raise ClinikoAPIError(f"not found: GET {where} (HTTP 404)")
-        if status == 422:
-            raise ClinikoValidationError(f"Cliniko refused GET {where} (HTTP 422){_invalid_fields(response.content)}")
+        if status in (400, 422):
+            path = urlsplit(url).path[len(self._base_path) + 1 :]
+            raise ClinikoRefusedError(path, status, _refusal_message(response.content))
         if status != 200:
             raise ClinikoAPIError(f"Cliniko answered HTTP {status} for GET {where}")
         try:
@@ -590,13 +512,20 @@ class ClinikoClient:
         return response
 
 
-def _invalid_fields(content: bytes) -> str:
-    """The field names (never the values or messages) a 422 body's `errors` object lists."""
+def _refusal_message(content: bytes) -> str:
+    """Cliniko's `message` for a refused request (e.g. "This column is not searchable."), plus the field names (never
+    values) a 422 body's `errors` lists; printable text only, cut short."""
     try:
-        errors = json.loads(content).get("errors")
-    except (ValueError, AttributeError):
+        body = json.loads(content)
+    except ValueError:
         return ""
-    if not isinstance(errors, dict) or not errors:
+    if not isinstance(body, dict):
         return ""
-    names = sorted(str(name) for name in errors if _NAME.fullmatch(str(name)))
-    return f": invalid {', '.join(names)}" if names else ""
+    message = body.get("message")
+    text = " ".join(_PRINTABLE_WORD.findall(message))[:200] if isinstance(message, str) else ""
+    errors = body.get("errors")
+    if isinstance(errors, dict):
+        names = sorted(str(name) for name in errors if _NAME.fullmatch(str(name)))
+        if names:
+            text = f"{text} (invalid {', '.join(names)})".strip()
+    return text

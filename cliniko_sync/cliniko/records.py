@@ -37,7 +37,6 @@ DENY_LIST: dict[str, frozenset[str]] = {
     "individual_appointments": _APPOINTMENT_DENIED,
     "group_appointments": _APPOINTMENT_DENIED,
     "attendees": _APPOINTMENT_DENIED,
-    "bookings": _APPOINTMENT_DENIED,
     "appointment_types": frozenset(),
     "practitioners": frozenset(),
     "businesses": frozenset(),
@@ -228,7 +227,8 @@ def attendee_row(raw: dict) -> dict:
         or link_id(raw.get("group_appointment"))
         or link_id(raw.get("appointment")),
         arrived=arrived if isinstance(arrived, bool) else None,
-        did_not_arrive=_flag(raw.get("did_not_arrive")),
+        # Cliniko documents `arrived` (nullable) on attendees; an older shape carried `did_not_arrive` instead.
+        did_not_arrive=arrived is False or _flag(raw.get("did_not_arrive")),
         cancelled_at=parse_time(raw.get("cancelled_at")),
     )
     return row

@@ -1,8 +1,15 @@
-"""Where a stream's crawl stands, and how one page moves it on: keyset paging over (updated_at, id).
+"""How one stream is paged: one small pager per mode, and the loop that runs them with the next request in flight.
 
-Every request asks for page 1 of `updated_at >= position`, so records that change while we crawl (and move to the
-end of the listing) can never shift an unread record onto a page we already read. When more records share one
-updated_at than a page holds, the crawl pages through that second by id (`id > last id`) instead.
+- UpdatedAtPager: page 1 of `updated_at >= the second we stand at`, sorted `updated_at,id`. Always page 1, so records
+  that change while we crawl (and move to the end of the listing) never shift an unread record past us.
+- CrowdedSecondPager: when one shown second holds more records than a page, that second alone, by `id > last id`.
+- ReferencePager: a small list, read whole by page number from each of its endpoints.
+
+Cliniko shows updated_at in whole seconds but stores and sorts it finer (cliniko-api.md §9): inside one shown second
+records come in the hidden order, not by id, and `updated_at:>=T` returns every record shown as T. So order is checked
+on whole seconds only, a second is re-read from its start, and the records already read in it are skipped by id.
+Every request is built from our own parameters: next links are only a "more pages" signal (they may carry only
+`page`, without our filters and sort).
 """
 
 from __future__ import annotations
@@ -10,20 +17,28 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 from cliniko_sync.cliniko.client import Filter
-from cliniko_sync.errors import ClinikoValidationError
+from cliniko_sync.errors import AssumptionViolatedError, ClinikoRefusedError
 from cliniko_sync.sync.streams import Stream
 
 log = logging.getLogger(__name__)
 ONE_SECOND = timedelta(seconds=1)
-# Ids already read at the position's updated_at are re-fetched by the next request; past this many, page by id.
+# A page whose last shown second holds this many records (and more pages follow) switches to paging that second by id.
 TIE_THRESHOLD = 50
-# A server that ignores the sort is read by offset pages; a listing that comes up short is read again this often.
-UNORDERED_RELISTS = 3
+# tie_after_id of a crowded second read from its start (ids are positive integers).
+SECOND_START = "0"
+# A small list read by page number that came up short (records moved while we paged) is read again this often.
+REFERENCE_RELISTS = 3
+
+SORTED = "sort=updated_at,id returns non-decreasing shown seconds"
+FILTERED = "updated_at:>=T returns only records shown at T or later"
+ONE_SECOND_ONLY = "updated_at:>=T&updated_at:<T+1s returns only records shown as T, sorted by id"
+OFFSET_PAGES = "page numbers of a small list, read with the same parameters, hold every record once"
 
 
 def whole_second(value: datetime) -> datetime:
@@ -35,13 +50,10 @@ def _id_key(record_id: str) -> tuple[int, str]:
     return (int(record_id), record_id) if record_id.isdigit() else (-1, record_id)
 
 
-def _record_key(row: dict[str, Any]) -> tuple[datetime, tuple[int, str]]:
-    return (row["updated_at"], _id_key(row["id"]))
-
-
 @dataclass(frozen=True)
 class Position:
-    """How far a pass has read. updated_at None means the beginning of the listing."""
+    """How far a pass has read: the shown second it stands at (None: the beginning), the ids already read in that
+    second, and inside a crowded second the last id read by id order (SECOND_START: none yet)."""
 
     updated_at: datetime | None = None
     ids: frozenset[str] = field(default_factory=frozenset)
@@ -50,83 +62,186 @@ class Position:
     def already_read(self, row: dict[str, Any]) -> bool:
         if self.updated_at is None:
             return False
-        if self.tie_after_id is not None and whole_second(row["updated_at"]) == whole_second(self.updated_at):
-            return _id_key(row["id"]) <= _id_key(self.tie_after_id) or row["id"] in self.ids
-        return row["updated_at"] < self.updated_at or (row["updated_at"] == self.updated_at and row["id"] in self.ids)
+        second = whole_second(row["updated_at"])
+        return second < self.updated_at or (second == self.updated_at and row["id"] in self.ids)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One list request, built from the tool's own parameters."""
+
+    path: str
+    filters: tuple[Filter, ...]
+    sort: str | None = None
+    page: int = 1
 
 
 @dataclass(frozen=True)
 class Step:
+    """What one page did: the rows not read before, where the pass now stands, and whether it is complete."""
+
     new_rows: list[dict[str, Any]]
     position: Position
     complete: bool
-    progressed: bool
-
-
-def request_for(stream: Stream, position: Position) -> tuple[list[Filter], str | None]:
-    """The q[] filters and sort of the next request."""
-    filters = list(stream.include_filters)
-    if not stream.incremental:
-        return filters, None
-    if position.tie_after_id is not None and position.updated_at is not None:
-        second = whole_second(position.updated_at)
-        filters += [
-            Filter("updated_at", ">=", second),
-            Filter("updated_at", "<", second + ONE_SECOND),
-            Filter("id", ">", position.tie_after_id),
-        ]
-        return filters, "id"
-    if position.updated_at is not None:
-        filters.append(Filter("updated_at", ">=", whole_second(position.updated_at)))
-    return filters, "updated_at,id"
-
-
-def advance(position: Position, rows: list[dict[str, Any]], *, has_next: bool) -> Step:
-    """Fold one page into the position: which rows are new, where the next request starts, whether we are done."""
-    new_rows = [row for row in rows if not position.already_read(row)]
-    if position.tie_after_id is not None and position.updated_at is not None:
-        return _advance_in_tie(position, rows, new_rows, has_next=has_next)
-    if not rows:
-        return Step(new_rows, position, complete=not has_next, progressed=False)
-    top = max(rows, key=_record_key)
-    top_time = top["updated_at"]
-    ids_at_top = {row["id"] for row in rows if row["updated_at"] == top_time}
-    if position.updated_at == top_time:
-        ids_at_top |= position.ids
-    moved = Position(top_time, frozenset(ids_at_top))
-    if has_next and len(ids_at_top) >= TIE_THRESHOLD:
-        moved = Position(top_time, moved.ids, tie_after_id=max(ids_at_top, key=_id_key))
-    return Step(new_rows, moved, complete=not has_next, progressed=bool(new_rows) or moved != position)
-
-
-def _in_requested_order(position: Position, rows: list[dict[str, Any]]) -> bool:
-    """Whether a page came back in the order the request asked for: by id inside a crowded second, else by
-    (updated_at, id)."""
-    if position.tie_after_id is not None:
-        keys: list[Any] = [_id_key(row["id"]) for row in rows]
-    else:
-        keys = [_record_key(row) for row in rows]
-    return all(a <= b for a, b in zip(keys, keys[1:], strict=False))
-
-
-def _advance_in_tie(position: Position, rows: list[dict[str, Any]], new_rows: list[dict[str, Any]], *,
-                    has_next: bool) -> Step:  # fmt: skip
-    assert position.updated_at is not None and position.tie_after_id is not None
-    if not has_next:
-        # The crowded second is exhausted: carry on after it.
-        after = Position(whole_second(position.updated_at) + ONE_SECOND)
-        return Step(new_rows, after, complete=False, progressed=True)
-    last_id = max((row["id"] for row in rows), key=_id_key, default=position.tie_after_id)
-    moved = Position(position.updated_at, position.ids, tie_after_id=max(last_id, position.tie_after_id, key=_id_key))
-    return Step(new_rows, moved, complete=False, progressed=moved != position)
 
 
 class Listing(Protocol):
     """What the crawl needs from a Cliniko client page."""
 
     records: list[dict[str, Any]]
-    next_url: str | None
     total_entries: int | None
+
+    def has_more(self) -> bool: ...
+
+
+class Pager(Protocol):
+    def request(self) -> Request: ...
+    def advance(self, page: Listing, rows: list[dict[str, Any]]) -> Step: ...
+    def following(self, step: Step) -> Pager: ...
+    def refused(self, error: ClinikoRefusedError) -> bool: ...
+
+
+class UpdatedAtPager:
+    """Page 1 of everything from the position's second on, in (shown second, hidden fraction) order."""
+
+    def __init__(self, stream: Stream, position: Position) -> None:
+        self.stream, self.position = stream, position
+
+    def request(self) -> Request:
+        filters = list(self.stream.include_filters)
+        if self.position.updated_at is not None:
+            filters.append(Filter("updated_at", ">=", self.position.updated_at))
+        return Request(self.stream.paths[0], tuple(filters), "updated_at,id")
+
+    def advance(self, page: Listing, rows: list[dict[str, Any]]) -> Step:
+        path, position, more = self.stream.paths[0], self.position, page.has_more()
+        seconds = [whole_second(row["updated_at"]) for row in rows]
+        if any(later < earlier for earlier, later in zip(seconds, seconds[1:], strict=False)):
+            raise AssumptionViolatedError(path, SORTED, "a page went back in time")
+        if position.updated_at is not None and seconds and seconds[0] < position.updated_at:
+            raise AssumptionViolatedError(path, FILTERED, "a record from before the asked second came back")
+        new_rows = [row for row in rows if not position.already_read(row)]
+        if not rows:
+            if more:
+                raise AssumptionViolatedError(path, SORTED, "an empty page said more pages follow")
+            return Step(new_rows, position, complete=True)
+        top = seconds[-1]
+        ids_at_top = {row["id"] for row, second in zip(rows, seconds, strict=True) if second == top}
+        if top == position.updated_at:
+            ids_at_top |= position.ids
+        crowded = more and (len(ids_at_top) >= TIE_THRESHOLD or top == position.updated_at)
+        moved = Position(top, frozenset(ids_at_top), SECOND_START if crowded else None)
+        return Step(new_rows, moved, complete=not more)
+
+    def following(self, step: Step) -> Pager:
+        return keyset_pager(self.stream, step.position)
+
+    def refused(self, error: ClinikoRefusedError) -> bool:
+        return False
+
+
+class CrowdedSecondPager:
+    """One shown second with more records than a page, read by id; then the crawl carries on after that second."""
+
+    def __init__(self, stream: Stream, position: Position) -> None:
+        assert position.updated_at is not None and position.tie_after_id is not None
+        self.stream, self.position = stream, position
+        self.second: datetime = position.updated_at
+        self.after: str = position.tie_after_id
+
+    def request(self) -> Request:
+        filters = [
+            *self.stream.include_filters,
+            Filter("updated_at", ">=", self.second),
+            Filter("updated_at", "<", self.second + ONE_SECOND),
+        ]
+        if self.after != SECOND_START:
+            filters.append(Filter("id", ">", self.after))
+        return Request(self.stream.paths[0], tuple(filters), "id")
+
+    def advance(self, page: Listing, rows: list[dict[str, Any]]) -> Step:
+        path, position = self.stream.paths[0], self.position
+        ids = [_id_key(row["id"]) for row in rows]
+        if any(whole_second(row["updated_at"]) != self.second for row in rows):
+            raise AssumptionViolatedError(path, ONE_SECOND_ONLY, "a record from another second came back")
+        if any(later <= earlier for earlier, later in zip([_id_key(self.after), *ids], ids, strict=False)):
+            raise AssumptionViolatedError(path, ONE_SECOND_ONLY, "ids did not ascend past the last one read")
+        new_rows = [row for row in rows if row["id"] not in position.ids]
+        if not page.has_more():
+            # The crowded second is exhausted: carry on after it.
+            return Step(new_rows, Position(self.second + ONE_SECOND), complete=False)
+        if not rows:
+            raise AssumptionViolatedError(path, ONE_SECOND_ONLY, "an empty page said more pages follow")
+        return Step(new_rows, Position(self.second, position.ids, rows[-1]["id"]), complete=False)
+
+    def following(self, step: Step) -> Pager:
+        return keyset_pager(self.stream, step.position)
+
+    def refused(self, error: ClinikoRefusedError) -> bool:
+        return False
+
+
+class ReferencePager:
+    """A small list read whole: each endpoint of the stream in turn, page after page with our own parameters."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.include = stream.include_filters
+        self.path_index = 0
+        self.page_number = 1
+        self.relists = REFERENCE_RELISTS
+        self.seen: set[str] = set()  # every id this pass has read, all endpoints
+        self.listed: set[str] = set()  # the ids of the current endpoint's listing
+
+    def request(self) -> Request:
+        return Request(self.stream.paths[self.path_index], self.include, None, self.page_number)
+
+    def advance(self, page: Listing, rows: list[dict[str, Any]]) -> Step:
+        new_rows = [row for row in rows if row["id"] not in self.seen]
+        ids = {row["id"] for row in rows}
+        fresh = not ids <= self.listed  # a page of nothing but repeats ends the listing (no paging forever)
+        self.seen |= ids
+        self.listed |= ids
+        if page.has_more() and fresh:
+            self.page_number += 1
+            return Step(new_rows, Position(), complete=False)
+        if page.total_entries is not None and len(self.listed) < page.total_entries:
+            if not self.relists:
+                raise AssumptionViolatedError(self.request().path, OFFSET_PAGES, "records were missing every time")
+            self.relists -= 1  # records moved while we paged: read this endpoint again from page 1
+        else:
+            self.path_index += 1
+        self.page_number = 1
+        self.listed.clear()
+        return Step(new_rows, Position(), complete=self.path_index == len(self.stream.paths))
+
+    def following(self, step: Step) -> Pager:
+        return self
+
+    def refused(self, error: ClinikoRefusedError) -> bool:
+        """A refused wish (e.g. `archived_at:*`): read the list without it, as the stream's declaration allows."""
+        if not self.include:
+            return False
+        log.warning(
+            "Cliniko refused the filters of /%s (%s); reading it without them",
+            error.path,
+            error.cliniko_message or f"HTTP {error.status}",
+        )
+        self.include = ()
+        self.page_number = 1
+        self.listed.clear()
+        return True
+
+
+def keyset_pager(stream: Stream, position: Position) -> Pager:
+    if position.tie_after_id is not None and position.updated_at is not None:
+        return CrowdedSecondPager(stream, position)
+    return UpdatedAtPager(stream, position)
+
+
+def pager_for(stream: Stream, position: Position) -> Pager:
+    """The pager that continues `stream` from `position`."""
+    return keyset_pager(stream, position) if stream.incremental else ReferencePager(stream)
 
 
 class _Prefetch:
@@ -160,8 +275,7 @@ def pages(
     stream: Stream,
     position: Position,
     *,
-    fetch: Callable[[list[Filter], str | None], Listing],
-    follow: Callable[[str], Listing],
+    fetch: Callable[[Request], Listing],
     parse: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> Iterator[tuple[Listing, Step]]:
     """Crawl one stream from `position`, yielding each page with its step. The caller writes the step's rows and
@@ -170,62 +284,20 @@ def pages(
     The next request is already on its way while the caller writes (its position is known once a page is parsed),
     so database time overlaps Cliniko's latency instead of adding to it.
     """
-
-    def request(at: Position, follow_url: str | None) -> _Prefetch:
-        if follow_url:
-            return _Prefetch(lambda: follow(follow_url))
-        filters, sort = request_for(stream, at)
-        return _Prefetch(lambda: fetch(filters, sort))
-
-    pending = request(position, None)
-    unordered: Position | None = None  # where the pass stood when the server turned out not to sort
-    newest: dict[str, Any] | None = None  # the newest record read since then
-    listed: set[str] = set()  # ids read by the current plain listing (only on that fallback path)
-    relists = UNORDERED_RELISTS
+    pager = pager_for(stream, position)
+    pending = _Prefetch(partial(fetch, pager.request()))
     while True:
         try:
             page = pending.result()
-        except ClinikoValidationError:
-            if stream.incremental or not stream.include_filters:
+        except ClinikoRefusedError as error:
+            if not pager.refused(error):
                 raise
-            log.warning("Cliniko refused the filters of %s; reading it without them", stream.name)
-            stream = replace(stream, include_filters=())
-            pending = request(position, None)
+            pending = _Prefetch(partial(fetch, pager.request()))
             continue
-        rows = [parse(raw) for raw in page.records]
-        has_next = page.next_url is not None
-        if stream.incremental and unordered is None and not _in_requested_order(position, rows):
-            # Keyset paging needs the sort we asked for. Without it, read everything from where the pass stands with
-            # one plain `updated_at >=` listing and its next links, keep the committed position there (a crash
-            # restarts from it) and move it once, when that listing is complete.
-            log.warning("Cliniko did not sort %s as asked; reading it page by page instead", stream.name)
-            unordered = Position(position.updated_at)
-            pending = request(unordered, None)
-            yield page, Step(rows, unordered, complete=False, progressed=False)
-            position = unordered
-            continue
-        if unordered is not None:
-            newest = max([*rows, *([newest] if newest else [])], key=_record_key, default=None)
-            listed.update(row["id"] for row in rows)
-            if not has_next and page.total_entries is not None and len(listed) < page.total_entries and relists:
-                # Fewer distinct records than the listing holds: records that changed meanwhile shifted the
-                # offset pages past some. Read the listing again (a few times at most).
-                relists -= 1
-                listed.clear()
-                pending = request(unordered, None)
-                yield page, Step(rows, unordered, complete=False, progressed=False)
-                continue
-            done = Position(newest["updated_at"], frozenset({newest["id"]})) if newest else unordered
-            step = Step(rows, unordered if has_next else done, complete=not has_next, progressed=False)
-        elif stream.incremental:
-            step = advance(position, rows, has_next=has_next)
-        else:
-            step = Step(rows, position, complete=not has_next, progressed=False)
+        step = pager.advance(page, [parse(raw) for raw in page.records])
         if not step.complete:
-            # Reference streams follow next links; a server that ignores our filters or sort makes no keyset
-            # progress, so the crawl falls back to its own next link until it does.
-            pending = request(step.position, page.next_url if not step.progressed else None)
+            pager = pager.following(step)
+            pending = _Prefetch(partial(fetch, pager.request()))
         yield page, step
         if step.complete:
             return
-        position = step.position

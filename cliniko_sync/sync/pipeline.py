@@ -201,8 +201,9 @@ class _Run:
             listing = crawl.pages(
                 stream,
                 position,
-                fetch=lambda filters, sort: client.list_page(stream.resource, filters=filters, sort=sort),
-                follow=client.follow,
+                fetch=lambda request: client.list_page(
+                    request.path, filters=request.filters, sort=request.sort, page=request.page
+                ),
                 parse=lambda raw: stream.parse(raw, self.region),
             )
             self.check_stop()

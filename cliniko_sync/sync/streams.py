@@ -21,9 +21,10 @@ def _everything(*fields: str) -> tuple[Filter, ...]:
 class Stream:
     """One Cliniko list endpoint mirrored into one table.
 
-    incremental streams are crawled in (updated_at, id) order from a cursor; the others are small reference lists
-    read whole on every run. include_filters of a reference list are a wish: if Cliniko refuses them (422), the list
-    is read without them (archived appointment types then just lack a name in the JSON details).
+    incremental streams are crawled in updated_at order from a cursor (crawl.py); the others are small reference
+    lists read whole on every run, from each of their `paths` in turn. include_filters of a reference list are a
+    wish: if Cliniko refuses them (400 or 422), the list is read without them (archived appointment types then just
+    lack a name in the JSON details).
     """
 
     name: str
@@ -32,30 +33,43 @@ class Stream:
     parse: RowParser
     include_filters: tuple[Filter, ...] = field(default=())
     incremental: bool = True
+    paths: tuple[str, ...] = ()  # the documented list endpoints read into this mirror; default: (name,)
 
-    @property
-    def resource(self) -> str:
-        return self.name
+    def __post_init__(self) -> None:
+        if not self.paths:
+            object.__setattr__(self, "paths", (self.name,))
+        if self.incremental and len(self.paths) != 1:
+            raise ValueError("an incremental stream reads one endpoint")
 
 
 REFERENCE_COLUMNS = ("id", "name", "created_at", "updated_at", "archived_at", "deleted_at", "raw")
 
 
-def _reference_list(name: str, row: Callable[[dict[str, Any]], dict[str, Any]]) -> Stream:
-    """A small list read whole on every run (appointment types, practitioners), archived entries included."""
+def _reference_list(
+    name: str,
+    row: Callable[[dict[str, Any]], dict[str, Any]],
+    *,
+    include: tuple[Filter, ...],
+    paths: tuple[str, ...] = (),
+) -> Stream:
+    """A small list read whole on every run (appointment types, practitioners)."""
     return Stream(
         name=name,
         table=f"cliniko_{name}",
         columns=REFERENCE_COLUMNS,
         parse=lambda raw, region: row(raw),
-        include_filters=_everything("archived_at"),
+        include_filters=include,
         incremental=False,
+        paths=paths,
     )
 
 
 STREAMS: tuple[Stream, ...] = (
-    _reference_list("appointment_types", records.appointment_type_row),
-    _reference_list("practitioners", records.practitioner_row),
+    _reference_list("appointment_types", records.appointment_type_row, include=_everything("archived_at")),
+    # Practitioners are never archived, only made inactive: Cliniko lists those on a second endpoint.
+    _reference_list(
+        "practitioners", records.practitioner_row, include=(), paths=("practitioners", "practitioners/inactive")
+    ),
     Stream(
         name="patients",
         table="cliniko_patients",

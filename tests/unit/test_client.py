@@ -21,7 +21,14 @@ from cliniko_sync.cliniko.client import (
     shard_for_key,
     validate_api_key_shape,
 )
-from cliniko_sync.errors import ClinikoAPIError, ConfigError, CredentialsRejectedError, UsageError
+from cliniko_sync.cliniko.endpoints import UndocumentedParameterError
+from cliniko_sync.errors import (
+    ClinikoAPIError,
+    ClinikoRefusedError,
+    ConfigError,
+    CredentialsRejectedError,
+    UsageError,
+)
 
 # The example key from Cliniko's docs, with the Authorization header the docs give for it.
 DOCS_KEY = "MxJrZXkiOiI1Njd1amJmZTQ1NyJ9-au2"
@@ -244,8 +251,6 @@ def test_listing_arguments_are_validated(client: ClinikoClient, kwargs: dict) ->
 def test_resource_names_are_validated(client: ClinikoClient) -> None:
     with pytest.raises(ValueError):
         client.list_page("../admin")
-    with pytest.raises(ValueError):
-        client.get("patients", "12/../../admin")
 
 
 # -- headers --------------------------------------------------------------------------------------------------
@@ -260,131 +265,61 @@ def test_headers(mocked: responses.RequestsMock, client: ClinikoClient) -> None:
     assert headers["User-Agent"] == f"cliniko-sync/{__version__} ({EMAIL})"
 
 
-# -- pagination -----------------------------------------------------------------------------------------------
-
-UPDATED_SINCE = Filter("updated_at", ">=", datetime(2025, 6, 1, tzinfo=UTC))
-ECHOED = "per_page=2&sort=updated_at%2Cid&q%5B%5D=updated_at%3A%3E%3D2025-06-01T00%3A00%3A00Z"
-
-
-def crawl(client: ClinikoClient) -> list[str]:
-    pages = client.iter_pages("patients", filters=[UPDATED_SINCE], sort="updated_at,id", per_page=2)
-    return [record["id"] for page in pages for record in page.records]
-
-
-def test_pagination_follows_links_that_keep_the_query(mocked: responses.RequestsMock, client: ClinikoClient) -> None:
-    mocked.get(
-        f"{BASE}/patients", json=listing("patients", ["1", "2"], total=5, next_url=f"{BASE}/patients?page=2&{ECHOED}")
-    )
-    mocked.get(
-        f"{BASE}/patients", json=listing("patients", ["3", "4"], total=5, next_url=f"{BASE}/patients?{ECHOED}&page=3")
-    )
-    mocked.get(f"{BASE}/patients", json=listing("patients", ["5"], total=5))
-    assert crawl(client) == ["1", "2", "3", "4", "5"]
-    assert [call.request.url for call in mocked.calls][1:] == [
-        f"{BASE}/patients?page=2&{ECHOED}",
-        f"{BASE}/patients?{ECHOED}&page=3",
-    ]
-    assert client.stats.requests == 3
+# -- documented parameters only, next links as a signal ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "next_query",
+    ("path", "filters", "sort"),
     [
-        "page=2&per_page=2",  # filters and sort dropped
-        "page=2",  # nothing kept
-        f"page=2&{ECHOED}".replace("per_page=2", "per_page=50"),  # another page size
-        f"page=2&{ECHOED}&q%5B%5D=archived_at%3A%2A",  # an extra filter
+        ("practitioners", [Filter("archived_at", "*")], None),  # the first release's bug: Cliniko answers 400
+        ("practitioners/inactive", [Filter("deleted_at", "*")], None),
+        ("patients", [Filter("deleted_at", "*")], None),  # patients document no deleted_at filter
+        ("patients", [Filter("updated_at", "=", "2025-01-01")], None),  # date-times have no `=`
+        ("group_appointments", [Filter("cancelled_at", "*")], None),
+        ("patients", [], "name"),
+        ("group_appointments", [], "patient_ids"),  # an array is not a sort column
+        ("bookings_and_more", [], None),
     ],
 )
-def test_pagination_reissues_its_own_query_when_the_link_drops_it(
-    mocked: responses.RequestsMock, client: ClinikoClient, next_query: str
+def test_undocumented_parameters_are_never_sent(
+    mocked: responses.RequestsMock, client: ClinikoClient, path: str, filters: list[Filter], sort: str | None
 ) -> None:
-    mocked.get(
-        f"{BASE}/patients", json=listing("patients", ["1", "2"], total=3, next_url=f"{BASE}/patients?{next_query}")
-    )
-    mocked.get(f"{BASE}/patients", json=listing("patients", ["3"], total=3))
-    assert crawl(client) == ["1", "2", "3"]
-    second = mocked.calls[1].request.url
-    assert second is not None
-    assert sorted(query(second)) == sorted(
-        [("page", "2"), ("per_page", "2"), ("sort", "updated_at,id"), ("q[]", "updated_at:>=2025-06-01T00:00:00Z")]
-    )
+    with pytest.raises(UndocumentedParameterError):
+        client.list_page(path, filters=filters, sort=sort)
+    assert len(mocked.calls) == 0
 
 
-def test_pagination_stops_without_next(mocked: responses.RequestsMock, client: ClinikoClient) -> None:
-    mocked.get(f"{BASE}/patients", json=listing("patients", ["1", "2"], total=2))
-    assert crawl(client) == ["1", "2"]
-    assert len(mocked.calls) == 1
+def test_inactive_practitioners_use_the_practitioners_envelope(
+    mocked: responses.RequestsMock, client: ClinikoClient
+) -> None:
+    mocked.get(f"{BASE}/practitioners/inactive", json=listing("practitioners", ["7"], total=1))
+    page = client.list_page("practitioners/inactive")
+    assert [record["id"] for record in page.records] == ["7"]
 
 
-def test_pagination_without_total_entries(mocked: responses.RequestsMock, client: ClinikoClient) -> None:
-    mocked.get(f"{BASE}/patients", json=listing("patients", ["1", "2"], total=None))
-    pages = list(client.iter_pages("patients"))
-    assert pages[0].total_entries is None
-    assert pages[0].number == 1
+@pytest.mark.parametrize(
+    ("body", "more"),
+    [
+        (listing("patients", ["1", "2"], total=5, next_url=f"{BASE}/patients?page=2"), True),
+        (listing("patients", ["1", "2"], total=5), True),  # no links at all: the total says more
+        (listing("patients", ["1", "2"], total=2), False),
+        (listing("patients", ["1", "2"], total=None), False),
+        (listing("patients", [], total=9), False),
+    ],
+)
+def test_more_pages_signal(mocked: responses.RequestsMock, client: ClinikoClient, body: dict, more: bool) -> None:
+    mocked.get(f"{BASE}/patients", json=body)
+    assert client.list_page("patients", per_page=2).has_more() is more
 
 
-def test_endless_next_links_stop_at_the_total(mocked: responses.RequestsMock, client: ClinikoClient) -> None:
-    mocked.get(f"{BASE}/patients", json=listing("patients", ["1"], total=3, next_url=f"{BASE}/patients?page=1"))
-    with pytest.raises(ClinikoAPIError, match="held 4 or more"):
-        list(client.iter_pages("patients", per_page=1))
-    assert len(mocked.calls) == 4
-
-
-@pytest.mark.parametrize("read", [["1", "2", "3"], ["1"]])
-def test_total_mismatch_fails_the_listing(mocked: responses.RequestsMock, client: ClinikoClient, read: list) -> None:
-    mocked.get(f"{BASE}/patients", json=listing("patients", read[:2], total=2, next_url=f"{BASE}/patients?page=2"))
-    mocked.get(f"{BASE}/patients", json=listing("patients", read[2:], total=2))
-    if len(read) == 1:
-        mocked.replace(responses.GET, f"{BASE}/patients", json=listing("patients", read, total=2))
-    with pytest.raises(ClinikoAPIError, match=f"listed 2 patients .* held {len(read)}"):
-        crawl(client)
-
-
-def test_next_link_to_another_host_is_refused(mocked: responses.RequestsMock, client: ClinikoClient) -> None:
-    for evil in ("https://evil.example/v1/patients?page=2", "http://api.au2.cliniko.com/v1/patients?page=2"):
-        mocked.get(f"{BASE}/patients", json=listing("patients", ["1"], total=2, next_url=evil))
-        with pytest.raises(ClinikoAPIError, match="refusing"):
-            list(client.iter_pages("patients", per_page=1))
-    with pytest.raises(ClinikoAPIError, match="refusing"):
-        client.follow("https://api.au2.cliniko.com:8443/v1/patients?page=2")
-    with pytest.raises(ClinikoAPIError, match="refusing"):
-        client.follow("https://api.au2.cliniko.com/v2/patients?page=2")
-    assert all(urlsplit(call.request.url).hostname == "api.au2.cliniko.com" for call in mocked.calls)
-    assert all(urlsplit(call.request.url).scheme == "https" for call in mocked.calls)
-
-
-def test_follow_accepts_an_explicit_default_port(mocked: responses.RequestsMock, client: ClinikoClient) -> None:
-    mocked.get("https://api.au2.cliniko.com:443/v1/attendees", json=listing("attendees", ["9"], total=1))
-    page = client.follow("https://api.au2.cliniko.com:443/v1/attendees?page=4&per_page=100")
-    assert (page.number, page.records) == (4, [{"id": "9"}])
-
-
-def test_next_link_that_goes_backwards_is_refused(mocked: responses.RequestsMock, client: ClinikoClient) -> None:
-    mocked.get(
-        f"{BASE}/patients", json=listing("patients", ["1"], total=9, next_url=f"{BASE}/patients?page=3&per_page=1")
-    )
-    mocked.get(
-        f"{BASE}/patients", json=listing("patients", ["2"], total=9, next_url=f"{BASE}/patients?page=2&per_page=1")
-    )
-    with pytest.raises(ClinikoAPIError, match="went back"):
-        list(client.iter_pages("patients", per_page=1))
-
-
-# -- single records -------------------------------------------------------------------------------------------
-
-
-def test_get_one_record(mocked: responses.RequestsMock, client: ClinikoClient) -> None:
-    mocked.get(f"{BASE}/patients/1386591894061983172", json={"id": "1386591894061983172", "first_name": "Zoë"})
-    record = client.get("patients", "1386591894061983172", filters=[Filter("archived_at", "*")])
-    assert record["first_name"] == "Zoë"
-    assert query(mocked.calls[0].request.url or "") == [("q[]", "archived_at:*")]
-
-
-def test_get_with_an_unexpected_body(mocked: responses.RequestsMock, client: ClinikoClient) -> None:
-    mocked.get(f"{BASE}/patients/5", json={"patients": []})
-    with pytest.raises(ClinikoAPIError, match="unexpected body"):
-        client.get("patients", "5")
+def test_a_next_link_is_never_followed(mocked: responses.RequestsMock, client: ClinikoClient) -> None:
+    """Next links may carry only `page` (or point anywhere): the client only ever requests its own URL."""
+    evil = "https://evil.example/v1/patients?page=2"
+    mocked.get(f"{BASE}/patients", json=listing("patients", ["1"], total=2, next_url=evil))
+    page = client.list_page("patients", filters=[Filter("archived_at", "*")], sort="updated_at,id", per_page=1)
+    assert page.has_more()
+    assert not hasattr(client, "follow")
+    assert [urlsplit(call.request.url or "").hostname for call in mocked.calls] == ["api.au2.cliniko.com"]
 
 
 # -- errors ---------------------------------------------------------------------------------------------------
@@ -401,9 +336,9 @@ def test_rejected_credentials_fail_at_once(mocked: responses.RequestsMock, clien
 
 
 def test_not_found(mocked: responses.RequestsMock, client: ClinikoClient) -> None:
-    mocked.get(f"{BASE}/patients/404", status=404, json={"message": "not found"})
-    with pytest.raises(ClinikoAPIError, match="not found: GET https://api.au2.cliniko.com/v1/patients/404") as raised:
-        client.get("patients", "404")
+    mocked.get(f"{BASE}/patients", status=404, json={"message": "not found"})
+    with pytest.raises(ClinikoAPIError, match="not found: GET https://api.au2.cliniko.com/v1/patients") as raised:
+        client.list_page("patients")
     assert raised.value.exit_code == 1
     assert len(mocked.calls) == 1
 
@@ -419,10 +354,28 @@ def test_validation_error_names_fields_not_values(mocked: responses.RequestsMock
     assert "not valid" not in message
 
 
+@pytest.mark.parametrize("status", [400, 422])
+def test_a_refusal_names_the_endpoint_and_clinikos_message(
+    mocked: responses.RequestsMock, client: ClinikoClient, status: int
+) -> None:
+    mocked.get(f"{BASE}/practitioners/inactive", status=status, json={"message": "This column is not searchable."})
+    with pytest.raises(ClinikoRefusedError) as raised:
+        client.list_page(
+            "practitioners/inactive", filters=[Filter("updated_at", ">=", datetime(2025, 1, 1, tzinfo=UTC))]
+        )
+    message = str(raised.value)
+    assert f"GET /practitioners/inactive (HTTP {status}: This column is not searchable.)" in message
+    assert "check-credentials --deep" in message
+    assert DOCS_KEY not in message and DOCS_KEY[-8:] not in message
+    assert raised.value.path == "practitioners/inactive"
+    assert raised.value.exit_code == 1
+    assert len(mocked.calls) == 1  # a refusal is not retried
+
+
 @pytest.mark.parametrize("body", ["not json", '{"errors": ["a"]}', "[]"])
 def test_validation_error_with_odd_bodies(mocked: responses.RequestsMock, client: ClinikoClient, body: str) -> None:
     mocked.get(f"{BASE}/patients", status=422, body=body)
-    with pytest.raises(ClinikoAPIError, match=r"HTTP 422\)$"):
+    with pytest.raises(ClinikoAPIError, match=r"GET /patients \(HTTP 422\);"):
         client.list_page("patients")
 
 
@@ -470,13 +423,14 @@ def test_the_key_never_shows(
     caplog.set_level(logging.DEBUG)
     email_filter = Filter("email", "=", "jo.private@example.test")
     mocked.get(f"{BASE}/patients", json=listing("patients", ["1"], total=1))
-    mocked.get(f"{BASE}/patients/1", status=401)
-    mocked.get(f"{BASE}/patients/2", status=503)
+    mocked.get(f"{BASE}/patients", status=401)
+    mocked.get(f"{BASE}/patients", status=503)
+    mocked.get(f"{BASE}/patients", status=400, json={"message": "This column is not searchable."})
     client.list_page("patients", filters=[email_filter])
     errors = []
-    for record_id in ("1", "2"):
+    for _ in range(3):
         with pytest.raises(Exception) as raised:
-            client.get("patients", record_id, filters=[email_filter])
+            client.list_page("patients", filters=[email_filter])
         errors.append(raised.value)
     secret = DOCS_KEY[:-4]
     texts = [str(error) for error in errors] + [repr(error) for error in errors] + [caplog.text, repr(client)]

@@ -273,7 +273,11 @@ def test_a_twenty_percent_error_rate_still_completes(mocked: responses.RequestsM
         return 200, {}, json.dumps(body)
 
     mocked.add_callback(responses.GET, URL, callback=answer)
-    ids = [record["id"] for page in client.iter_pages("patients", per_page=1) for record in page.records]
+    ids = [
+        record["id"]
+        for page in range(1, total + 1)
+        for record in client.list_page("patients", page=page, per_page=1).records
+    ]
     assert ids == [str(number) for number in range(1, total + 1)]
     assert client.stats.retries > 0
 

@@ -1,7 +1,8 @@
-"""The keyset crawl against a simulated Cliniko listing that changes while it is read.
+"""The pagers against an in-memory listing that behaves as Cliniko documents (cliniko-api.md §4, §9).
 
-The listing below follows the documented semantics (q[] updated_at/id filters, sort, page 1 of 100, links.next);
-records are touched between requests, which moves them to the end of an updated_at crawl.
+The listing stores updated_at to the microsecond and shows whole seconds; filters and sorts use the stored value;
+next links carry only `page`. Records are touched between requests, which moves them to the end of an updated_at
+crawl. Every request the crawl builds is checked against the documented endpoint table.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cliniko_sync.cliniko.client import Filter
+from cliniko_sync.cliniko.client import MAX_PER_PAGE, ClinikoClient
+from cliniko_sync.cliniko.endpoints import endpoint
+from cliniko_sync.errors import AssumptionViolatedError, ClinikoRefusedError
 from cliniko_sync.sync import crawl
-from cliniko_sync.sync.streams import STREAMS_BY_NAME
+from cliniko_sync.sync.streams import STREAMS, STREAMS_BY_NAME
 
 PATIENTS = STREAMS_BY_NAME["patients"]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -25,211 +29,306 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 @dataclass
 class FakePage:
     records: list[dict[str, Any]]
-    next_url: str | None
     total_entries: int | None
+    next_url: str | None
+    number: int = 1
+    per_page: int = MAX_PER_PAGE
+
+    def has_more(self) -> bool:
+        return self.next_url is not None
 
 
-class Listing:
-    """An in-memory /patients listing: {id: updated_at}, honouring >=, <, > filters and the sort."""
+class StrictListing:
+    """One endpoint's records: id → stored updated_at (microseconds); shown in whole seconds."""
 
-    def __init__(self, updated: dict[str, datetime], *, honour_sort: bool = True, honour_id_sort: bool = True) -> None:
-        self.updated = dict(updated)
-        self.honour_id_sort = honour_id_sort
-        self.shuffle: random.Random | None = None
-        self.clock = max(updated.values(), default=T0)
-        self.requests = 0
-        self.honour_sort = honour_sort
+    def __init__(self, stored: dict[str, datetime], *, ignore_sort: bool = False, ignore_updated_at: bool = False):
+        self.stored = dict(stored)
+        self.clock = max(stored.values(), default=T0)
+        self.rng = random.Random(7)
+        self.requests: list[crawl.Request] = []
+        self.ignore_sort = ignore_sort
+        self.ignore_updated_at = ignore_updated_at
         self.on_request: Any = None
 
     def touch(self, record_id: str) -> None:
-        self.clock += timedelta(seconds=1)
-        self.updated[record_id] = self.clock
+        """An edit: a new stored stamp, often inside the same shown second as the last one."""
+        self.clock += timedelta(microseconds=self.rng.choice([1, 250_000, 999_999, 3_000_000]))
+        self.stored[record_id] = self.clock
 
-    def _matching(self, filters: list[Filter], sort: str | None) -> list[dict[str, Any]]:
-        rows = [{"id": i, "updated_at": u} for i, u in self.updated.items()]
-        for f in filters:
-            if f.field == "updated_at" and f.op == ">=":
-                rows = [r for r in rows if r["updated_at"] >= f.value]
-            elif f.field == "updated_at" and f.op == "<":
-                rows = [r for r in rows if r["updated_at"] < f.value]
-            elif f.field == "id" and f.op == ">":
-                rows = [r for r in rows if int(r["id"]) > int(str(f.value))]
-        if not self.honour_sort:
-            rows.sort(key=lambda r: (r["updated_at"], int(r["id"])), reverse=True)  # e.g. newest first, always
-        elif sort == "id":
-            rows.sort(key=lambda r: int(r["id"]), reverse=not self.honour_id_sort)
-        else:
-            rows.sort(key=lambda r: (r["updated_at"], int(r["id"])))
-        return rows
-
-    def fetch(self, filters: list[Filter], sort: str | None, page: int = 1) -> FakePage:
-        self.requests += 1
+    def fetch(self, request: crawl.Request) -> FakePage:
+        listing = endpoint(request.path)  # a request the real API would answer with 400 fails here
+        for item in request.filters:
+            listing.check_filter(item.field, item.op)
+        if request.sort:
+            listing.check_sort(request.sort)
+        self.requests.append(request)
         if self.on_request:
             self.on_request(self)
-        rows = self._matching(filters, sort)
-        chunk = rows[(page - 1) * 100 : page * 100]
-        if self.shuffle is not None and self.shuffle.random() < 0.3:
-            self.shuffle.shuffle(chunk)  # this page comes back out of order
-        more = len(rows) > page * 100
-        return FakePage(chunk, f"page={page + 1}" if more else None, len(rows))
+        rows = list(self.stored.items())
+        for item in request.filters:
+            value = item.value
+            if item.field == "updated_at" and not self.ignore_updated_at:
+                assert isinstance(value, datetime) and value.microsecond == 0, "filter values are whole seconds"
+                if item.op == ">=":
+                    rows = [r for r in rows if r[1] >= value]
+                elif item.op == ">":
+                    rows = [r for r in rows if r[1] > value]
+                elif item.op == "<":
+                    rows = [r for r in rows if r[1] < value]
+            elif item.field == "id" and item.op == ">":
+                rows = [r for r in rows if int(r[0]) > int(str(value))]
+        if request.sort == "id" and not self.ignore_sort:
+            rows.sort(key=lambda r: int(r[0]))
+        elif request.sort == "updated_at,id" and not self.ignore_sort:
+            rows.sort(key=lambda r: (r[1], int(r[0])))
+        else:
+            rows.sort(key=lambda r: int(r[0]) % 97)  # some order of the server's own
+        start = (request.page - 1) * MAX_PER_PAGE
+        chunk = rows[start : start + MAX_PER_PAGE]
+        more = len(rows) > start + MAX_PER_PAGE
+        shown = [{"id": i, "updated_at": u.replace(microsecond=0)} for i, u in chunk]
+        return FakePage(shown, len(rows), f"https://x/v1/patients?page={request.page + 1}" if more else None)
 
 
-def run_crawl(listing: Listing, position: crawl.Position | None = None) -> tuple[dict[str, datetime], int]:
-    """Crawl to the end; return the newest updated_at seen per id and the number of steps."""
-    seen: dict[str, datetime] = {}
-    last_query: list[Any] = []
-
-    def fetch(filters: list[Filter], sort: str | None) -> FakePage:
-        last_query[:] = [filters, sort, 1]
-        return listing.fetch(filters, sort)
-
-    def follow(url: str) -> FakePage:
-        last_query[2] += 1
-        return listing.fetch(last_query[0], last_query[1], page=last_query[2])
-
-    steps = 0
-    for _page, step in crawl.pages(
-        PATIENTS, position or crawl.Position(), fetch=fetch, follow=follow, parse=lambda raw: raw
-    ):
-        steps += 1
+def run_crawl(
+    listing: StrictListing, position: crawl.Position | None = None, *, stop_after: int | None = None
+) -> tuple[dict[str, list[datetime]], crawl.Position, bool]:
+    """Crawl (to the end, or `stop_after` pages, as a killed run would); every new row per id, the committed
+    position, and whether the pass completed."""
+    seen: dict[str, list[datetime]] = {}
+    position = position or crawl.Position()
+    for steps, (_page, step) in enumerate(crawl.pages(PATIENTS, position, fetch=listing.fetch, parse=lambda r: r), 1):
         for row in step.new_rows:
-            if row["id"] not in seen or row["updated_at"] > seen[row["id"]]:
-                seen[row["id"]] = row["updated_at"]
-        assert steps < 10_000, "the crawl does not terminate"
-    return seen, steps
+            seen.setdefault(row["id"], []).append(row["updated_at"])
+        position = step.position
+        if step.complete:
+            return seen, position, True
+        assert steps < 5_000, "the crawl does not terminate"
+        if stop_after is not None and steps >= stop_after:
+            return seen, position, False
+    raise AssertionError("the crawl ended without a complete step")
 
 
-def make_ids(n: int, rng: random.Random) -> list[str]:
+def ids(n: int, rng: random.Random) -> list[str]:
     return [str(rng.randrange(10**18, 9 * 10**18)) for _ in range(n)]
 
 
-def test_full_crawl_reads_every_record_once_in_minimum_requests() -> None:
+def hidden(second: datetime, rng: random.Random) -> datetime:
+    return second + timedelta(microseconds=rng.randrange(1_000_000))
+
+
+def test_full_crawl_reads_every_record_once_in_the_minimum_of_requests() -> None:
     rng = random.Random(1)
-    listing = Listing({i: T0 + timedelta(minutes=k) for k, i in enumerate(make_ids(1000, rng))})
-    seen, steps = run_crawl(listing)
-    assert seen == listing.updated
-    assert listing.requests <= 11  # ceil(1000/100) + the empty-tail request at most
+    listing = StrictListing({i: hidden(T0 + timedelta(minutes=k), rng) for k, i in enumerate(ids(1000, rng))})
+    seen, _, complete = run_crawl(listing)
+    assert complete
+    assert set(seen) == set(listing.stored) and all(len(v) == 1 for v in seen.values())
+    assert len(listing.requests) <= 11
 
 
-def test_tie_group_larger_than_a_page_is_read_completely() -> None:
+def test_records_sharing_a_shown_second_in_hidden_order_are_neither_lost_nor_read_twice() -> None:
     rng = random.Random(2)
-    ids = make_ids(760, rng)
-    updated = {i: T0 for i in ids[:350]}  # a bulk import: 350 records share one second
-    updated |= {i: T0 + timedelta(seconds=k + 1) for k, i in enumerate(ids[350:])}
-    listing = Listing(updated)
-    seen, _ = run_crawl(listing)
-    assert seen == updated
-    assert listing.requests <= 12
+    record_ids = ids(900, rng)
+    # Seconds shared by 2–7 records whose hidden fractions order them against their ids.
+    stored = {i: hidden(T0 + timedelta(seconds=k // rng.randint(2, 7)), rng) for k, i in enumerate(record_ids)}
+    listing = StrictListing(stored)
+    seen, _, _ = run_crawl(listing)
+    assert set(seen) == set(stored) and all(len(v) == 1 for v in seen.values())
+    assert len(listing.requests) <= 1.02 * 9 + 3
+    assert all(r.sort == "updated_at,id" for r in listing.requests), "no fallback, no crowded second needed"
 
 
-def test_records_updated_during_the_crawl_are_not_missed() -> None:
+def test_a_crowded_second_larger_than_a_page_is_read_by_id_completely() -> None:
     rng = random.Random(3)
-    ids = make_ids(900, rng)
-    listing = Listing({i: T0 + timedelta(seconds=k // 3) for k, i in enumerate(ids)})
-    original = dict(listing.updated)
-
-    def touch_something(server: Listing) -> None:
-        for _ in range(3):
-            server.touch(rng.choice(ids))
-
-    listing.on_request = touch_something
-    seen, _ = run_crawl(listing)
-    assert set(seen) == set(original)
-    assert all(seen[i] >= original[i] for i in original)
+    record_ids = ids(760, rng)
+    stored = {i: hidden(T0, rng) for i in record_ids[:350]}  # a bulk import: 350 records shown at one second
+    stored |= {i: hidden(T0 + timedelta(seconds=k + 1), rng) for k, i in enumerate(record_ids[350:])}
+    listing = StrictListing(stored)
+    seen, position, _ = run_crawl(listing)
+    assert set(seen) == set(stored) and all(len(v) == 1 for v in seen.values())
+    crowded = [r for r in listing.requests if r.sort == "id"]
+    assert crowded and all({f.field for f in r.filters} >= {"updated_at"} for r in crowded)
+    assert len(listing.requests) <= 1.02 * 8 + 3
+    assert position.updated_at == max(stored.values()).replace(microsecond=0)
 
 
-def test_server_ignoring_the_sort_still_reads_everything_via_next_links() -> None:
+def test_a_second_crowded_across_page_boundaries_mid_listing() -> None:
     rng = random.Random(4)
-    listing = Listing({i: T0 + timedelta(seconds=k) for k, i in enumerate(make_ids(350, rng))}, honour_sort=False)
-    positions: list[crawl.Position] = []
-    seen: dict[str, datetime] = {}
-    for _page, step in crawl.pages(
-        PATIENTS,
-        crawl.Position(),
-        fetch=lambda filters, sort: listing.fetch(filters, sort),
-        follow=lambda url: listing.fetch([], None, page=int(url.split("=")[1])),
-        parse=lambda raw: raw,
-    ):
-        positions.append(step.position)
-        seen.update((row["id"], row["updated_at"]) for row in step.new_rows)
-    assert seen == listing.updated
-    # Until the listing is complete the committed position does not move (a crash restarts the pass), then it
-    # jumps to the newest record read.
-    assert all(p == crawl.Position() for p in positions[:-1])
-    assert positions[-1].updated_at == max(listing.updated.values())
-
-
-def test_incremental_crawl_starts_at_the_position() -> None:
-    rng = random.Random(5)
-    listing = Listing({i: T0 + timedelta(minutes=k) for k, i in enumerate(make_ids(300, rng))})
-    start = T0 + timedelta(minutes=250)
-    seen, _ = run_crawl(listing, crawl.Position(start))
-    assert set(seen) == {i for i, u in listing.updated.items() if u >= start}
-    assert listing.requests == 1
+    record_ids = ids(500, rng)
+    stored = {i: hidden(T0 + timedelta(seconds=k), rng) for k, i in enumerate(record_ids[:70])}
+    stored |= {i: hidden(T0 + timedelta(hours=1), rng) for i in record_ids[70:300]}
+    stored |= {i: hidden(T0 + timedelta(hours=2, seconds=k), rng) for k, i in enumerate(record_ids[300:])}
+    seen, _, _ = run_crawl(StrictListing(stored))
+    assert set(seen) == set(stored) and all(len(v) == 1 for v in seen.values())
 
 
 @settings(max_examples=60, deadline=None)
 @given(
-    sizes=st.lists(st.integers(min_value=1, max_value=260), min_size=1, max_size=8),
-    touches=st.integers(min_value=0, max_value=6),
-    seed=st.integers(min_value=0, max_value=10_000),
-    shuffled=st.booleans(),
+    seed=st.integers(0, 10_000),
+    count=st.integers(1, 450),
+    seconds=st.integers(1, 40),
+    touch_every=st.integers(0, 4),
+    kill_after=st.one_of(st.none(), st.integers(1, 8)),
 )
-def test_property_nothing_missed_under_ties_and_concurrent_updates(sizes: list[int], touches: int, seed: int,
-                                                                  shuffled: bool) -> None:  # fmt: skip
-    """Any mix of tie groups, with records touched between requests (and pages sometimes out of order): every
-    record is read, none older than it was."""
+def test_property_crawl_from_any_checkpoint_misses_nothing(
+    seed: int, count: int, seconds: int, touch_every: int, kill_after: int | None
+) -> None:
+    """Hidden fractions, few shown seconds (so many records share one across pages), edits during the crawl, and a
+    run killed after any committed page: resuming from the committed position reads every record at (at least) the
+    version it had when the crawl began, and without edits reads each exactly once."""
     rng = random.Random(seed)
-    updated: dict[str, datetime] = {}
-    for group, size in enumerate(sizes):
-        for record_id in make_ids(size, rng):
-            updated[record_id] = T0 + timedelta(seconds=group)
-    listing = Listing(updated)
-    listing.shuffle = random.Random(seed) if shuffled else None
-    ids = list(updated)
-    listing.on_request = lambda server: [server.touch(rng.choice(ids)) for _ in range(touches)]
-    seen, _ = run_crawl(listing)
-    assert set(seen) == set(updated)
-    assert all(seen[i] >= updated[i] for i in updated)
+    stored = {i: hidden(T0 + timedelta(seconds=rng.randrange(seconds)), rng) for i in ids(count, rng)}
+    listing = StrictListing(stored)
+    before = dict(listing.stored)
+    if touch_every:
+        calls = [0]
+
+        def edit(server: StrictListing) -> None:
+            calls[0] += 1
+            if calls[0] % touch_every == 0:
+                server.touch(rng.choice(sorted(server.stored)))
+
+        listing.on_request = edit
+    seen, position, complete = run_crawl(listing, stop_after=kill_after)
+    if not complete:
+        more, position, complete = run_crawl(listing, position)
+        for record_id, versions in more.items():
+            seen.setdefault(record_id, []).extend(versions)
+    assert complete
+    for record_id, stamp in before.items():
+        assert record_id in seen, "a record was lost"
+        assert max(seen[record_id]) >= stamp.replace(microsecond=0)
+    if not touch_every:
+        assert all(len(v) == 1 for v in seen.values()), "a record was read twice into the mirror"
 
 
-def test_reference_list_is_read_without_filters_cliniko_refuses() -> None:
-    from cliniko_sync.errors import ClinikoValidationError
-
-    asked: list[list[Filter]] = []
-
-    def fetch(filters: list[Filter], sort: str | None) -> FakePage:
-        asked.append(filters)
-        if filters:
-            raise ClinikoValidationError("Cliniko refused GET /appointment_types (HTTP 422): archived_at")
-        return FakePage([{"id": "1", "updated_at": T0}], None, 1)
-
-    steps = list(
-        crawl.pages(
-            STREAMS_BY_NAME["appointment_types"], crawl.Position(), fetch=fetch, follow=fetch, parse=lambda r: r
-        )  # type: ignore[arg-type]
-    )
-    assert [f.render() for f in asked[0]] == ["archived_at:*"]
-    assert asked[1] == []
-    assert len(steps) == 1 and steps[0][1].complete
+def test_incremental_from_the_cursor_sees_changes_shown_in_the_cursor_second() -> None:
+    rng = random.Random(5)
+    stored = {i: hidden(T0 + timedelta(seconds=k), rng) for k, i in enumerate(ids(250, rng))}
+    listing = StrictListing(stored)
+    _, position, _ = run_crawl(listing)
+    cursor = position.updated_at
+    assert cursor is not None
+    changed = sorted(stored)[:3]
+    listing.clock = cursor  # edits land inside the cursor's own shown second
+    for record_id in changed:
+        listing.touch(record_id)
+    seen, _, _ = run_crawl(listing, crawl.Position(cursor))
+    assert set(changed) <= set(seen)
 
 
-def test_incremental_streams_never_drop_their_filters() -> None:
-    import pytest
-
-    from cliniko_sync.errors import ClinikoValidationError
-
-    def fetch(filters: list[Filter], sort: str | None) -> FakePage:
-        raise ClinikoValidationError("Cliniko refused GET /patients (HTTP 422): archived_at")
-
-    with pytest.raises(ClinikoValidationError):
-        list(crawl.pages(PATIENTS, crawl.Position(), fetch=fetch, follow=fetch, parse=lambda r: r))  # type: ignore[arg-type]
-
-
-def test_server_ignoring_the_id_sort_inside_a_crowded_second_still_reads_everything() -> None:
+def test_a_server_that_ignores_the_sort_fails_naming_the_assumption() -> None:
     rng = random.Random(6)
-    ids = make_ids(650, rng)
-    updated = {i: T0 for i in ids[:350]} | {i: T0 + timedelta(seconds=k + 1) for k, i in enumerate(ids[350:])}
-    listing = Listing(updated, honour_id_sort=False)
-    seen, _ = run_crawl(listing)
-    assert seen == updated
+    listing = StrictListing({i: hidden(T0 + timedelta(minutes=k), rng) for k, i in enumerate(ids(300, rng))})
+    listing.ignore_sort = True
+    with pytest.raises(AssumptionViolatedError, match=r"sort=updated_at,id.*check-credentials --deep"):
+        run_crawl(listing)
+
+
+def test_a_server_that_ignores_the_updated_at_filter_fails_naming_the_assumption() -> None:
+    rng = random.Random(7)
+    listing = StrictListing({i: hidden(T0 + timedelta(minutes=k), rng) for k, i in enumerate(ids(300, rng))})
+    listing.ignore_updated_at = True
+    with pytest.raises(AssumptionViolatedError, match="updated_at:>=T"):
+        run_crawl(listing, crawl.Position(T0 + timedelta(minutes=150)))
+
+
+def test_a_refused_wish_on_a_reference_list_is_dropped_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    stream = STREAMS_BY_NAME["appointment_types"]
+    asked: list[crawl.Request] = []
+
+    def fetch(request: crawl.Request) -> FakePage:
+        asked.append(request)
+        if request.filters:
+            raise ClinikoRefusedError(request.path, 400, "This column is not searchable.")
+        return FakePage([{"id": "1", "updated_at": T0}], 1, None)
+
+    steps = [step for _, step in crawl.pages(stream, crawl.Position(), fetch=fetch, parse=lambda r: r)]
+    assert [row["id"] for step in steps for row in step.new_rows] == ["1"] and steps[-1].complete
+    assert [bool(r.filters) for r in asked] == [True, False]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["Cliniko refused the filters of /appointment_types (This column is not searchable.); "
+                        "reading it without them"]  # fmt: skip
+
+
+def test_an_incremental_stream_has_no_fallback_for_a_refusal() -> None:
+    def fetch(request: crawl.Request) -> FakePage:
+        raise ClinikoRefusedError(request.path, 400, "This column is not searchable.")
+
+    with pytest.raises(ClinikoRefusedError):
+        list(crawl.pages(PATIENTS, crawl.Position(), fetch=fetch, parse=lambda r: r))
+
+
+def test_practitioners_are_read_from_both_endpoints_without_archived_at() -> None:
+    stream = STREAMS_BY_NAME["practitioners"]
+    lists = {"practitioners": ["1", "2"], "practitioners/inactive": ["3"]}
+    asked: list[crawl.Request] = []
+
+    def fetch(request: crawl.Request) -> FakePage:
+        asked.append(request)
+        return FakePage([{"id": i, "updated_at": T0} for i in lists[request.path]], len(lists[request.path]), None)
+
+    steps = [step for _, step in crawl.pages(stream, crawl.Position(), fetch=fetch, parse=lambda r: r)]
+    assert [row["id"] for step in steps for row in step.new_rows] == ["1", "2", "3"]
+    assert [step.complete for step in steps] == [False, True]
+    assert [(r.path, r.filters) for r in asked] == [("practitioners", ()), ("practitioners/inactive", ())]
+
+
+def test_a_reference_list_that_came_up_short_is_read_again() -> None:
+    stream = STREAMS_BY_NAME["appointment_types"]
+    answers = iter(
+        [
+            FakePage([{"id": str(i), "updated_at": T0} for i in range(100)], 201, "next"),
+            FakePage([{"id": str(i), "updated_at": T0} for i in range(100, 200)], 201, None, number=2),  # 1 short
+            FakePage([{"id": str(i), "updated_at": T0} for i in range(100)], 201, "next"),
+            FakePage([{"id": str(i), "updated_at": T0} for i in range(100, 200)], 201, "next", number=2),
+            FakePage([{"id": "200", "updated_at": T0}], 201, None, number=3),
+        ]
+    )
+    steps = [
+        step for _, step in crawl.pages(stream, crawl.Position(), fetch=lambda r: next(answers), parse=lambda r: r)
+    ]
+    assert sorted(int(row["id"]) for step in steps for row in step.new_rows) == list(range(201))
+    assert steps[-1].complete
+
+
+# -- every request of every stream in every mode is documented --------------------------------------------------
+
+T = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+POSITIONS = {
+    "full": crawl.Position(),
+    "incremental": crawl.Position(T),
+    "after a page": crawl.Position(T, frozenset({"11", "12"})),
+    "crowded second, start": crawl.Position(T, frozenset({"11"}), crawl.SECOND_START),
+    "crowded second, by id": crawl.Position(T, frozenset({"11"}), "1234567890123456789"),
+}
+
+
+def every_request() -> list[tuple[str, crawl.Request]]:
+    requests: list[tuple[str, crawl.Request]] = []
+    for stream in STREAMS:
+        if stream.incremental:
+            requests += [
+                (f"{stream.name} {mode}", crawl.pager_for(stream, p).request()) for mode, p in POSITIONS.items()
+            ]
+            continue
+        pager = crawl.ReferencePager(stream)
+        for path_index in range(len(stream.paths)):
+            pager.path_index = path_index
+            requests.append((f"{stream.name} reference", pager.request()))
+            pager.include = ()  # the documented fallback after a refusal
+            requests.append((f"{stream.name} reference without filters", pager.request()))
+            pager.include = stream.include_filters
+    return requests
+
+
+@pytest.mark.parametrize(("mode", "request_"), every_request(), ids=[name for name, _ in every_request()])
+def test_every_request_the_sync_builds_is_documented(mode: str, request_: crawl.Request) -> None:
+    listing = endpoint(request_.path)
+    for item in request_.filters:
+        assert item.field in listing.fields, f"{mode}: {item.field} is not documented for /{request_.path}"
+        listing.check_filter(item.field, item.op)
+    if request_.sort is not None:
+        listing.check_sort(request_.sort)
+    # The client builds it without complaint (it refuses anything undocumented).
+    ClinikoClient._listing_params(listing, request_.filters, request_.sort, MAX_PER_PAGE)
