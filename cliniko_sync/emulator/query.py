@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import re
-import typing
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -188,9 +187,9 @@ def permissive_spec(resource: str) -> ResourceSpec:
     spec = SPECS[resource]
     kinds = dict(spec.fields)
     getters = dict(spec.getters)
-    hints = typing.get_type_hints(RECORD_TYPES[resource])
     for item in dataclass_fields(RECORD_TYPES[resource]):
-        hint = str(hints[item.name])
+        # The records module postpones annotations, so each type is its source text ("str | None", "bool", ...).
+        hint = item.type if isinstance(item.type, str) else getattr(item.type, "__name__", "")
         if item.name in kinds:
             continue
         if item.name.endswith("_at"):
