@@ -34,6 +34,9 @@ TIE_THRESHOLD = 50
 SECOND_START = "0"
 # A small list read by page number that came up short (records moved while we paged) is read again this often.
 REFERENCE_RELISTS = 3
+# A page that breaks an assumption (out of order, outside the filter) is asked for again this often before the run
+# fails: one glitch is survivable, a server that really ignores the sort or a filter is not.
+ASK_AGAIN = 2
 
 SORTED = "sort=updated_at,id returns non-decreasing shown seconds"
 FILTERED = "updated_at:>=T returns only records shown at T or later"
@@ -286,15 +289,24 @@ def pages(
     """
     pager = pager_for(stream, position)
     pending = _Prefetch(partial(fetch, pager.request()))
+    doubts = 0  # pages in a row that broke an assumption: a glitch is asked again, a server that means it is not
     while True:
         try:
             page = pending.result()
+            step = pager.advance(page, [parse(raw) for raw in page.records])
         except ClinikoRefusedError as error:
             if not pager.refused(error):
                 raise
             pending = _Prefetch(partial(fetch, pager.request()))
             continue
-        step = pager.advance(page, [parse(raw) for raw in page.records])
+        except AssumptionViolatedError as error:
+            doubts += 1
+            if doubts > ASK_AGAIN or not stream.incremental:  # a reference list already read itself again
+                raise
+            log.warning("%s; asking again", error.what_happened_on)
+            pending = _Prefetch(partial(fetch, pager.request()))
+            continue
+        doubts = 0
         if not step.complete:
             pager = pager.following(step)
             pending = _Prefetch(partial(fetch, pager.request()))

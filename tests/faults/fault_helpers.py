@@ -80,7 +80,7 @@ def lost_and_duplicated(conn: psycopg.Connection, clinic: Any, org: str, as_of: 
                 f"SELECT id FROM {stream.table} WHERE organization_id = %s AND removed_at IS NULL", (org,)
             ).fetchall()
         }
-        listed = listed_ids(clinic, stream.resource)
+        listed = listed_ids(clinic, stream.paths[0])
         lost += len(listed - mirrored)
         duplicated += len(mirrored - listed)
     expected, actual = set(expected_active(clinic, as_of)), set(active_rows(conn, org))

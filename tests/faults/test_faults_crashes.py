@@ -47,7 +47,7 @@ def kill_targets(clinic: Any, rng: random.Random) -> list[tuple[str, int]]:
     """(mirror table, committed rows to wait for) in crawl order, at random points of each stream."""
     targets = []
     for stream in INCREMENTAL:
-        total = len(clinic.tables[stream.resource])
+        total = len(clinic.tables[stream.paths[0]])
         fractions = sorted(rng.random() for _ in range(KILLS_PER_STREAM[stream.name]))
         targets += [(stream.table, max(1, math.ceil(f * total))) for f in fractions]
     return targets

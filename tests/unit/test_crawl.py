@@ -225,6 +225,28 @@ def test_a_server_that_ignores_the_sort_fails_naming_the_assumption() -> None:
         run_crawl(listing)
 
 
+def test_one_page_out_of_order_is_asked_for_again(caplog: pytest.LogCaptureFixture) -> None:
+    rng = random.Random(8)
+    listing = StrictListing({i: hidden(T0 + timedelta(minutes=k), rng) for k, i in enumerate(ids(300, rng))})
+    clean = StrictListing(listing.stored)
+    run_crawl(clean)
+    calls = [0]
+
+    def glitch_once(server: StrictListing) -> None:
+        calls[0] += 1
+        server.ignore_sort = calls[0] == 2  # only the second request comes back unsorted
+
+    listing.ignore_sort = False
+    listing.on_request = glitch_once
+    seen, _, complete = run_crawl(listing)
+    assert complete and set(seen) == set(listing.stored) and all(len(v) == 1 for v in seen.values())
+    assert len(listing.requests) == len(clean.requests) + 1
+    assert (
+        "broke 'sort=updated_at,id returns non-decreasing shown seconds' (a page went back in time); asking again"
+        in (caplog.text)
+    )
+
+
 def test_a_server_that_ignores_the_updated_at_filter_fails_naming_the_assumption() -> None:
     rng = random.Random(7)
     listing = StrictListing({i: hidden(T0 + timedelta(minutes=k), rng) for k, i in enumerate(ids(300, rng))})
