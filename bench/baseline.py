@@ -39,7 +39,7 @@ ON CONFLICT (id) DO UPDATE SET patient_id = excluded.patient_id, starts_at = exc
 
 
 class NaiveClient:
-    """Follows `links.next`; on a 429 sleeps until the server says (no client-side limiter)."""
+    """Pages by number until no `links.next`; on a 429 sleeps until the server says (no client-side limiter)."""
 
     def __init__(self, api_url: str, api_key: str) -> None:
         self.api_url = api_url
@@ -61,12 +61,14 @@ class NaiveClient:
             time.sleep(max(0.1, float(reset) - time.time()) if reset else 1.0)
 
     def pages(self, resource: str, filters: list[str]) -> Any:
-        url: str | None = f"{self.api_url}/{resource}"
-        params: Any = {"per_page": 100, "q[]": filters}
-        while url:
-            body = self.get(url, params)
+        """Offset pages with its own parameters: Cliniko's next links may carry only the page number."""
+        page = 1
+        while True:
+            body = self.get(f"{self.api_url}/{resource}", {"page": page, "per_page": 100, "q[]": filters})
             yield body[resource]
-            url, params = body["links"].get("next"), None
+            if not body["links"].get("next"):
+                return
+            page += 1
 
 
 def run(database_url: str, api_url: str, api_key: str, as_of: datetime, window_days: int = 45) -> dict[str, Any]:

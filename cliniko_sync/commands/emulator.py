@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+
+from cliniko_sync.emulator.quirks import BOOLEAN_QUIRKS
 
 DEMO_API_KEY = "demo-key-au1"
 
@@ -20,10 +24,23 @@ def emulator(
     api_key: str = typer.Option(
         DEMO_API_KEY, "--api-key", help="The key the emulator accepts (a throwaway key, not a Cliniko one)."
     ),
+    quirk: list[str] = typer.Option(
+        [],
+        "--quirk",
+        help="Switch on a non-default (permissive or broken) behaviour by name; repeatable. "
+        "Names: " + ", ".join(BOOLEAN_QUIRKS) + ".",
+    ),
 ) -> None:
     """Serve a synthetic Cliniko API on 127.0.0.1 until Ctrl-C (no real patient data)."""
-    from cliniko_sync.emulator.server import serve_until_interrupted
+    from cliniko_sync.emulator.server import Quirks, serve_until_interrupted
 
+    unknown = sorted(set(quirk) - set(BOOLEAN_QUIRKS))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown quirk {', '.join(unknown)} (known: {', '.join(BOOLEAN_QUIRKS)})", param_hint="--quirk"
+        )
+
+    switched: dict[str, Any] = dict.fromkeys(quirk, True)
     serve_until_interrupted(
         port=port,
         patients=patients,
@@ -34,6 +51,7 @@ def emulator(
         rate_window=rate_window,
         latency_ms=latency_ms,
         announce=lambda message: typer.echo(message, err=True),
+        quirks=Quirks(**switched),
     )
 
 

@@ -23,10 +23,14 @@ from cliniko_sync.emulator.records import (
     Patient,
     Practitioner,
     from_epoch,
+    micros_of,
     to_epoch,
+    whole_second,
+    with_fraction,
 )
 from cliniko_sync.emulator.store import Table
 
+MICRO = 1_000_000
 MINUTE = 60
 HOUR = 3600
 DAY = 86400
@@ -114,6 +118,9 @@ class Clinic:
         self.clock_offset_seconds = 0
         self._ids = id_source
         self._rng = random.Random(seed * 7919 + 17)
+        # Hidden sub-second fractions of new stamps come from their own stream, so they never shift other draws.
+        self._fraction_rng = random.Random(seed * 104729 + 3)
+        self.whole_seconds = False  # True: stamps carry no hidden fraction (stored == shown)
         self.patients: Table[Patient] = Table(patients, listed=lambda patient: patient.deleted_at is None)
         self.individual_appointments: Table[IndividualAppointment] = Table(individual_appointments)
         self.group_appointments: Table[GroupAppointment] = Table(group_appointments)
@@ -140,11 +147,36 @@ class Clinic:
             self._clock = to_epoch(moment)
             return self.now
 
-    def _stamp(self, table: Table[Any], record: Any) -> int:
-        """Set a record's updated_at to the clinic clock (never backwards) and return it."""
-        moment = max(record.updated_at, self._clock + self.clock_offset_seconds)
+    def _moment(self) -> float:
+        """A new stored timestamp: the clinic clock's second plus a hidden fraction (none with whole_seconds)."""
+        second = self._clock + self.clock_offset_seconds
+        if self.whole_seconds:
+            return second
+        return with_fraction(second, self._fraction_rng.randrange(MICRO))
+
+    def _stamp(self, table: Table[Any], record: Any) -> float:
+        """Set a record's updated_at to the clinic clock and return it.
+
+        Never backwards; with hidden fractions also strictly forwards (by at least 1 µs), as a later transaction's
+        now() is on PostgreSQL, so every change moves the record in an updated_at crawl.
+        """
+        moment = self._moment()
+        if self.whole_seconds:
+            moment = max(record.updated_at, moment)
+        elif micros_of(moment) <= micros_of(record.updated_at):
+            moment = (micros_of(record.updated_at) + 1) / MICRO
         table.set_updated_at(record, moment)
         return moment
+
+    def drop_fractions(self) -> None:
+        """Truncate every stored created_at/updated_at to the shown second, and stamp whole seconds from now on."""
+        with self.lock:
+            self.whole_seconds = True
+            for table in self.tables.values():
+                for record in table.records.values():
+                    record.created_at = whole_second(record.created_at)
+                    record.updated_at = whole_second(record.updated_at)
+                table.reindex()
 
     # --- lookups ---------------------------------------------------------------------------------------------
 
@@ -165,7 +197,7 @@ class Clinic:
     def add_patient(self, *, first_name: str | None = None, last_name: str | None = None, **fields: Any) -> str:
         """Create a patient (random synthetic details unless given) and return its id."""
         with self.lock:
-            moment = self._clock + self.clock_offset_seconds
+            moment = self._moment()
             patient = _new_patient(self._rng, self._ids.next(), moment)
             patient.first_name = first_name or patient.first_name
             patient.last_name = last_name or patient.last_name
@@ -223,7 +255,7 @@ class Clinic:
             business = self._reference(self.businesses, business_id)
             start = to_epoch(starts_at)
             end = to_epoch(ends_at) if ends_at else start + kind.duration_in_minutes * MINUTE
-            moment = self._clock + self.clock_offset_seconds
+            moment = self._moment()
             appointment = IndividualAppointment(
                 id=self._ids.next(),
                 patient_id=patient.id,
@@ -242,7 +274,8 @@ class Clinic:
         if record_id is not None:
             return self._find(table, record_id)
         for record in table.iter_listed():
-            if record.archived_at is None and (group is None or (record.max_attendees is not None) == group):
+            usable = getattr(record, "archived_at", None) is None and getattr(record, "active", True)
+            if usable and (group is None or (record.max_attendees is not None) == group):
                 return record
         raise KeyError(f"no usable record in {table!r}")
 
@@ -378,7 +411,7 @@ def generate_clinic(
     return _Generator(random.Random(seed), seed, to_epoch(moment.replace(microsecond=0)), patients, total).build()
 
 
-def _new_patient(rng: random.Random, patient_id: int, created_at: int) -> Patient:
+def _new_patient(rng: random.Random, patient_id: int, created_at: float) -> Patient:
     first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
     city, state, post_code = rng.choice(CITIES)
     return Patient(
@@ -485,6 +518,32 @@ def _birth_date(rng: random.Random) -> str | None:
     return f"{rng.randint(1935, 2020)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
 
 
+def _crowd_seconds(rng: random.Random, records: list[Any], now: int) -> None:
+    """A few small crowds: 2-5 records changed in the same second (a receptionist's quick edits), besides the bulk
+    import's hundreds. Each record moves forward only (to the crowd's latest second), so nothing goes back in time."""
+    if len(records) < 10:
+        return
+    for _ in range(max(3, len(records) // 400)):
+        crowd = rng.sample(records, rng.randint(2, 5))
+        second = min(now, max(record.updated_at for record in crowd))
+        for record in crowd:
+            record.updated_at = max(record.updated_at, second)
+
+
+def _hide_fractions(rng: random.Random, records: list[Any]) -> None:
+    """Give created_at/updated_at a hidden microsecond fraction, as PostgreSQL stores them.
+
+    A record never changed since it was created keeps updated_at == created_at (one INSERT sets both); so the bulk
+    import's records share one shown second but each has its own fraction, hence their own order inside it.
+    """
+    draw = rng.randrange
+    for record in records:
+        created = int(record.created_at)
+        unchanged = record.updated_at == record.created_at
+        record.created_at = with_fraction(created, draw(MICRO))
+        record.updated_at = record.created_at if unchanged else with_fraction(int(record.updated_at), draw(MICRO))
+
+
 class _Generator:
     """Builds one clinic. Patient roles decide the shape of each patient's history:
 
@@ -522,14 +581,14 @@ class _Generator:
         self.types = self._appointment_types()
         self.individual_types = [t for t in self.types if t.max_attendees is None and t.archived_at is None]
         self.group_types = [t for t in self.types if t.max_attendees is not None]
-        self.active_practitioners = [p for p in self.practitioners if p.archived_at is None]
+        self.active_practitioners = [p for p in self.practitioners if p.active]
 
         patients = [_new_patient(rng, self.ids.next(), self.import_time) for _ in range(self.patient_count)]
         self.roles = self._roles(patients)
         counts = self._individual_counts(patients)
         self.boundaries = self._boundaries(patients, counts)
         self.individual: list[IndividualAppointment] = []
-        first_seen: dict[int, int] = {}
+        first_seen: dict[int, float] = {}
         for patient, count in zip(patients, counts, strict=True):
             for start, status in self._schedule(patient, count):
                 appointment = self._appointment(patient, start, status)
@@ -541,6 +600,13 @@ class _Generator:
         self._ensure_every_status()
         self._patient_timestamps(patients, first_seen)
         self._households(patients)
+        # Both passes draw from their own stream, so the records above stay what they were before fractions existed.
+        finish_rng = random.Random(self.seed * 15485863 + 11)
+        _crowd_seconds(finish_rng, [p for p in patients if p.updated_at != self.import_time], self.now)
+        _crowd_seconds(finish_rng, [a for a in self.individual if a.updated_at != self.import_time], self.now)
+        for table in (self.types, self.practitioners, [self.business], patients, self.individual, self.groups):
+            _hide_fractions(finish_rng, table)
+        _hide_fractions(finish_rng, self.attendees)
         return Clinic(
             now=self.now,
             seed=self.seed,
@@ -567,7 +633,9 @@ class _Generator:
             Practitioner(self.ids.next(), *person, created_at=self.history_start + i * DAY, updated_at=self.import_time)
             for i, person in enumerate(people)
         ]
-        result[1].archived_at = result[1].updated_at = self.now - YEAR  # left the clinic; old bookings remain
+        # Left the clinic a year ago: made inactive (Cliniko does not archive practitioners); old bookings remain.
+        result[1].active = False
+        result[1].updated_at = self.now - YEAR
         return result
 
     def _appointment_types(self) -> list[AppointmentType]:
@@ -730,6 +798,7 @@ class _Generator:
         rng = self.rng
         now = self.now
         imported_history = record.created_at == self.import_time and start < self.import_time
+        changed: float
         if status == "cancelled":
             record.cancelled_at = int(rng.uniform(record.created_at, min(max(start, record.created_at), now)))
             record.cancellation_reason = rng.choice(CANCELLATION_REASONS)
@@ -776,7 +845,7 @@ class _Generator:
         self._finish(appointment, start, end, status)
         return appointment
 
-    def _group_classes(self, patients: list[Patient], first_seen: dict[int, int]) -> None:
+    def _group_classes(self, patients: list[Patient], first_seen: dict[int, float]) -> None:
         """Classes across the history with `attendee_count` attendances; group-only patients get a recent one."""
         if self.attendee_count == 0 or not self.group_types:
             return
@@ -862,7 +931,9 @@ class _Generator:
                     setattr(record, f"{status}_at", moment)
                     record.updated_at = moment
 
-    def _attend(self, group: GroupAppointment, patient_id: int, status: str | None, first_seen: dict[int, int]) -> None:
+    def _attend(
+        self, group: GroupAppointment, patient_id: int, status: str | None, first_seen: dict[int, float]
+    ) -> None:
         rng = self.rng
         start = group.starts_at
         if status is None:
@@ -883,7 +954,7 @@ class _Generator:
         self.attendees.append(attendee)
         first_seen[patient_id] = min(first_seen.get(patient_id, created), created)
 
-    def _patient_timestamps(self, patients: list[Patient], first_seen: dict[int, int]) -> None:
+    def _patient_timestamps(self, patients: list[Patient], first_seen: dict[int, float]) -> None:
         """created_at before the first booking; later edits; archive, merge and delete times."""
         rng = self.rng
         now = self.now

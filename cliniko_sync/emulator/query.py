@@ -1,20 +1,29 @@
 """Cliniko's list semantics: `q[]` filters typed per field, default exclusions, `sort`, and page/per_page.
 
-Crawl queries (`updated_at`/`created_at`/`id` ranges in index order) are answered from the sorted indexes in
-O(log n + page); anything else falls back to a scan of the narrowest index range.
+SPECS is the documented table (docs/cliniko-api.md §4, from Cliniko's OpenAPI spec): a `q[]` field or `sort` column
+an endpoint does not list is refused (HTTP 400 "This column is not searchable."), as the real API does. Malformed
+values, an operator a field's type does not take, and bad page/per_page are refused with 400 too (inferred).
+
+Crawl queries (`updated_at`/`created_at`/`id` ranges in index order, and the crowded-second query
+`updated_at:>=T&updated_at:<T+1&id:>N` sorted by id) are answered from the sorted indexes in O(log n + page);
+anything else falls back to a scan of the narrowest index range.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import datetime
+from functools import cache
 from typing import Any
 
+from cliniko_sync.emulator import records as record_types
 from cliniko_sync.emulator.dataset import Clinic
-from cliniko_sync.emulator.store import INDEXED_FIELDS, SortedIndex, Table
+from cliniko_sync.emulator.store import INDEXES, SortedIndex, Table
 
 DATETIME, NUMERIC, STRING, BOOLEAN, ARRAY, DATE = "date-time", "numeric", "string", "boolean", "array", "date"
 
@@ -29,10 +38,12 @@ OPERATORS = {
 VALUELESS = ("?", "!?", "*")
 RANGE_OPERATORS = (">=", ">", "<=", "<")
 FILTER_SYNTAX = re.compile(r"(?P<field>[a-z_]+):(?P<operator>>=|<=|!=|!\?|~~|>|<|=|~|\?|\*)(?P<value>.*)", re.DOTALL)
-DATETIME_SYNTAX = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
+# Whole seconds only: whether Cliniko accepts `.000Z` is unverified, so the stricter reading refuses it.
+DATETIME_SYNTAX = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 DATE_SYNTAX = re.compile(r"[\d*]{4}-[\d*]{2}-[\d*]{2}")
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 100
+NOT_SEARCHABLE = "This column is not searchable."
 
 Getter = Callable[[Any, Clinic], Any]
 
@@ -56,8 +67,16 @@ def _always_none(record: Any, clinic: Clinic) -> None:
     return None
 
 
+def _always_true(record: Any, clinic: Clinic) -> bool:
+    return True
+
+
 def _group_patient_ids(record: Any, clinic: Clinic) -> list[int]:
     return [int(patient_id) for patient_id in clinic.group_patient_ids(record)]
+
+
+def _business_type_ids(record: Any, clinic: Clinic) -> list[int]:
+    return list(clinic.appointment_types.records)
 
 
 _TIMES = {name: DATETIME for name in ("archived_at", "created_at", "updated_at")}
@@ -66,6 +85,8 @@ _APPOINTMENT_FIELDS = {
     **{name: NUMERIC for name in ("appointment_type_id", "business_id", "id", "practitioner_id", "repeated_from_id")},
     **{name: DATETIME for name in ("deleted_at", "ends_at", "starts_at")},
 }
+# Exactly the filterable fields of cliniko-api.md §4 per endpoint (appointment types' three `*_template_ids` arrays
+# are left out: the notes do not name them). Getters stand in for documented fields the emulator does not model.
 SPECS = {
     spec.name: spec
     for spec in (
@@ -105,21 +126,107 @@ SPECS = {
             # `appointment_id` is undocumented; the emulator reads it as the booking (group appointment) id.
             {"appointment_id": lambda record, clinic: record.booking_id, "patient_case_id": _always_none},
         ),
-        ResourceSpec("appointment_types", {**_TIMES, "id": NUMERIC, "name": STRING}, ("archived_at",)),
         ResourceSpec(
-            "practitioners", {**_TIMES, "id": NUMERIC, "first_name": STRING, "last_name": STRING}, ("archived_at",)
+            "appointment_types",
+            {
+                **_TIMES,
+                "id": NUMERIC,
+                "category": STRING,
+                "online_payments_mode": STRING,
+                "show_in_online_bookings": BOOLEAN,
+            },
+            ("archived_at",),
+            {
+                "online_payments_mode": lambda record, clinic: "no_online_payment",
+                "show_in_online_bookings": _always_true,
+            },
         ),
-        ResourceSpec("businesses", {**_TIMES, "id": NUMERIC, "business_name": STRING}, ("archived_at",)),
+        # /practitioners (active) and /practitioners/inactive share this list; there is no archived_at.
+        ResourceSpec(
+            "practitioners",
+            {
+                "active": BOOLEAN,
+                "show_in_online_bookings": BOOLEAN,
+                "created_at": DATETIME,
+                "updated_at": DATETIME,
+                "id": NUMERIC,
+                "user_id": NUMERIC,
+            },
+            (),
+            {"show_in_online_bookings": _always_true, "user_id": _always_none},
+        ),
+        ResourceSpec(
+            "businesses",
+            {
+                **_TIMES,
+                "deleted_at": DATETIME,
+                "id": NUMERIC,
+                "show_in_online_bookings": BOOLEAN,
+                "appointment_type_ids": ARRAY,
+            },
+            ("archived_at",),
+            {"show_in_online_bookings": _always_true, "appointment_type_ids": _business_type_ids},
+        ),
     )
+}
+RECORD_TYPES: dict[str, type] = {
+    "patients": record_types.Patient,
+    "individual_appointments": record_types.IndividualAppointment,
+    "group_appointments": record_types.GroupAppointment,
+    "attendees": record_types.Attendee,
+    "appointment_types": record_types.AppointmentType,
+    "practitioners": record_types.Practitioner,
+    "businesses": record_types.Business,
 }
 
 
-class QueryError(Exception):
-    """A request the API answers with 422 Validation Failed; `errors` is the body's field → message map."""
+@cache
+def permissive_spec(resource: str) -> ResourceSpec:
+    """The old permissive table (the accept_undocumented_filters quirk): the documented fields plus every field of the
+    record, typed by its name and annotation, plus archived_at/deleted_at (always null) where a record has none."""
+    spec = SPECS[resource]
+    kinds = dict(spec.fields)
+    getters = dict(spec.getters)
+    for item in dataclass_fields(RECORD_TYPES[resource]):
+        # The records module postpones annotations, so each type is its source text ("str | None", "bool", ...).
+        hint = item.type if isinstance(item.type, str) else getattr(item.type, "__name__", "")
+        if item.name in kinds:
+            continue
+        if item.name.endswith("_at"):
+            kinds[item.name] = DATETIME
+        elif item.name == "id" or item.name.endswith("_id") or hint.startswith("int"):
+            kinds[item.name] = NUMERIC
+        elif "bool" in hint:
+            kinds[item.name] = BOOLEAN
+        elif hint.startswith("str"):
+            kinds[item.name] = STRING
+    for name in ("archived_at", "deleted_at"):
+        if name not in kinds:
+            kinds[name] = DATETIME
+            getters[name] = _always_none
+    return ResourceSpec(resource, kinds, spec.hidden_unless_named, getters)
 
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__(errors)
-        self.errors = errors
+
+class QueryError(Exception):
+    """A request the API refuses with 400. `unsearchable`: a field or sort column the endpoint does not list (its
+    status is a quirk, 400 by default, and its body is always {"message": "This column is not searchable."})."""
+
+    def __init__(self, message: str, *, unsearchable: bool = False) -> None:
+        super().__init__(message)
+        self.message = NOT_SEARCHABLE if unsearchable else message
+        self.unsearchable = unsearchable
+
+
+@dataclass(frozen=True)
+class QueryRules:
+    """How one endpoint treats a request's parameters besides its spec (set from the server's quirks)."""
+
+    ignored: frozenset[str] = frozenset()  # q[] fields accepted but not applied
+    refused: frozenset[str] = frozenset()  # q[] fields (or "*": any) refused as unsearchable although documented
+    ignore_sort: bool = False  # `sort`/`order` accepted but the default order used
+
+
+DEFAULT_RULES = QueryRules()
 
 
 @dataclass(frozen=True)
@@ -161,7 +268,7 @@ class Filter:
 
 def _parse_datetime(text: str) -> float:
     if not DATETIME_SYNTAX.fullmatch(text):
-        raise ValueError("must be a UTC date-time like 2024-05-01T00:00:00Z")
+        raise ValueError("must be a UTC date-time in whole seconds like 2024-05-01T00:00:00Z")
     return datetime.fromisoformat(text).timestamp()
 
 
@@ -191,31 +298,38 @@ def _parse_value(kind: str, operator: str, text: str) -> tuple[Any, ...]:
     return (text,)
 
 
-def parse_filter(text: str, spec: ResourceSpec) -> Filter:
+def parse_filter(text: str, spec: ResourceSpec, refused: frozenset[str] = frozenset()) -> Filter:
+    """One `q[]` condition. Error messages name the column and operator, never the value (it may be an email)."""
     match = FILTER_SYNTAX.fullmatch(text)
     if not match:
-        raise QueryError({"q": f"malformed filter {text!r}: expected field:operator value"})
+        raise QueryError("Invalid filter: expected q[]=field:operator value")
     name, operator, value = match["field"], match["operator"], match["value"]
     kind = spec.fields.get(name)
-    if kind is None:
-        raise QueryError({name: f"is not a filterable field of {spec.name}"})
+    if kind is None or name in refused or "*" in refused:
+        raise QueryError(f"{name} is not searchable on {spec.name}", unsearchable=True)
     if operator not in OPERATORS[kind]:
-        raise QueryError({name: f"operator {operator} is not allowed on a {kind} field"})
+        raise QueryError(f"Invalid filter on {name}: operator {operator} is not allowed on a {kind} column")
     if operator in VALUELESS:
         if value:
-            raise QueryError({name: f"operator {operator} takes no value"})
+            raise QueryError(f"Invalid filter on {name}: operator {operator} takes no value")
         return Filter(name, operator, kind, ())
     if not value:
-        raise QueryError({name: f"operator {operator} needs a value"})
+        raise QueryError(f"Invalid filter on {name}: operator {operator} needs a value")
     try:
         return Filter(name, operator, kind, _parse_value(kind, operator, value))
     except ValueError as exc:
-        raise QueryError({name: str(exc)}) from None
+        raise QueryError(f"Invalid filter on {name}: the value {exc}") from None
+
+
+def filter_field(text: str) -> str | None:
+    """The column a `q[]` condition names, if it is well formed enough to tell."""
+    match = FILTER_SYNTAX.fullmatch(text)
+    return match["field"] if match else None
 
 
 @dataclass(frozen=True)
 class ListQuery:
-    """A parsed list request. `filter_texts`/`sort_text` are echoed back in the envelope's links."""
+    """A parsed list request. `filter_texts`/`sort_text` can be echoed in the envelope's links (a quirk)."""
 
     filters: tuple[Filter, ...]
     sort: tuple[tuple[str, bool], ...]  # (field, descending), always ending with id
@@ -230,32 +344,45 @@ def _positive_int(name: str, text: str | None, default: int, maximum: int | None
         return default
     if not text.isdigit() or int(text) < 1 or (maximum is not None and int(text) > maximum):
         limit = f" and at most {maximum}" if maximum else ""
-        raise QueryError({name: f"must be a whole number of at least 1{limit}"})
+        raise QueryError(f"Invalid {name}: must be a whole number of at least 1{limit}")
     return int(text)
 
 
-def parse_list_query(params: Sequence[tuple[str, str]], spec: ResourceSpec) -> ListQuery:
-    """Parse `page`, `per_page` (1..100, else 422), `q[]` (also the old single `q`), `sort` and `order`."""
+DEFAULT_SORT = (("created_at", False), ("id", False))
+
+
+def parse_list_query(
+    params: Sequence[tuple[str, str]], spec: ResourceSpec, rules: QueryRules = DEFAULT_RULES
+) -> ListQuery:
+    """Parse `page`, `per_page` (1..100), `q[]`, `sort` and the deprecated `order`; anything refused raises QueryError.
+
+    The old bare `q=` (one filter without brackets) is not in today's docs; whether it still works is unverified, so
+    the stricter reading applies: it is ignored like any unknown parameter.
+    """
     values: dict[str, str] = {}
     filter_texts: list[str] = []
     for name, value in params:
-        if name in ("q[]", "q"):
+        if name == "q[]":
             filter_texts.append(value)
         else:
             values[name] = value
-    filters = tuple(parse_filter(text, spec) for text in filter_texts)
-    descending_default = values.get("order", "asc").lower() == "desc"
+    applied = [text for text in filter_texts if filter_field(text) not in rules.ignored]
+    filters = tuple(parse_filter(text, spec, rules.refused) for text in applied)
     sort_text = values.get("sort")
     sort: list[tuple[str, bool]] = []
-    for part in (sort_text or "created_at").split(","):
-        name, _, direction = part.strip().partition(":")
-        if name not in spec.fields or spec.fields[name] == ARRAY:
-            raise QueryError({"sort": f"cannot sort {spec.name} by {name!r}"})
-        if direction not in ("", "asc", "desc"):
-            raise QueryError({"sort": f"unknown direction {direction!r}"})
-        sort.append((name, direction == "desc" if direction else descending_default))
-    if "id" not in (name for name, _ in sort):
-        sort.append(("id", False))
+    if rules.ignore_sort:
+        sort = list(DEFAULT_SORT)
+    else:
+        descending_default = values.get("order", "asc").lower() == "desc"
+        for part in (sort_text or "created_at").split(","):
+            name, _, direction = part.strip().partition(":")
+            if name not in spec.fields or spec.fields[name] == ARRAY or name in rules.refused:
+                raise QueryError(f"cannot sort {spec.name} by {name}", unsearchable=True)
+            if direction not in ("", "asc", "desc"):
+                raise QueryError(f"Invalid sort: unknown direction {direction!r} for {name}")
+            sort.append((name, direction == "desc" if direction else descending_default))
+        if "id" not in (name for name, _ in sort):
+            sort.append(("id", False))
     return ListQuery(
         filters=filters,
         sort=tuple(sort),
@@ -290,18 +417,37 @@ def _range_source(index: SortedIndex, filters: Sequence[Filter]) -> _Source:
     """The slice of an index the range filters on its field allow (all of it when there are none)."""
     source = _Source(index, 0, len(index.entries), set())
     for position, f in enumerate(filters):
-        if f.field == index.field and f.operator in RANGE_OPERATORS:
+        if f.field != index.field or f.operator not in RANGE_OPERATORS:
+            continue
+        operator, bound = f.operator, f.values[0]
+        if index.shown:
+            # Keyed by the shown second: narrow to a superset, and count the filter as applied only where the
+            # second bounds are exact (`>=T`, `<T` with whole-second T); the record test checks the others.
+            operator, bound, exact = _shown_bound(operator, bound)
+            if exact:
+                source.covered.add(position)
+        else:
             source.covered.add(position)
-            _narrow(source, f.operator, (f.values[0], -1), (f.values[0], float("inf")))
+        _narrow(source, operator, (bound, -1), (bound, math.inf))
     entries = index.entries
     if index.field != "id" and source.lo < source.hi and entries[source.lo][0] == entries[source.hi - 1][0]:
-        # One shared value: entries are in id order, so id bounds narrow the slice too (the keyset tie query).
+        # One shared key: entries are in id order, so id bounds narrow the slice too (the crowded-second query).
         value = entries[source.lo][0]
         for position, f in enumerate(filters):
             if f.field == "id" and f.operator in RANGE_OPERATORS:
                 source.covered.add(position)
                 _narrow(source, f.operator, (value, f.values[0]), (value, f.values[0]))
     return source
+
+
+def _shown_bound(operator: str, bound: float) -> tuple[str, float, bool]:
+    """A bound on a stored time as a bound on its shown (floored) second: (operator, second, exact?)."""
+    whole = bound == math.floor(bound)
+    if operator in (">=", ">"):
+        return ">=", math.floor(bound), operator == ">=" and whole
+    if operator == "<":
+        return "<", math.ceil(bound), whole
+    return "<=", math.floor(bound), False
 
 
 def _narrow(source: _Source, operator: str, first: tuple[Any, Any], last: tuple[Any, Any]) -> None:
@@ -319,11 +465,16 @@ def _narrow(source: _Source, operator: str, first: tuple[Any, Any], last: tuple[
 
 def _in_order(source: _Source, sort: tuple[tuple[str, bool], ...]) -> bool:
     entries = source.index.entries
-    natural: tuple[tuple[tuple[str, bool], ...], ...] = (((source.index.field, False), ("id", False)),)
-    if source.index.field == "id":
-        natural = ((("id", False),),)
-    elif len(source) and entries[source.lo][0] == entries[source.hi - 1][0]:
-        natural += ((("id", False),), ((source.index.field, True), ("id", False)))
+    field = source.index.field
+    single_key = bool(len(source)) and entries[source.lo][0] == entries[source.hi - 1][0]
+    if source.index.shown:
+        # Shown seconds are not the stored order: only one second's slice is in a requested order (by id).
+        return single_key and sort == (("id", False),)
+    if field == "id":
+        return sort == (("id", False),)
+    natural: tuple[tuple[tuple[str, bool], ...], ...] = (((field, False), ("id", False)),)
+    if single_key:
+        natural += ((("id", False),), ((field, True), ("id", False)))
     return sort in natural
 
 
@@ -336,10 +487,10 @@ def run_list_query(
     offset = (query.page - 1) * query.per_page
     records = table.records
     id_lists = [f for f in filters if f.field == "id" and f.operator == "="]
-    sources = [_range_source(table.indexes[name], filters) for name in INDEXED_FIELDS]
+    sources = [_range_source(table.indexes[name], filters) for name in INDEXES]
     for source in sources:
         source.ordered = _in_order(source, query.sort)
-    exact = [s for s in sources if s.ordered and len(checks) == len(s.covered) + _always_true(checks)]
+    exact = [s for s in sources if s.ordered and len(checks) == len(s.covered) + _match_all(checks)]
     if exact and not id_lists:
         source = exact[0]
         start = source.lo + offset
@@ -395,7 +546,7 @@ def _records_in(source: _Source, records: dict[int, Any]) -> Iterable[Any]:
     return (records[entries[position][1]] for position in range(source.lo, source.hi))
 
 
-def _always_true(checks: Sequence[Filter]) -> int:
+def _match_all(checks: Sequence[Filter]) -> int:
     return sum(1 for f in checks if f.operator == "*")
 
 

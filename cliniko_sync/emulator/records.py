@@ -1,6 +1,8 @@
 """The emulator's record types: slotted objects with Cliniko's field names, times as epoch seconds, ids as ints.
 
 Relations are kept as ids (`patient_id`, `booking_id`, ...) and become link objects only when rendered.
+`created_at`/`updated_at` are stored as float epoch seconds with a hidden microsecond fraction (as Rails on
+PostgreSQL stores them) and rendered in whole seconds, so filters and sorts see finer values than clients do.
 """
 
 from __future__ import annotations
@@ -22,11 +24,37 @@ def from_epoch(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def iso(seconds: int | None) -> str | None:
-    """Cliniko's timestamp format, `YYYY-MM-DDTHH:MM:SSZ`."""
+MICRO = 1_000_000
+
+
+def with_fraction(whole: int, micros: int) -> float:
+    """A stored timestamp: whole epoch seconds plus `micros` microseconds (0..999999)."""
+    return (whole * MICRO + micros) / MICRO
+
+
+def micros_of(seconds: float) -> int:
+    """Epoch microseconds of a stored timestamp (exact: doubles hold today's epochs to well under 1 µs)."""
+    return round(seconds * MICRO)
+
+
+def whole_second(seconds: float) -> int:
+    """The second a stored timestamp is shown as (the fraction truncated, as Cliniko renders it)."""
+    return micros_of(seconds) // MICRO
+
+
+def iso(seconds: float | None) -> str | None:
+    """Cliniko's timestamp format, `YYYY-MM-DDTHH:MM:SSZ` (any stored fraction is truncated, never rounded)."""
     if seconds is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(whole_second(seconds)))
+
+
+def iso_micro(seconds: float | None) -> str | None:
+    """The same moment with its stored fraction, `YYYY-MM-DDTHH:MM:SS.ffffffZ` (a quirk some servers have)."""
+    if seconds is None:
+        return None
+    micros = micros_of(seconds)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(micros // MICRO)) + f".{micros % MICRO:06d}Z"
 
 
 @dataclass(slots=True, eq=False)
@@ -49,11 +77,11 @@ class Patient:
     time_zone: str | None
     accepted_privacy_policy: bool | None
     old_reference_id: str | None
-    created_at: int
-    updated_at: int
-    archived_at: int | None = None
-    deleted_at: int | None = None
-    merged_at: int | None = None
+    created_at: float
+    updated_at: float
+    archived_at: float | None = None
+    deleted_at: float | None = None
+    merged_at: float | None = None
     merged_with_patient_id: int | None = None
     # Fields set through edit_patient that have no slot of their own (rendered as given).
     extra: dict[str, Any] | None = None
@@ -68,17 +96,17 @@ class IndividualAppointment:
     business_id: int
     starts_at: int
     ends_at: int
-    created_at: int
-    updated_at: int
+    created_at: float
+    updated_at: float
     did_not_arrive: bool = False
     patient_arrived: bool | None = None
-    cancelled_at: int | None = None
+    cancelled_at: float | None = None
     cancellation_reason: int | None = None
     cancellation_note: str | None = None
     notes: str | None = None
     telehealth_url: str | None = None
-    archived_at: int | None = None
-    deleted_at: int | None = None
+    archived_at: float | None = None
+    deleted_at: float | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -90,12 +118,12 @@ class GroupAppointment:
     starts_at: int
     ends_at: int
     max_attendees: int
-    created_at: int
-    updated_at: int
+    created_at: float
+    updated_at: float
     notes: str | None = None
     telehealth_url: str | None = None
-    archived_at: int | None = None
-    deleted_at: int | None = None
+    archived_at: float | None = None
+    deleted_at: float | None = None
     attendee_ids: list[int] = field(default_factory=list)
 
 
@@ -104,14 +132,14 @@ class Attendee:
     id: int
     patient_id: int
     booking_id: int
-    created_at: int
-    updated_at: int
+    created_at: float
+    updated_at: float
     arrived: bool | None = None
-    cancelled_at: int | None = None
+    cancelled_at: float | None = None
     cancellation_reason: int | None = None
     cancellation_note: str | None = None
-    archived_at: int | None = None
-    deleted_at: int | None = None
+    archived_at: float | None = None
+    deleted_at: float | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -121,10 +149,10 @@ class AppointmentType:
     duration_in_minutes: int
     category: str
     max_attendees: int | None
-    created_at: int
-    updated_at: int
-    archived_at: int | None = None
-    deleted_at: int | None = None
+    created_at: float
+    updated_at: float
+    archived_at: float | None = None
+    deleted_at: float | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -134,10 +162,10 @@ class Practitioner:
     first_name: str
     last_name: str
     designation: str
-    created_at: int
-    updated_at: int
-    archived_at: int | None = None
-    deleted_at: int | None = None
+    created_at: float
+    updated_at: float
+    # Cliniko makes practitioners inactive rather than archiving them: no archived_at/deleted_at on this resource.
+    active: bool = True
 
 
 @dataclass(slots=True, eq=False)
@@ -146,10 +174,10 @@ class Business:
     business_name: str
     time_zone_identifier: str
     country_code: str
-    created_at: int
-    updated_at: int
-    archived_at: int | None = None
-    deleted_at: int | None = None
+    created_at: float
+    updated_at: float
+    archived_at: float | None = None
+    deleted_at: float | None = None
 
 
 Record = Patient | IndividualAppointment | GroupAppointment | Attendee | AppointmentType | Practitioner | Business

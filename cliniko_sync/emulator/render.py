@@ -1,4 +1,7 @@
-"""Records as Cliniko's JSON: string ids, `YYYY-MM-DDTHH:MM:SSZ` times, relations as link objects on the base URL."""
+"""Records as Cliniko's JSON: string ids, `YYYY-MM-DDTHH:MM:SSZ` times, relations as link objects on the base URL.
+
+Every renderer takes the server's Quirks (default: none), which can change how ids and times come out.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from cliniko_sync.emulator.dataset import CLINICAL_NOTES, Clinic
+from cliniko_sync.emulator.quirks import Quirks
 from cliniko_sync.emulator.records import (
     AppointmentType,
     Attendee,
@@ -17,10 +21,18 @@ from cliniko_sync.emulator.records import (
     Patient,
     Practitioner,
     iso,
+    iso_micro,
 )
 
 _NOT_DIGITS = re.compile(r"\D")
 ATTENDEES_OF_PATIENT = f"{quote('q[]')}={quote('patient_id:=')}"
+
+
+STRICT = Quirks()
+
+
+def _stamps(quirks: Quirks) -> Callable[[float | None], str | None]:
+    return iso_micro if quirks.fractional_seconds_rendered else iso
 
 
 def _link(url: str) -> dict[str, Any]:
@@ -37,7 +49,8 @@ def normalized_number(number: str) -> str | None:
     return "61" + digits[1:] if digits.startswith("0") else digits
 
 
-def patient(record: Patient, base: str, clinic: Clinic) -> dict[str, Any]:
+def patient(record: Patient, base: str, clinic: Clinic, quirks: Quirks = STRICT) -> dict[str, Any]:
+    iso = _stamps(quirks)
     patient_id = str(record.id)
     phones = record.patient_phone_numbers
     # Clinical free text and identifiers the sync must drop (DESIGN §6), from small synthetic pools.
@@ -104,8 +117,9 @@ def patient(record: Patient, base: str, clinic: Clinic) -> dict[str, Any]:
 
 
 def _appointment_common(
-    record: IndividualAppointment | GroupAppointment, base: str, path: str, appointment_id: str
+    record: IndividualAppointment | GroupAppointment, base: str, path: str, appointment_id: str, quirks: Quirks
 ) -> dict[str, Any]:
+    iso = _stamps(quirks)
     return {
         "id": appointment_id,
         "starts_at": iso(record.starts_at),
@@ -125,10 +139,13 @@ def _appointment_common(
     }
 
 
-def individual_appointment(record: IndividualAppointment, base: str, clinic: Clinic) -> dict[str, Any]:
+def individual_appointment(
+    record: IndividualAppointment, base: str, clinic: Clinic, quirks: Quirks = STRICT
+) -> dict[str, Any]:
+    iso = _stamps(quirks)
     appointment_id = str(record.id)
     patient_record = clinic.patients.records.get(record.patient_id)
-    body = _appointment_common(record, base, "individual_appointments", appointment_id)
+    body = _appointment_common(record, base, "individual_appointments", appointment_id, quirks)
     body.update(
         {
             "patient_name": f"{patient_record.first_name} {patient_record.last_name}" if patient_record else None,
@@ -149,22 +166,25 @@ def individual_appointment(record: IndividualAppointment, base: str, clinic: Cli
     return body
 
 
-def group_appointment(record: GroupAppointment, base: str, clinic: Clinic) -> dict[str, Any]:
+def group_appointment(record: GroupAppointment, base: str, clinic: Clinic, quirks: Quirks = STRICT) -> dict[str, Any]:
     appointment_id = str(record.id)
-    body = _appointment_common(record, base, "group_appointments", appointment_id)
+    body = _appointment_common(record, base, "group_appointments", appointment_id, quirks)
     body.update(
         {
             "max_attendees": record.max_attendees,
-            "patient_ids": clinic.group_patient_ids(record),
+            "patient_ids": [int(i) for i in clinic.group_patient_ids(record)]
+            if quirks.ids_as_numbers
+            else clinic.group_patient_ids(record),
             "attendees": _link(f"{base}/group_appointments/{appointment_id}/attendees"),
         }
     )
     return body
 
 
-def attendee(record: Attendee, base: str, clinic: Clinic) -> dict[str, Any]:
+def attendee(record: Attendee, base: str, clinic: Clinic, quirks: Quirks = STRICT) -> dict[str, Any]:
+    iso = _stamps(quirks)
     attendee_id = str(record.id)
-    return {
+    body = {
         "id": attendee_id,
         "arrived": record.arrived,
         "cancelled_at": iso(record.cancelled_at),
@@ -181,9 +201,13 @@ def attendee(record: Attendee, base: str, clinic: Clinic) -> dict[str, Any]:
         "invoices": _link(f"{base}/attendees/{attendee_id}/invoices"),
         "links": {"self": f"{base}/attendees/{attendee_id}"},
     }
+    if quirks.attendee_did_not_arrive:
+        body["did_not_arrive"] = record.arrived is False
+    return body
 
 
-def appointment_type(record: AppointmentType, base: str, clinic: Clinic) -> dict[str, Any]:
+def appointment_type(record: AppointmentType, base: str, clinic: Clinic, quirks: Quirks = STRICT) -> dict[str, Any]:
+    iso = _stamps(quirks)
     return {
         "id": str(record.id),
         "name": record.name,
@@ -191,6 +215,8 @@ def appointment_type(record: AppointmentType, base: str, clinic: Clinic) -> dict
         "duration_in_minutes": record.duration_in_minutes,
         "max_attendees": record.max_attendees,
         "color": "#4a90d9",
+        "online_payments_mode": "no_online_payment",
+        "show_in_online_bookings": True,
         "archived_at": iso(record.archived_at),
         "deleted_at": iso(record.deleted_at),
         "created_at": iso(record.created_at),
@@ -199,7 +225,8 @@ def appointment_type(record: AppointmentType, base: str, clinic: Clinic) -> dict
     }
 
 
-def practitioner(record: Practitioner, base: str, clinic: Clinic) -> dict[str, Any]:
+def practitioner(record: Practitioner, base: str, clinic: Clinic, quirks: Quirks = STRICT) -> dict[str, Any]:
+    iso = _stamps(quirks)
     return {
         "id": str(record.id),
         "title": record.title,
@@ -207,16 +234,17 @@ def practitioner(record: Practitioner, base: str, clinic: Clinic) -> dict[str, A
         "last_name": record.last_name,
         "label": " ".join(part for part in (record.title, record.first_name, record.last_name) if part),
         "designation": record.designation,
-        "active": record.archived_at is None,
-        "archived_at": iso(record.archived_at),
-        "deleted_at": iso(record.deleted_at),
+        "active": record.active,
+        "show_in_online_bookings": True,
+        "user": None,
         "created_at": iso(record.created_at),
         "updated_at": iso(record.updated_at),
         "links": {"self": f"{base}/practitioners/{record.id}"},
     }
 
 
-def business(record: Business, base: str, clinic: Clinic) -> dict[str, Any]:
+def business(record: Business, base: str, clinic: Clinic, quirks: Quirks = STRICT) -> dict[str, Any]:
+    iso = _stamps(quirks)
     return {
         "id": str(record.id),
         "business_name": record.business_name,
@@ -224,6 +252,8 @@ def business(record: Business, base: str, clinic: Clinic) -> dict[str, Any]:
         "country_code": record.country_code,
         "time_zone": "Sydney",
         "time_zone_identifier": record.time_zone_identifier,
+        "show_in_online_bookings": True,
+        "appointment_type_ids": [int(i) if quirks.ids_as_numbers else str(i) for i in clinic.appointment_types.records],
         "archived_at": iso(record.archived_at),
         "deleted_at": iso(record.deleted_at),
         "created_at": iso(record.created_at),
@@ -232,7 +262,15 @@ def business(record: Business, base: str, clinic: Clinic) -> dict[str, Any]:
     }
 
 
-RENDERERS: dict[str, Callable[[Any, str, Clinic], dict[str, Any]]] = {
+def render(resource: str, record: Any, base: str, clinic: Clinic, quirks: Quirks = STRICT) -> dict[str, Any]:
+    """One record as the API shows it, ids as numbers with the ids_as_numbers quirk."""
+    body = RENDERERS[resource](record, base, clinic, quirks)
+    if quirks.ids_as_numbers:
+        body["id"] = int(body["id"])
+    return body
+
+
+RENDERERS: dict[str, Callable[..., dict[str, Any]]] = {
     "patients": patient,
     "individual_appointments": individual_appointment,
     "group_appointments": group_appointment,

@@ -1,4 +1,8 @@
-"""The emulator's HTTP API: Cliniko's endpoints, Basic auth, rate limit and fault injection on a loopback port."""
+"""The emulator's HTTP API: Cliniko's endpoints, Basic auth, rate limit and fault injection on a loopback port.
+
+Strict by default (documented q[] fields only, active/inactive practitioners, hidden sub-second timestamps, links
+with page and per_page only); Quirks switch single permissive or broken behaviours back on.
+"""
 
 from __future__ import annotations
 
@@ -23,16 +27,25 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from cliniko_sync.emulator.dataset import Clinic
 from cliniko_sync.emulator.query import (
+    BOOLEAN,
+    NUMERIC,
     SPECS,
     Filter,
     ListQuery,
     QueryError,
+    QueryRules,
+    ResourceSpec,
+    filter_field,
     find_record,
     parse_filter,
     parse_list_query,
+    permissive_spec,
     run_list_query,
 )
-from cliniko_sync.emulator.render import RENDERERS
+from cliniko_sync.emulator.quirks import BOOLEAN_QUIRKS, Quirks
+from cliniko_sync.emulator.render import render
+
+__all__ = ["BOOLEAN_QUIRKS", "EmulatorServer", "Faults", "Quirks", "RequestLogEntry", "serve_until_interrupted"]
 
 SHARD_SUFFIX = re.compile(r"(?P<base>.+)-(?P<shard>[a-z]{2}\d{1,2})")
 ROUTE = re.compile(r"/v1/(?P<resource>[a-z_]+)(?:/(?P<id>[^/]+)(?:/(?P<sub>attendees))?)?/?")
@@ -167,8 +180,12 @@ class EmulatorServer:
         latency_ms: float = 0,
         require_user_agent: bool = True,
         faults: Faults | None = None,
+        quirks: Quirks | None = None,
     ) -> None:
         self.clinic = clinic
+        self.quirks = quirks or Quirks()
+        if self.quirks.whole_second_storage:
+            clinic.drop_fractions()
         self.shard = shard
         self.host = host
         self.port = port
@@ -365,20 +382,47 @@ class EmulatorServer:
                 if resource != "group_appointments":
                     return _not_found()
                 return self._group_attendees(record_id, params, base, faults)
+            if resource == "practitioners" and record_id == "inactive":
+                if self.quirks.no_inactive_practitioners_endpoint:
+                    return _not_found()
+                inactive = Filter("active", "=", BOOLEAN, (False,))
+                return self._list(resource, params, base, f"{base}/practitioners/inactive", faults, inactive)
             if record_id is not None:
                 return self._show(resource, record_id, params, base)
-            return self._list(resource, params, base, f"{base}/{resource}", faults)
+            extra = (Filter("active", "=", BOOLEAN, (True,)),) if resource == "practitioners" else ()
+            return self._list(resource, params, base, f"{base}/{resource}", faults, *extra)
         except QueryError as exc:
-            return _json(422, {"message": "Validation Failed", "errors": exc.errors})
+            status = self.quirks.refused_status if exc.unsearchable else 400
+            return _json(status, {"message": exc.message})
+
+    def _spec(self, resource: str) -> ResourceSpec:
+        return permissive_spec(resource) if self.quirks.accept_undocumented_filters else SPECS[resource]
+
+    def _rules(self, endpoint: str) -> QueryRules:
+        """The quirks that bend parameter handling on one endpoint (its path after /v1/, ids as {id})."""
+        quirks = self.quirks
+        return QueryRules(
+            ignored=frozenset(quirks.ignore_filters),
+            refused=frozenset(name for path, name in quirks.refuse_filters if path == endpoint),
+            ignore_sort=quirks.ignore_sort,
+        )
 
     def _show(self, resource: str, record_id: str, params: list[tuple[str, str]], base: str) -> _Response:
-        spec = SPECS[resource]
-        filters = [parse_filter(value, spec) for name, value in params if name in ("q[]", "q")]
+        """GET by id. Its q[] takes only the fields a default exclusion hides (the spec documents exactly those for
+        patients and individual appointments; the same rule is inferred for the others)."""
+        documented = SPECS[resource]
+        spec = self._spec(resource)
+        if not self.quirks.accept_undocumented_filters:
+            fields = {name: documented.fields[name] for name in documented.hidden_unless_named}
+            spec = ResourceSpec(resource, fields, documented.hidden_unless_named, documented.getters)
+        rules = self._rules(f"{resource}/{{id}}")
+        texts = [value for name, value in params if name == "q[]" and filter_field(value) not in rules.ignored]
+        filters = [parse_filter(text, spec, rules.refused) for text in texts]
         with self.clinic.lock:
             record = find_record(self.clinic, self.clinic.tables[resource], spec, record_id, filters)
             if record is None:
                 return _not_found()
-            return _json(200, RENDERERS[resource](record, base, self.clinic))
+            return _json(200, render(resource, record, base, self.clinic, self.quirks))
 
     def _group_attendees(self, group_id: str, params: list[tuple[str, str]], base: str, faults: Faults) -> _Response:
         """The deprecated /group_appointments/{id}/attendees: the attendees list narrowed to one class."""
@@ -386,7 +430,7 @@ class EmulatorServer:
             group = self.clinic.group_appointments.get(int(group_id)) if group_id.isdigit() else None
             if group is None:
                 return _not_found()
-        booking = Filter("booking_id", "=", "numeric", (group.id,))
+        booking = Filter("booking_id", "=", NUMERIC, (group.id,))
         return self._list("attendees", params, base, f"{base}/group_appointments/{group_id}/attendees", faults, booking)
 
     def _list(
@@ -398,8 +442,11 @@ class EmulatorServer:
         faults: Faults,
         *extra: Filter,
     ) -> _Response:
-        spec = SPECS[resource]
-        query = parse_list_query(params, spec)
+        spec = self._spec(resource)
+        endpoint = url.removeprefix(f"{base}/")
+        if resource == "attendees" and endpoint != "attendees":
+            endpoint = "group_appointments/{id}/attendees"
+        query = parse_list_query(params, spec, self._rules(endpoint))
         table = self.clinic.tables[resource]
         with self.clinic.lock:
             self._maybe_mutate(resource, faults)
@@ -411,12 +458,13 @@ class EmulatorServer:
                 records = records[:]
                 with self._lock:
                     self._fault_rng.shuffle(records)
-            rendered = [RENDERERS[resource](record, base, self.clinic) for record in records]
-        links = {"self": _page_url(url, query, query.page)}
+            rendered = [render(resource, record, base, self.clinic, self.quirks) for record in records]
+        keep = self.quirks.next_links_keep_query
+        links = {"self": _page_url(url, query, query.page, keep)}
         if query.page > 1:
-            links["previous"] = _page_url(url, query, query.page - 1)
+            links["previous"] = _page_url(url, query, query.page - 1, keep)
         if query.page * query.per_page < total:
-            links["next"] = _page_url(url, query, query.page + 1)
+            links["next"] = _page_url(url, query, query.page + 1, keep)
         return _json(200, {resource: rendered, "total_entries": total, "links": links})
 
     def _maybe_mutate(self, resource: str, faults: Faults) -> None:
@@ -443,12 +491,19 @@ class EmulatorServer:
         return response
 
 
-def _page_url(url: str, query: ListQuery, page: int) -> str:
+def _page_url(url: str, query: ListQuery, page: int, keep_query: bool) -> str:
+    """A page link as in Cliniko's documented examples: page and per_page only (q[] and sort too with the quirk)."""
     params: list[tuple[str, str | int]] = [("page", page), ("per_page", query.per_page)]
-    params += [("q[]", text) for text in query.filter_texts]
-    if query.sort_text is not None:
-        params.append(("sort", query.sort_text))
+    if keep_query:
+        params += [("q[]", text) for text in query.filter_texts]
+        if query.sort_text is not None:
+            params.append(("sort", query.sort_text))
     return f"{url}?{urlencode(params)}"
+
+
+def _describe(quirks: Quirks) -> str:
+    on = [name for name in BOOLEAN_QUIRKS if getattr(quirks, name)]
+    return f"Quirks on (not the real API's behaviour): {', '.join(on)}\n" if on else ""
 
 
 def serve_until_interrupted(
@@ -462,6 +517,7 @@ def serve_until_interrupted(
     rate_window: float,
     latency_ms: float,
     announce: Callable[[str], None],
+    quirks: Quirks | None = None,
 ) -> None:
     """Generate a clinic and serve it on 127.0.0.1:port until Ctrl-C or SIGTERM (KeyboardInterrupt)."""
     from cliniko_sync.emulator.dataset import active_patient_ids, generate_clinic
@@ -469,7 +525,13 @@ def serve_until_interrupted(
 
     clinic = generate_clinic(patients=patients, appointments=appointments, seed=seed)
     server = EmulatorServer(
-        clinic, api_keys=[api_key], port=port, rate_limit=rate_limit, rate_window=rate_window, latency_ms=latency_ms
+        clinic,
+        api_keys=[api_key],
+        port=port,
+        rate_limit=rate_limit,
+        rate_window=rate_window,
+        latency_ms=latency_ms,
+        quirks=quirks,
     )
     try:
         server.start()
@@ -482,6 +544,7 @@ def serve_until_interrupted(
         f"({active} active in the last 45 days), seed {seed}\n"
         f"API: {server.base_url}   key: {api_key}   rate limit: "
         f"{f'{rate_limit} requests per {rate_window:g} s' if rate_limit else 'off'}\n"
+        f"{_describe(server.quirks)}"
         f"Point cliniko-sync at it:\n"
         f"  echo {api_key} | cliniko-sync credentials set ORG --api-url {server.base_url}\n"
         f"Press Ctrl-C to stop."

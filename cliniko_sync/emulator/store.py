@@ -6,30 +6,43 @@ from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
-from cliniko_sync.emulator.records import Record
+from cliniko_sync.emulator.records import Record, whole_second
 
 R = TypeVar("R", bound=Record)
 
-# Fields with an index; entries are (value, id) so equal values come out in numeric id order.
-INDEXED_FIELDS = ("updated_at", "created_at", "id")
+# The indexes: name -> (record field, keyed by the shown whole second?). Entries are (key, id), so equal keys come
+# out in numeric id order. `updated_at/shown` exists for the crawl's crowded-second query
+# (`updated_at:>=T&updated_at:<T+1&id:>N`, sort=id): inside one shown second the stored fractions scatter the ids,
+# but keyed by the shown second they are in id order again.
+INDEXES: dict[str, tuple[str, bool]] = {
+    "updated_at": ("updated_at", False),
+    "created_at": ("created_at", False),
+    "id": ("id", False),
+    "updated_at/shown": ("updated_at", True),
+}
 
 
 class SortedIndex:
-    """(field value, id) pairs in ascending order."""
+    """(key, id) pairs in ascending order; the key is a record field, or the whole second it is shown as."""
 
-    def __init__(self, field: str, records: Iterable[Record]) -> None:
+    def __init__(self, field: str, records: Iterable[Record], *, shown: bool = False) -> None:
         self.field = field
-        self.entries: list[tuple[int, int]] = sorted((getattr(r, field), r.id) for r in records)
+        self.shown = shown
+        self.entries: list[tuple[float, int]] = sorted((self.key(getattr(r, field)), r.id) for r in records)
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def add(self, value: int, record_id: int) -> None:
-        insort(self.entries, (value, record_id))
+    def key(self, value: float) -> float:
+        return whole_second(value) if self.shown else value
 
-    def remove(self, value: int, record_id: int) -> None:
-        position = bisect_left(self.entries, (value, record_id))
-        if position < len(self.entries) and self.entries[position] == (value, record_id):
+    def add(self, value: float, record_id: int) -> None:
+        insort(self.entries, (self.key(value), record_id))
+
+    def remove(self, value: float, record_id: int) -> None:
+        entry = (self.key(value), record_id)
+        position = bisect_left(self.entries, entry)
+        if position < len(self.entries) and self.entries[position] == entry:
             del self.entries[position]
 
 
@@ -39,8 +52,12 @@ class Table(Generic[R]):
     def __init__(self, records: Iterable[R], *, listed: Callable[[R], bool] = lambda record: True) -> None:
         self.records: dict[int, R] = {r.id: r for r in records}
         self._listed = listed
-        visible = [r for r in self.records.values() if listed(r)]
-        self.indexes = {name: SortedIndex(name, visible) for name in INDEXED_FIELDS}
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Rebuild every index from the records (after timestamps changed wholesale)."""
+        visible = [r for r in self.records.values() if self._listed(r)]
+        self.indexes = {name: SortedIndex(field, visible, shown=shown) for name, (field, shown) in INDEXES.items()}
 
     def __len__(self) -> int:
         return len(self.indexes["id"])
@@ -63,12 +80,13 @@ class Table(Generic[R]):
             for index in self.indexes.values():
                 index.add(getattr(record, index.field), record.id)
 
-    def set_updated_at(self, record: R, updated_at: int) -> None:
-        """Change a record's updated_at and move it in the index."""
-        index = self.indexes["updated_at"]
+    def set_updated_at(self, record: R, updated_at: float) -> None:
+        """Change a record's updated_at and move it in the indexes on that field."""
         if self._listed(record):
-            index.remove(record.updated_at, record.id)
-            index.add(updated_at, record.id)
+            for index in self.indexes.values():
+                if index.field == "updated_at":
+                    index.remove(record.updated_at, record.id)
+                    index.add(updated_at, record.id)
         record.updated_at = updated_at
 
     def unlist(self, record: R) -> None:

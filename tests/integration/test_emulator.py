@@ -1,4 +1,8 @@
-"""The Cliniko emulator over real loopback HTTP: auth, envelopes and links, q[] filters, exclusions, sort, by-id."""
+"""The Cliniko emulator over real loopback HTTP: auth, envelopes and links, q[] filters, exclusions, sort, by-id.
+
+These run on the strict defaults (the real API's behaviour); tests/integration/test_emulator_strict.py covers the
+strict behaviours and each quirk in depth.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,8 @@ import requests
 from emulator_fixtures import EMULATOR_API_KEY, USER_AGENT
 from emulator_fixtures import emulator_get as get
 
-from cliniko_sync.emulator import Clinic, EmulatorServer
-from cliniko_sync.emulator.records import iso
+from cliniko_sync.emulator import Clinic, EmulatorServer, Quirks
+from cliniko_sync.emulator.records import iso, micros_of, whole_second
 
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 ALL_APPOINTMENTS = ["archived_at:*", "cancelled_at:*", "deleted_at:*"]
@@ -29,14 +33,29 @@ def ids(response: requests.Response, resource: str) -> list[str]:
 
 
 def crawl(server: EmulatorServer, path: str, **params: Any) -> list[dict[str, Any]]:
-    """Every record of a listing, following links.next."""
+    """Every record of a listing: while links.next is there, the same parameters with the next page (the links
+    carry only page and per_page, as Cliniko's do)."""
+    resource = "practitioners" if path.startswith("/practitioners") else path.strip("/").split("/")[-1]
+    records: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        response = get(server, path, per_page=100, page=page, **params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        records += body[resource]
+        if "next" not in body["links"]:
+            return records
+        page += 1
+
+
+def follow_next_links(server: EmulatorServer, path: str, **params: Any) -> list[dict[str, Any]]:
+    """Every record a client gets by following links.next as given."""
     response = get(server, path, per_page=100, **params)
-    resource = path.strip("/").split("/")[-1]
     records: list[dict[str, Any]] = []
     while True:
         assert response.status_code == 200, response.text
         body = response.json()
-        records += body[resource]
+        records += body[path.strip("/")]
         if "next" not in body["links"]:
             return records
         response = requests.get(
@@ -161,36 +180,38 @@ def test_envelope_and_links_on_first_middle_and_last_page(emulator: EmulatorServ
     assert len(last["patients"]) == expected_total - 40 * (last_page - 1)
 
 
-def test_links_keep_every_filter_and_the_sort(emulator: EmulatorServer) -> None:
+def test_links_carry_page_and_per_page_only(emulator: EmulatorServer) -> None:
+    """As in Cliniko's documented examples: a link does not repeat the request's q[] or sort."""
     body = get(
         emulator,
         "/individual_appointments",
         per_page=10,
+        page=2,
         q=["starts_at:>=2020-01-01T00:00:00Z", "cancelled_at:*"],
         sort="updated_at,id:desc",
     ).json()
-    assert body["links"]["next"] == (
-        f"{emulator.base_url}/individual_appointments?page=2&per_page=10"
-        "&q%5B%5D=starts_at%3A%3E%3D2020-01-01T00%3A00%3A00Z&q%5B%5D=cancelled_at%3A%2A&sort=updated_at%2Cid%3Adesc"
-    )
+    base = f"{emulator.base_url}/individual_appointments"
+    assert body["links"] == {
+        "self": f"{base}?page=2&per_page=10",
+        "previous": f"{base}?page=1&per_page=10",
+        "next": f"{base}?page=3&per_page=10",
+    }
 
 
 def test_following_next_links_reads_every_record_once(emulator: EmulatorServer, clinic: Clinic) -> None:
-    records = crawl(emulator, "/patients", q=["archived_at:*"])
-    assert len(records) == len({r["id"] for r in records}) == len(listed_patients(clinic, archived=True))
+    """Without filters, the bare links are enough to read a listing once each."""
+    records = follow_next_links(emulator, "/patients")
+    assert len(records) == len({r["id"] for r in records}) == len(listed_patients(clinic))
 
 
-def test_default_per_page_is_50_and_out_of_range_values_are_422(emulator: EmulatorServer) -> None:
+def test_default_per_page_is_50_and_out_of_range_values_are_400(emulator: EmulatorServer) -> None:
     assert len(get(emulator, "/patients").json()["patients"]) == 50
     assert len(get(emulator, "/patients", per_page=100).json()["patients"]) == 100
     for bad in ("101", "0", "-1", "ten"):
         response = get(emulator, "/patients", per_page=bad)
-        assert response.status_code == 422
-        assert response.json() == {
-            "message": "Validation Failed",
-            "errors": {"per_page": response.json()["errors"]["per_page"]},
-        }
-    assert get(emulator, "/patients", page="0").status_code == 422
+        assert response.status_code == 400
+        assert set(response.json()) == {"message"} and "per_page" in response.json()["message"]
+    assert get(emulator, "/patients", page="0").status_code == 400
 
 
 def test_page_past_the_end_is_an_empty_list(emulator: EmulatorServer, clinic: Clinic) -> None:
@@ -223,8 +244,9 @@ def test_relations_are_links_on_the_base_url(emulator: EmulatorServer, clinic: C
 
 
 def test_date_time_operators(emulator: EmulatorServer, clinic: Clinic) -> None:
+    """Compared with the stored value: `>T` also holds records shown as T whose hidden fraction is not zero."""
     patients = [p for p in clinic.patients.records.values() if p.deleted_at is None and p.archived_at is None]
-    middle = sorted(p.updated_at for p in patients)[len(patients) // 2]
+    middle = whole_second(sorted(p.updated_at for p in patients)[len(patients) // 2])
     cases = {
         ">=": lambda t: t >= middle,
         ">": lambda t: t > middle,
@@ -251,16 +273,16 @@ def test_date_time_operators(emulator: EmulatorServer, clinic: Clinic) -> None:
         "first_name:>Zoe",
         "accepted_privacy_policy:=yes",
         "archived_at:*now",
+        "updated_at:>=2024-01-01T00:00:00.000Z",  # whole seconds only (the stricter reading)
         "nonsense",
         "no_such_field:=1",
     ],
 )
-def test_malformed_or_unknown_filters_are_422_validation_failed(emulator: EmulatorServer, bad: str) -> None:
+def test_malformed_filters_are_400_with_a_message(emulator: EmulatorServer, bad: str) -> None:
     response = get(emulator, "/patients", q=[bad])
-    assert response.status_code == 422
+    assert response.status_code == 400
     body = response.json()
-    assert body["message"] == "Validation Failed"
-    assert isinstance(body["errors"], dict) and body["errors"]
+    assert set(body) == {"message"} and body["message"]
 
 
 def test_numeric_operators_and_comma_lists(emulator: EmulatorServer, clinic: Clinic) -> None:
@@ -388,14 +410,20 @@ def test_archived_cancelled_deleted_records_appear_only_when_a_filter_names_the_
 # --- sort -------------------------------------------------------------------------------------------------------
 
 
-def test_default_sort_is_created_at_then_numeric_id(emulator: EmulatorServer) -> None:
+def test_default_sort_is_stored_created_at_then_numeric_id(emulator: EmulatorServer, clinic: Clinic) -> None:
     records = crawl(emulator, "/patients", q=["archived_at:*"])
-    keys = [(r["created_at"], int(r["id"])) for r in records]
+    stored = clinic.patients.records
+    keys = [(stored[int(r["id"])].created_at, int(r["id"])) for r in records]
     assert keys == sorted(keys)
+    shown = [r["created_at"] for r in records]
+    assert shown == sorted(shown)
 
 
-def test_sort_by_updated_at_breaks_ties_by_numeric_id(emulator: EmulatorServer) -> None:
-    records = crawl(emulator, "/individual_appointments", q=ALL_APPOINTMENTS, sort="updated_at,id")
+def test_sort_by_updated_at_breaks_ties_by_numeric_id_with_whole_second_storage(
+    make_emulator: Callable[..., EmulatorServer],
+) -> None:
+    server = make_emulator(quirks=Quirks(whole_second_storage=True))
+    records = crawl(server, "/individual_appointments", q=ALL_APPOINTMENTS, sort="updated_at,id")
     keys = [(r["updated_at"], int(r["id"])) for r in records]
     assert keys == sorted(keys)
     assert len({r["updated_at"] for r in records}) < len(records)  # ties exist and were ordered
@@ -405,8 +433,9 @@ def test_sort_descending_and_multiple_columns(emulator: EmulatorServer) -> None:
     records = crawl(emulator, "/individual_appointments", sort="starts_at:desc,id")
     starts = [r["starts_at"] for r in records]
     assert starts == sorted(starts, reverse=True)
-    assert get(emulator, "/patients", sort="shoe_size").status_code == 422
-    assert get(emulator, "/patients", sort="id:sideways").status_code == 422
+    assert get(emulator, "/patients", sort="shoe_size").json() == {"message": "This column is not searchable."}
+    assert get(emulator, "/patients", sort="shoe_size").status_code == 400
+    assert get(emulator, "/patients", sort="id:sideways").status_code == 400
 
 
 def test_keyset_paging_inside_one_updated_at(emulator: EmulatorServer, clinic: Clinic) -> None:
@@ -414,7 +443,7 @@ def test_keyset_paging_inside_one_updated_at(emulator: EmulatorServer, clinic: C
     ties: dict[int, list[int]] = {}
     for patient in clinic.patients.records.values():
         if patient.archived_at is None and patient.deleted_at is None:
-            ties.setdefault(patient.updated_at, []).append(patient.id)
+            ties.setdefault(whole_second(patient.updated_at), []).append(patient.id)
     moment, tied = max(ties.items(), key=lambda item: len(item[1]))
     assert len(tied) >= 101
     seen: list[str] = []
@@ -535,14 +564,16 @@ def test_attendee_mutations_change_the_class(emulator: EmulatorServer, clinic: C
 
 
 def test_updated_at_never_goes_backwards(clinic: Clinic) -> None:
+    """Each change moves the stored value forward (by at least 1 µs, as consecutive transactions' now() do)."""
     patient = next(iter(clinic.patients.records.values()))
     clinic.touch("patients", patient.id)
     stamped = patient.updated_at
+    assert whole_second(stamped) == int(clinic.now.timestamp())
     clinic.set_clock(clinic.now - timedelta(days=30))
     clinic.touch("patients", patient.id)
-    assert patient.updated_at == stamped
+    assert micros_of(patient.updated_at) == micros_of(stamped) + 1
     clinic.advance_clock(timedelta(days=31))
     clinic.touch("patients", str(patient.id))
-    assert patient.updated_at == stamped + 86400
+    assert whole_second(patient.updated_at) == whole_second(stamped) + 86400
     with pytest.raises(KeyError):
         clinic.touch("patients", "1")

@@ -125,5 +125,55 @@ def test_help_lists_every_option() -> None:
         "--rate-window",
         "--latency-ms",
         "--api-key",
+        "--quirk",
     ):
         assert option in result.stdout
+
+
+def test_quirk_option_switches_a_behaviour_on_and_says_so(processes: list[subprocess.Popen[str]]) -> None:
+    process, announcement = start(
+        "--patients", "10", "--quirk", "accept_undocumented_filters", "--quirk", "ids_as_numbers"
+    )
+    processes.append(process)
+    assert "Quirks on" in announcement and "accept_undocumented_filters, ids_as_numbers" in announcement
+    response = requests.get(
+        f"{base_url(announcement)}/practitioners",
+        auth=("demo-key-au1", ""),
+        headers={"User-Agent": USER_AGENT},
+        params={"q[]": "archived_at:*"},
+    )
+    assert response.status_code == 200
+    assert all(isinstance(record["id"], int) for record in response.json()["practitioners"])
+    process.terminate()
+    process.communicate(timeout=30)
+    assert process.returncode == 0
+
+
+def test_strict_by_default_without_quirks(processes: list[subprocess.Popen[str]]) -> None:
+    process, announcement = start("--patients", "10")
+    processes.append(process)
+    assert "Quirks" not in announcement
+    response = requests.get(
+        f"{base_url(announcement)}/practitioners",
+        auth=("demo-key-au1", ""),
+        headers={"User-Agent": USER_AGENT},
+        params={"q[]": "archived_at:*"},
+    )
+    assert response.status_code == 400
+    assert response.json() == {"message": "This column is not searchable."}
+    process.terminate()
+    process.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("name", ["no_such_quirk", "ignore_filters", "refused_status"])
+def test_an_unknown_or_non_boolean_quirk_is_a_usage_error(name: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cliniko_sync", "emulator", "--port", "0", "--quirk", name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 2
+    assert f"unknown quirk {name}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -12,6 +12,7 @@ import requests
 from emulator_fixtures import EMULATOR_API_KEY
 
 from cliniko_sync.emulator import Clinic, EmulatorServer, active_patient_ids, generate_clinic
+from cliniko_sync.emulator.records import micros_of, whole_second
 
 NOW = datetime(2026, 3, 2, 4, 5, 6, tzinfo=UTC)
 
@@ -67,12 +68,33 @@ def test_ids_are_unique_19_digit_numbers(default_clinic: Clinic) -> None:
     assert all(10**18 <= record_id < 9 * 10**18 for record_id in ids)
 
 
-def test_a_bulk_import_left_hundreds_of_records_on_one_updated_at(default_clinic: Clinic) -> None:
+def test_a_bulk_import_left_hundreds_of_records_on_one_shown_updated_at(default_clinic: Clinic) -> None:
+    """Hundreds share one shown second, each with its own hidden fraction, so they have an order inside it."""
     listed = [p for p in default_clinic.patients.records.values() if p.archived_at is None and p.deleted_at is None]
-    _, tied = Counter(p.updated_at for p in listed).most_common(1)[0]
+    second, tied = Counter(whole_second(p.updated_at) for p in listed).most_common(1)[0]
     assert tied >= 250
+    stored = [p.updated_at for p in listed if whole_second(p.updated_at) == second]
+    assert len(set(stored)) >= 0.95 * tied
     appointments = default_clinic.individual_appointments.records.values()
-    assert Counter(a.updated_at for a in appointments).most_common(1)[0][1] > 100
+    assert Counter(whole_second(a.updated_at) for a in appointments).most_common(1)[0][1] > 100
+
+
+def test_small_crowds_share_a_shown_second(default_clinic: Clinic) -> None:
+    """Besides the bulk import, some seconds hold 2 to 5 changes (with distinct hidden fractions)."""
+    for table in (default_clinic.patients, default_clinic.individual_appointments):
+        crowds = Counter(whole_second(r.updated_at) for r in table.records.values())
+        small = [second for second, size in crowds.items() if 2 <= size <= 5]
+        assert small, table
+        for second in small:
+            stored = [r.updated_at for r in table.records.values() if whole_second(r.updated_at) == second]
+            assert len(set(stored)) == len(stored)
+
+
+def test_created_and_updated_at_carry_hidden_fractions(default_clinic: Clinic) -> None:
+    for table in default_clinic.tables.values():
+        records = list(table.records.values())
+        assert all(r.created_at <= r.updated_at for r in records)
+        assert sum(micros_of(r.updated_at) % 1_000_000 != 0 for r in records) >= 0.99 * len(records)
 
 
 def test_history_spans_years_and_future_bookings_exist(default_clinic: Clinic) -> None:
@@ -81,7 +103,8 @@ def test_history_spans_years_and_future_bookings_exist(default_clinic: Clinic) -
     assert min(starts) < now - 4 * 365 * 86400
     assert any(start > now for start in starts)
     assert all(
-        a.created_at <= now and a.updated_at <= now for a in default_clinic.individual_appointments.records.values()
+        whole_second(a.created_at) <= now and whole_second(a.updated_at) <= now
+        for a in default_clinic.individual_appointments.records.values()
     )
 
 
@@ -132,9 +155,13 @@ def test_retired_patients_and_every_appointment_status_are_present(default_clini
     for status in ("cancelled_at", "archived_at", "deleted_at"):
         assert any(getattr(a, status) for a in appointments), status
     assert any(a.did_not_arrive for a in appointments)
-    assert {a.practitioner_id for a in appointments} >= {
-        p.id for p in default_clinic.practitioners.records.values()
-    } - {p.id for p in default_clinic.practitioners.records.values() if p.archived_at}
+    practitioners = default_clinic.practitioners.records.values()
+    assert {a.practitioner_id for a in appointments} >= {p.id for p in practitioners}
+    inactive = {p.id for p in practitioners if not p.active}
+    # someone who left the clinic: made inactive (not archived), with past appointments that still name them
+    assert inactive and all(not hasattr(p, "archived_at") for p in practitioners)
+    assert any(a.practitioner_id in inactive and a.starts_at < int(NOW.timestamp()) for a in appointments)
+    assert not any(a.practitioner_id in inactive and a.starts_at > int(NOW.timestamp()) for a in appointments)
     attendees = list(default_clinic.attendees.records.values())
     groups = default_clinic.group_appointments.records
     assert all(a.id in groups[a.booking_id].attendee_ids for a in attendees)
@@ -185,7 +212,8 @@ def test_new_patient_gets_the_clock_and_given_fields(clinic: Clinic) -> None:
     patient_id = clinic.add_patient(first_name="Siobhán", last_name="D'Angelo", email=None, custom_fields={"x": 1})
     patient = clinic.patients.records[int(patient_id)]
     assert (patient.first_name, patient.last_name, patient.email) == ("Siobhán", "D'Angelo", None)
-    assert patient.created_at == patient.updated_at == int(NOW.timestamp())
+    assert patient.created_at == patient.updated_at
+    assert whole_second(patient.created_at) == int(NOW.timestamp())
     assert patient.extra == {"custom_fields": {"x": 1}}
     with pytest.raises(ValueError):
         clinic.edit_patient(patient_id, updated_at=0)
