@@ -93,10 +93,15 @@ class Evidence:
         notes = self._notes[assumption.name]
         for status in (VIOLATED, HELD, UNKNOWN):
             if notes[status]:
-                return status, "; ".join(
-                    f"{note} ({', '.join(where)})" if where else note for note, where in notes[status].items()
-                )
+                detail = self._join(notes[status])
+                if status == HELD and notes[UNKNOWN]:  # say where it could not be told, e.g. no excluded records
+                    detail += f"; untested: {self._join(notes[UNKNOWN])}"
+                return status, detail
         return UNKNOWN, untested
+
+    @staticmethod
+    def _join(notes: dict[str, list[str]]) -> str:
+        return "; ".join(f"{note} ({', '.join(where)})" if where else note for note, where in notes.items())
 
 
 def _asked(request: Request) -> frozenset[str]:
@@ -135,8 +140,11 @@ class DeepCheck:
         self.evidence = Evidence()
         self.accepted: dict[str, list[frozenset[str]]] = {}
         self.refused: dict[str, list[tuple[frozenset[str], str]]] = {}
+        self.culprits: dict[str, frozenset[str]] = {}  # what each endpoint refused when asked for it alone
         self.next_links_keep_query: set[bool] = set()
         self.offset_tested = False
+        # Timestamps not shaped as whole-second UTC: masked shape -> field names, endpoints.
+        self.odd_times: dict[str, tuple[set[str], list[str]]] = {}
 
     def run(self) -> None:
         for stream in STREAMS:
@@ -160,7 +168,10 @@ class DeepCheck:
             if probe:
                 self.evidence.add(probe, UNKNOWN, f"the probe was refused ({said})", request.path)
             else:
+                first = request.path not in self.refused
                 self.refused.setdefault(request.path, []).append((_asked(request), said))
+                if first:
+                    self._pinpoint(request)
             return None
         except ClinikoAPIError as error:
             unusable = assumptions.INACTIVE_PRACTITIONERS if request.path == "practitioners/inactive" else None
@@ -170,6 +181,23 @@ class DeepCheck:
             self.accepted.setdefault(request.path, []).append(_asked(request))
         self._inspect(request, page, per_page)
         return page
+
+    def _pinpoint(self, refused: Request) -> None:
+        """Ask again with each filter, and the sort, alone (per_page 1): the ones refused alone are the culprits.
+        Only after a refusal, so a healthy account never pays for it."""
+        alone = [Request(refused.path, (item,)) for item in refused.filters]
+        if refused.sort:
+            alone.append(Request(refused.path, (), refused.sort))
+        if len(alone) < 2:
+            self.culprits[refused.path] = _asked(refused)
+            return
+        culprits: set[str] = set()
+        for request in alone:
+            try:
+                self.client.list_page(request.path, filters=request.filters, sort=request.sort, per_page=1)
+            except ClinikoRefusedError:
+                culprits |= _asked(request)
+        self.culprits[refused.path] = frozenset(culprits)
 
     def _incremental(self, stream: Stream) -> None:
         """The full listing, the newest record, an incremental page from a middle second, the newest second read
@@ -318,7 +346,8 @@ class DeepCheck:
             evidence.add(assumptions.ENVELOPE, HELD, "envelope key and total_entries")
         if page.next_url is not None and (request.filters or request.sort):
             query = parse_qs(urlsplit(page.next_url).query)
-            self.next_links_keep_query.add(("q[]" in query) == bool(request.filters) and "sort" in query)
+            kept = len(query.get("q[]", [])) == len(request.filters) and ("sort" in query) == bool(request.sort)
+            self.next_links_keep_query.add(kept)
         if page.total_entries is not None and (page.next_url is not None) != (page.total_entries > read):
             said = "links.next missing although total_entries" if page.next_url is None else "links.next present but"
             evidence.add(assumptions.MORE_PAGES, VIOLATED, f"{said} says {page.total_entries} in all", path)
@@ -339,7 +368,10 @@ class DeepCheck:
                     if isinstance(value, str) and WHOLE_SECOND_UTC.fullmatch(value):
                         evidence.add(assumptions.WHOLE_SECOND_TIMES, HELD, "whole-second UTC timestamps")
                     else:
-                        evidence.add(assumptions.WHOLE_SECOND_TIMES, VIOLATED, f"{field} is {_mask(value)}", path)
+                        names, paths = self.odd_times.setdefault(_mask(value), (set(), []))
+                        names.add(field)
+                        if path not in paths:
+                            paths.append(path)
 
     # -- verdicts that need every answer ----------------------------------------------------------------------
 
@@ -347,13 +379,16 @@ class DeepCheck:
         evidence = self.evidence
         for path, refusals in self.refused.items():
             asked = len(refusals) + len(self.accepted.get(path, []))
-            suspects = frozenset.intersection(*(names for names, _ in refusals)) - frozenset().union(
-                *self.accepted.get(path, [])
-            )
-            blamed = f"; suspect: {', '.join(sorted(suspects))}" if suspects else ""
+            culprits = self.culprits.get(path, frozenset())
+            blamed = f"; refused alone: {', '.join(sorted(culprits))}" if culprits else ""
             messages = ", ".join(sorted({said for _, said in refusals}))
             note = f"{len(refusals)} of {asked} refused ({messages}){blamed}"
             evidence.add(assumptions.DOCUMENTED_FILTERS, VIOLATED, note, path)
+        for shape, (names, paths) in self.odd_times.items():
+            for path in paths:
+                evidence.add(
+                    assumptions.WHOLE_SECOND_TIMES, VIOLATED, f"{', '.join(sorted(names))} shaped {shape}", path
+                )
         accepted = sum(len(each) for each in self.accepted.values())
         if accepted and not self.refused:
             evidence.add(

@@ -16,6 +16,7 @@ from sync_helpers import SYNC_ENV, setup_org
 
 from cliniko_sync.assumptions import ASSUMPTIONS
 from cliniko_sync.deep_check import COLUMNS
+from cliniko_sync.emulator.quirks import Quirks
 
 ORG = "surf-rehab"
 NAMES = [assumption.name for assumption in ASSUMPTIONS]
@@ -32,9 +33,14 @@ def rows_by_name(stdout: str) -> dict[str, dict[str, Any]]:
     return {row["name"]: row for row in json.loads(stdout)}
 
 
-@pytest.fixture
-def org(conn: psycopg.Connection, emulator: Any, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+@pytest.fixture(autouse=True)
+def encryption_key(cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Organizations are set up in-process (setup_org), with the key the CLI subprocesses get."""
     monkeypatch.setenv("CREDENTIALS_ENCRYPTION_KEY", cli_env["CREDENTIALS_ENCRYPTION_KEY"])
+
+
+@pytest.fixture
+def org(conn: psycopg.Connection, emulator: Any) -> str:
     return setup_org(conn, emulator.base_url, EMULATOR_API_KEY, ORG)
 
 
@@ -109,3 +115,105 @@ def test_no_key_stored_exits_78(cli: Any, conn: psycopg.Connection, emulator: An
 
     assert result.returncode == 78
     assert "credentials set no-key" in result.stderr
+
+
+def org_on(conn: psycopg.Connection, server: Any, org_id: str = ORG) -> str:
+    return setup_org(conn, server.base_url, EMULATOR_API_KEY, org_id)
+
+
+# Each quirk breaks one assumption; `exactly`: no other row may be violated (False where the break shows through
+# more than one assumption, e.g. an ignored sort also scrambles the by-id order of one second).
+BROKEN = [
+    pytest.param(Quirks(refuse_filters=(("patients", "archived_at"),)), "documented_filters", True, id="refused"),
+    pytest.param(
+        Quirks(refuse_filters=(("attendees", "updated_at"),), refused_status=422), "documented_filters", True, id="422"
+    ),
+    pytest.param(Quirks(ignore_sort=True), "sorted", False, id="sort-ignored"),
+    pytest.param(Quirks(ids_as_numbers=True), "string_ids", True, id="numeric-ids"),
+    pytest.param(Quirks(no_inactive_practitioners_endpoint=True), "inactive_practitioners", True, id="no-inactive"),
+    pytest.param(Quirks(ignore_filters=("updated_at",)), "updated_since", False, id="updated-at-ignored"),
+    pytest.param(Quirks(ignore_filters=("id",)), "large_ids", True, id="id-ignored"),
+    pytest.param(Quirks(fractional_seconds_rendered=True), "whole_second_times", True, id="fractions-shown"),
+]
+
+
+@pytest.mark.parametrize(("quirks", "broken", "exactly"), BROKEN)
+def test_a_broken_assumption_is_violated_and_exits_1(
+    cli: Any, conn: psycopg.Connection, make_emulator: Any, org: str, quirks: Quirks, broken: str, exactly: bool
+) -> None:
+    org_on(conn, make_emulator(quirks=quirks), "quirky")
+
+    result = deep(cli, "quirky", "--format", "json")
+
+    assert result.returncode == 1, result.stderr
+    rows = rows_by_name(result.stdout)
+    violated = {name for name, row in rows.items() if row["status"] == "violated"}
+    assert broken in violated
+    if exactly:
+        assert violated == {broken}
+    assert f"quirky: assumption {broken} violated" in result.stderr
+    assert f"what depends on it: {rows[broken]['relies']}" in result.stderr
+
+
+def test_a_refusal_names_the_refused_filter_and_endpoint(
+    cli: Any, conn: psycopg.Connection, make_emulator: Any
+) -> None:
+    org_on(conn, make_emulator(quirks=Quirks(refuse_filters=(("patients", "archived_at"),))))
+
+    row = rows_by_name(deep(cli, ORG, "--format", "json").stdout)["documented_filters"]
+
+    assert row["detail"] == (
+        "1 of 1 refused (HTTP 400: This column is not searchable.); refused alone: archived_at (/patients)"
+    )
+
+
+def test_the_sync_error_names_the_row_that_check_credentials_deep_shows(
+    cli: Any, conn: psycopg.Connection, make_emulator: Any
+) -> None:
+    org_on(conn, make_emulator(quirks=Quirks(refuse_filters=(("patients", "archived_at"),))))
+
+    synced = cli("sync", ORG, env=SYNC_ENV)
+    checked = rows_by_name(deep(cli, ORG, "--format", "json").stdout)
+
+    assert synced.returncode == 1
+    assert "assumption documented_filters (" in synced.stderr and "check-credentials --deep" in synced.stderr
+    assert checked["documented_filters"]["status"] == "violated"
+
+
+@pytest.mark.parametrize(
+    ("quirks", "name", "detail"),
+    [
+        (Quirks(next_links_keep_query=True), "more_pages", "links.next keeps q[] and sort (informational"),
+        (Quirks(), "more_pages", "links.next drops q[] or sort (informational"),
+        (Quirks(whole_second_storage=True), "one_second", "one shown second only, ids ascending"),
+        (Quirks(accept_undocumented_filters=True), "documented_filters", "all accepted"),
+        # An ignored archived_at:* cannot be told from "nothing archived": the row says where it was not testable.
+        (Quirks(ignore_filters=("archived_at",)), "default_exclusions", "untested: 189 listed with field:*, 189"),
+    ],
+)
+def test_harmless_differences_keep_exit_0(
+    cli: Any, conn: psycopg.Connection, make_emulator: Any, quirks: Quirks, name: str, detail: str
+) -> None:
+    org_on(conn, make_emulator(quirks=quirks))
+
+    result = deep(cli, ORG, "--format", "json")
+
+    assert result.returncode == 0, result.stderr
+    row = rows_by_name(result.stdout)[name]
+    assert row["status"] == "held" and detail in row["detail"]
+
+
+def test_all_checks_every_organization_and_exits_with_the_worst(
+    cli: Any, conn: psycopg.Connection, emulator: Any, make_emulator: Any, org: str
+) -> None:
+    org_on(conn, make_emulator(quirks=Quirks(ids_as_numbers=True)), "numeric-ids")
+
+    violated = deep(cli, "--all", "--format", "jsonl")
+    emulator.revoke_key(EMULATOR_API_KEY)  # the strict emulator now rejects surf-rehab's key
+    rejected = deep(cli, "--all", "--format", "jsonl")
+
+    assert violated.returncode == 1
+    rows = [json.loads(line) for line in violated.stdout.splitlines()]
+    assert [row["organization_id"] for row in rows] == ["numeric-ids"] * len(NAMES) + [ORG] * len(NAMES)
+    assert {row["organization_id"] for row in rows if row["status"] == "violated"} == {"numeric-ids"}
+    assert rejected.returncode == 77
