@@ -40,6 +40,10 @@ NINETEEN_DIGITS = 10**18
 WHOLE_SECOND_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 DESCENDING = "updated_at:desc,id"
 
+# Fail fast on an unreachable Cliniko like the key check, but sit out a 429 (a sync using the same key may have
+# spent the minute's budget): the check's own verdict on the rate-limit headers needs that answer anyway.
+DEEP_CLIENT_OPTIONS: dict[str, Any] = {**CHECK_CLIENT_OPTIONS, "max_wait": 65.0, "max_total_retry_seconds": 150.0}
+
 COLUMNS = ("organization_id", "name", "status", "assumption", "detail", "source", "relies")
 # The table leaves out the statement and what relies on it (in json, jsonl and csv): the README lists them by name.
 TABLE_COLUMNS = ("organization_id", "name", "status", "detail", "source")
@@ -455,7 +459,7 @@ def deep_check(conn: DictConnection, org_id: str) -> DeepResult:
             api_url=credentials.api_url,
             rate_limit=rate_limit,
             rate_window=rate_window,
-            **CHECK_CLIENT_OPTIONS,
+            **DEEP_CLIENT_OPTIONS,
         ) as client:
             check = DeepCheck(client)
             check.run()

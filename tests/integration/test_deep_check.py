@@ -18,6 +18,7 @@ from sync_helpers import SYNC_ENV, setup_org
 from cliniko_sync.assumptions import ASSUMPTIONS
 from cliniko_sync.deep_check import COLUMNS
 from cliniko_sync.emulator.quirks import Quirks
+from cliniko_sync.emulator.server import Faults
 
 ORG = "surf-rehab"
 NAMES = [assumption.name for assumption in ASSUMPTIONS]
@@ -218,6 +219,27 @@ def test_all_checks_every_organization_and_exits_with_the_worst(
     assert [row["organization_id"] for row in rows] == ["numeric-ids"] * len(NAMES) + [ORG] * len(NAMES)
     assert {row["organization_id"] for row in rows if row["status"] == "violated"} == {"numeric-ids"}
     assert rejected.returncode == 77
+
+
+@pytest.mark.parametrize(
+    ("faults", "status", "detail"),
+    [
+        (Faults(), "held", "a 429 came with X-RateLimit-Reset"),
+        (Faults(reset_header=False, retry_after=True), "violated", "a 429 came with Retry-After"),
+    ],
+)
+def test_a_429_that_happens_is_waited_out_and_its_headers_reported(
+    cli: Any, conn: psycopg.Connection, make_emulator: Any, faults: Faults, status: str, detail: str
+) -> None:
+    # A tight server-side limit (a sync on the same key would have the same effect); the check itself is not
+    # throttled here (CLINIKO_SYNC_RATE_LIMIT=off), so it meets the 429 that the limit gives.
+    org_on(conn, make_emulator(rate_limit=12, rate_window=2.0, faults=faults))
+
+    result = deep(cli, ORG, "--format", "json")
+
+    row = rows_by_name(result.stdout)["rate_limit_reset"]
+    assert (row["status"], row["detail"]) == (status, detail)
+    assert result.returncode == (0 if status == "held" else 1), result.stderr
 
 
 def test_the_readme_explains_every_row() -> None:
