@@ -3,6 +3,9 @@
 `clinic`: a fresh 200-patient synthetic clinic per test (mutate it freely); `emulator`: an EmulatorServer over it,
 started, no rate limit, accepting EMULATOR_API_KEY; `make_emulator(**kwargs)`: more servers with other settings;
 `emulator_get(server, path, **params)`: ask a server directly over HTTP.
+
+Every server is strict (the real API's behaviour) unless a test passes `quirks=Quirks(...)` to make_emulator;
+`Quirks(whole_second_storage=True)` truncates the `clinic` fixture's stored timestamps for the whole test.
 """
 
 from __future__ import annotations
