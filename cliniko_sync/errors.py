@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cliniko_sync.assumptions import DOCUMENTED_FILTERS, Assumption
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -76,7 +78,7 @@ class ClinikoRefusedError(ClinikoAPIError):
         said = f": {cliniko_message}" if cliniko_message else ""
         super().__init__(
             f"Cliniko refused the parameters of GET /{path} (HTTP {status}{said}); "
-            f"assumption 'each endpoint accepts the filters and sort the sync sends' failed; {DEEP_CHECK_HINT}"
+            f"assumption {DOCUMENTED_FILTERS} failed; {DEEP_CHECK_HINT}"
         )
         self.path = path
         self.status = status
@@ -86,9 +88,9 @@ class ClinikoRefusedError(ClinikoAPIError):
 class AssumptionViolatedError(ClinikoAPIError):
     """Cliniko answered in a way the crawl's assumptions about the API rule out (e.g. a page out of the asked order)."""
 
-    def __init__(self, path: str, assumption: str, what_happened: str) -> None:
+    def __init__(self, path: str, assumption: Assumption, what_happened: str) -> None:
         super().__init__(
-            f"Cliniko's answer for GET /{path} breaks the assumption '{assumption}': {what_happened}; {DEEP_CHECK_HINT}"
+            f"Cliniko's answer for GET /{path} breaks the assumption {assumption}: {what_happened}; {DEEP_CHECK_HINT}"
         )
         self.path = path
         self.assumption = assumption

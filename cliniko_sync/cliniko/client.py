@@ -132,6 +132,8 @@ class ClientStats:
     rate_limited: int = 0
     rate_limit_wait_seconds: float = 0.0
     throttle_wait_seconds: float = 0.0
+    # Which of the rate-limit headers the latest 429 carried (check-credentials --deep reports them).
+    rate_limit_headers: tuple[str, ...] = ()
 
 
 def key_hint(api_key: str) -> str:
@@ -475,6 +477,9 @@ class ClinikoClient:
         status = response.status_code
         log.debug("GET %s -> %s in %.3fs", urlsplit(url).path, status, time.monotonic() - started)
         if status == 429:
+            self.stats.rate_limit_headers = tuple(
+                name for name in ("X-RateLimit-Reset", "Retry-After") if name in response.headers
+            )
             raise _RateLimited(_server_requested_wait(response.headers, time.time()))
         if status >= 500:
             raise _Transient(f"HTTP {status}")

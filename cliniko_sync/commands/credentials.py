@@ -73,11 +73,15 @@ def check_credentials(
     org_id: str | None = typer.Argument(None, metavar="[ORG]", help="Organization id (or --all)."),
     all_: bool = typer.Option(False, "--all", help="Check every organization."),
     fmt: Format = typer.Option(Format.table, "--format", help="Output format: table, json, jsonl or csv."),
+    deep: bool = typer.Option(
+        False, "--deep", help="Also test every assumption the sync makes about the Cliniko API (about 25 requests)."
+    ),
 ) -> None:
     """Ask Cliniko whether stored API keys are accepted.
 
     Exit 0 when accepted, 77 rejected, 69 unreachable, 78 configuration (no key, cannot decrypt, no contact email),
-    1 an unexpected answer; with --all the worst of them, in the order 78, 77, 1, 69.
+    1 an unexpected answer; with --all the worst of them, in the order 78, 77, 1, 69. With --deep, one row per
+    assumption (held, violated or unknown) and exit 1 when any is violated.
     """
     from cliniko_sync import db, orgs
     from cliniko_sync.config import current_settings
@@ -89,6 +93,10 @@ def check_credentials(
         raise UsageError("name one organization or give --all")
     with db.session(current_settings(), autocommit=True) as conn:
         org_ids = [org.id for org in orgs.list_organizations(conn)] if all_ else [orgs.validate_org_id(org_id or "")]
+        if deep:
+            from cliniko_sync.deep_check import deep_check, report
+
+            raise typer.Exit(report([deep_check(conn, each) for each in org_ids], fmt))
         results = [check_credentials(conn, each) for each in org_ids]
     render(
         (result.as_dict() for result in results),

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
+from cliniko_sync.assumptions import FILTERED, LARGE_IDS, OFFSET_PAGES, ONE_SECOND_ONLY, SORTED
 from cliniko_sync.cliniko.client import Filter
 from cliniko_sync.errors import AssumptionViolatedError, ClinikoRefusedError
 from cliniko_sync.sync.streams import Stream
@@ -37,11 +38,6 @@ REFERENCE_RELISTS = 3
 # A page that breaks an assumption (out of order, outside the filter) is asked for again this often before the run
 # fails: one glitch is survivable, a server that really ignores the sort or a filter is not.
 ASK_AGAIN = 2
-
-SORTED = "sort=updated_at,id returns non-decreasing shown seconds"
-FILTERED = "updated_at:>=T returns only records shown at T or later"
-ONE_SECOND_ONLY = "updated_at:>=T&updated_at:<T+1s returns only records shown as T, sorted by id"
-OFFSET_PAGES = "page numbers of a small list, read with the same parameters, hold every record once"
 
 
 def whole_second(value: datetime) -> datetime:
@@ -167,8 +163,10 @@ class CrowdedSecondPager:
         ids = [_id_key(row["id"]) for row in rows]
         if any(whole_second(row["updated_at"]) != self.second for row in rows):
             raise AssumptionViolatedError(path, ONE_SECOND_ONLY, "a record from another second came back")
-        if any(later <= earlier for earlier, later in zip([_id_key(self.after), *ids], ids, strict=False)):
-            raise AssumptionViolatedError(path, ONE_SECOND_ONLY, "ids did not ascend past the last one read")
+        if ids and self.after != SECOND_START and ids[0] <= _id_key(self.after):
+            raise AssumptionViolatedError(path, LARGE_IDS, "a record at or below the asked id came back")
+        if any(later <= earlier for earlier, later in zip(ids, ids[1:], strict=False)):
+            raise AssumptionViolatedError(path, ONE_SECOND_ONLY, "ids did not ascend")
         new_rows = [row for row in rows if row["id"] not in position.ids]
         if not page.has_more():
             # The crowded second is exhausted: carry on after it.
