@@ -94,7 +94,7 @@ class AssumptionViolatedError(ClinikoAPIError):
         )
         self.path = path
         self.assumption = assumption
-        self.what_happened_on = f"Cliniko's page of /{path} broke '{assumption}' ({what_happened})"
+        self.what_happened_on = f"Cliniko's page of /{path} broke the assumption {assumption}: {what_happened}"
 
 
 class ClinikoUnavailableError(UnavailableError):
