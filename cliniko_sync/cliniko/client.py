@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cliniko_sync import __version__
+from cliniko_sync.assumptions import INACTIVE_PRACTITIONERS
 from cliniko_sync.cliniko.endpoints import Endpoint, endpoint
 from cliniko_sync.errors import (
+    AssumptionViolatedError,
     ClinikoAPIError,
     ClinikoRefusedError,
     ClinikoUnavailableError,
@@ -490,6 +492,9 @@ class ClinikoClient:
         if 300 <= status < 400:
             raise ClinikoAPIError(f"Cliniko redirected GET {where} (HTTP {status}); redirects are not followed")
         if status == 404:
+            path = urlsplit(url).path[len(self._base_path) + 1 :]
+            if path == "practitioners/inactive":
+                raise AssumptionViolatedError(path, INACTIVE_PRACTITIONERS, "HTTP 404")
             raise ClinikoAPIError(f"not found: GET {where} (HTTP 404)")
         if status in (400, 422):
             path = urlsplit(url).path[len(self._base_path) + 1 :]

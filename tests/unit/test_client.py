@@ -354,6 +354,14 @@ def test_validation_error_names_fields_not_values(mocked: responses.RequestsMock
     assert "not valid" not in message
 
 
+def test_no_inactive_practitioners_endpoint_names_the_assumption(
+    mocked: responses.RequestsMock, client: ClinikoClient
+) -> None:
+    mocked.get(f"{BASE}/practitioners/inactive", status=404, json={"message": "Not Found"})
+    with pytest.raises(ClinikoAPIError, match=r"breaks the assumption inactive_practitioners .*--deep"):
+        client.list_page("practitioners/inactive")
+
+
 @pytest.mark.parametrize("status", [400, 422])
 def test_a_refusal_names_the_endpoint_and_clinikos_message(
     mocked: responses.RequestsMock, client: ClinikoClient, status: int
