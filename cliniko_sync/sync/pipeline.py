@@ -409,7 +409,18 @@ def sync_organization(
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailableError(f"lost the database at {db.describe_url(url)}") from exc
     finally:
-        lock_conn.close()  # also releases the advisory lock
+        _release(lock_conn)
+
+
+def _release(lock_conn: db.DictConnection) -> None:
+    """Unlock before closing: a closed connection's backend lets go of its locks only once it has exited, which a
+    sync started right after this one could still see as "another sync is running"."""
+    try:
+        lock_conn.execute("SELECT pg_advisory_unlock_all()")
+    except psycopg.Error:
+        pass  # the connection is gone, and its locks with it
+    finally:
+        lock_conn.close()
 
 
 def _execute(run: _Run, organization: Any, result: SyncResult) -> None:
