@@ -67,17 +67,18 @@ def tcp_admin_url() -> Iterator[str]:
         for path in (pgdata, sockets):
             shutil.chown(path, user, user)
     port = _free_port()
-    pg.initdb(  # type: ignore[attr-defined]
-        ["--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=utf8", "-U", "postgres"],
-        pgdata=pgdata,
-        user=user,
-    )
     options = f"-h 127.0.0.1 -p {port} -k {sockets} -c fsync=off -c synchronous_commit=off -c max_connections=100"
-    pg.pg_ctl(["-w", "-o", options, "-l", str(pgdata / "log"), "start"], pgdata=pgdata, user=user, timeout=60)  # type: ignore[attr-defined]
     try:
+        pg.initdb(  # type: ignore[attr-defined]
+            ["--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=utf8", "-U", "postgres"],
+            pgdata=pgdata,
+            user=user,
+        )
+        pg.pg_ctl(["-w", "-o", options, "-l", str(pgdata / "log"), "start"], pgdata=pgdata, user=user, timeout=60)  # type: ignore[attr-defined]
         yield f"postgresql://postgres@/postgres?host={sockets}&port={port}"
     finally:
-        pg.pg_ctl(["-m", "immediate", "stop"], pgdata=pgdata, user=user, timeout=60)  # type: ignore[attr-defined]
+        if (pgdata / "postmaster.pid").exists():
+            pg.pg_ctl(["-m", "immediate", "stop"], pgdata=pgdata, user=user, timeout=60)  # type: ignore[attr-defined]
         shutil.rmtree(directory, ignore_errors=True)
 
 
