@@ -1,4 +1,4 @@
-"""`cliniko-sync db upgrade | status`."""
+"""`cliniko-sync db upgrade | status | grant | revoke | grants`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import typer
 
 from cliniko_sync.output import Format
 
-app = typer.Typer(help="Create and upgrade the database schema.", no_args_is_help=True)
+app = typer.Typer(help="Create and upgrade the database schema; grant reader roles.", no_args_is_help=True)
 
 
 @app.command("upgrade")
@@ -39,3 +39,79 @@ def status(
         for m in db.status(url)
     ]
     render(rows, ["name", "status", "applied_at"], fmt, title="Schema migrations")
+
+
+ROLE_ARGUMENT = typer.Argument(..., metavar="ROLE", help="A PostgreSQL role name, exactly as stored (case-sensitive).")
+GRANT_COLUMNS = ["role", "organization_id", "role_exists", "login", "mirrors", "granted_at"]
+
+
+def _read_password() -> str:
+    """The new role's password from stdin when it is piped in, else a hidden prompt typed twice: never from argv."""
+    import sys
+
+    if sys.stdin is not None and not sys.stdin.isatty():
+        return sys.stdin.read().rstrip("\r\n")
+    password: str = typer.prompt("Password for the new role", hide_input=True, confirmation_prompt=True, err=True)
+    return password
+
+
+@app.command("grant")
+def grant(
+    role: str = ROLE_ARGUMENT,
+    orgs: list[str] = typer.Option(..., "--org", metavar="ORG", help="An organization ROLE may read; repeatable."),
+    with_mirrors: bool = typer.Option(
+        False, "--with-mirrors", help="Also grant the cliniko_* mirror tables (Cliniko's raw records)."
+    ),
+    create: bool = typer.Option(
+        False,
+        "--create",
+        help="Create ROLE as a login role first; password from stdin or a hidden prompt (needs CREATEROLE).",
+    ),
+) -> None:
+    """Let a database role read the given organizations' rows (active_patients, contacts, views, sync_log)."""
+    from cliniko_sync import db, readers
+    from cliniko_sync.config import current_settings
+
+    with db.session(current_settings(), autocommit=True) as conn:
+        result = readers.grant(
+            conn, role, orgs, with_mirrors=with_mirrors, read_password=_read_password if create else None
+        )
+    created = f"created login role {result.role}; " if result.created else ""
+    typer.echo(f"{created}{result.role} may read {', '.join(result.organizations)} in: {', '.join(result.relations)}")
+
+
+@app.command("revoke")
+def revoke(
+    role: str = ROLE_ARGUMENT,
+    orgs: list[str] = typer.Option(
+        None, "--org", metavar="ORG", help="An organization to take away; repeatable (default: all of them)."
+    ),
+) -> None:
+    """Take organizations away from a reader role; with none left, also revoke its privileges."""
+    from cliniko_sync import db, readers
+    from cliniko_sync.config import current_settings
+
+    with db.session(current_settings(), autocommit=True) as conn:
+        result = readers.revoke(conn, role, orgs or None)
+    removed = ", ".join(result.organizations) if result.organizations else "nothing (no such grant)"
+    if result.remaining:
+        after = f"it may still read {', '.join(result.remaining)}"
+    elif result.privileges_revoked:
+        after = "it has no grants left and its privileges on cliniko-sync's tables were revoked"
+    else:
+        after = "it has no grants left"
+    typer.echo(f"revoked from {result.role}: {removed}; {after}")
+
+
+@app.command("grants")
+def grants(
+    fmt: Format = typer.Option(Format.table, "--format", help="Output format: table, json, jsonl or csv."),
+) -> None:
+    """List reader roles and the organizations each may read."""
+    from cliniko_sync import db, readers
+    from cliniko_sync.config import current_settings
+    from cliniko_sync.output import render
+
+    with db.session(current_settings(), autocommit=True) as conn:
+        rows = readers.list_grants(conn)
+    render(rows, GRANT_COLUMNS, fmt, title="Reader grants")

@@ -119,7 +119,8 @@ def test_every_tenant_table_has_rls_and_org_in_unique_keys(conn: psycopg.Connect
         assert "organization_id" in row["cols"], row
 
 
-def test_reader_role_sees_only_its_organization(conn: psycopg.Connection, database_url: str) -> None:
+def test_reader_role_sees_only_its_granted_organizations(conn: psycopg.Connection, database_url: str) -> None:
+    """The setting alone opens nothing; a grant does, and the setting only narrows it (tests/…/test_reader_roles)."""
     role = f"reader_{uuid.uuid4().hex[:8]}"
     for org in ("org-a", "org-b"):
         conn.execute("INSERT INTO organizations (id, name) VALUES (%s, %s)", (org, org.upper()))
@@ -135,13 +136,16 @@ def test_reader_role_sees_only_its_organization(conn: psycopg.Connection, databa
         conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
         with psycopg.connect(database_url, autocommit=True) as reader:
             reader.execute(f"SET ROLE {role}")
-            assert reader.execute("SELECT count(*) FROM contacts").fetchone() == (0,)
             reader.execute("SELECT set_config('cliniko_sync.organization_id', 'org-a', false)")
+            assert reader.execute("SELECT count(*) FROM contacts").fetchone() == (0,)  # no grant, no rows
+            conn.execute("INSERT INTO reader_grants (organization_id, role_name) VALUES ('org-a', %s)", (role,))
             orgs = reader.execute("SELECT DISTINCT organization_id FROM contacts").fetchall()
             assert orgs == [("org-a",)]
             assert reader.execute("SELECT id FROM organizations").fetchall() == [("org-a",)]
             # The definitions' views run as the reader, so they stay under row-level security too.
             assert reader.execute("SELECT DISTINCT organization_id FROM current_patients").fetchall() == [("org-a",)]
+            reader.execute("SELECT set_config('cliniko_sync.organization_id', 'org-b', false)")
+            assert reader.execute("SELECT count(*) FROM contacts").fetchone() == (0,)  # narrows, never widens
             reader.execute("RESET ROLE")
     finally:
         conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
