@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import typer
 
+from cliniko_sync.cli_help import examples
 from cliniko_sync.output import Format
 
 app = typer.Typer(help="Store and rotate encrypted Cliniko API keys.", no_args_is_help=True)
+
+KEYGEN_EXAMPLES = examples(
+    "cliniko-sync keygen",
+    "export CREDENTIALS_ENCRYPTION_KEY=$(cliniko-sync keygen)",
+)
+CHECK_EXAMPLES = examples(
+    "cliniko-sync check-credentials surf-rehab",
+    "cliniko-sync check-credentials --all",
+    "cliniko-sync check-credentials --all --format json",
+)
 
 
 def keygen() -> None:

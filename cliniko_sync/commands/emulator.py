@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
+from cliniko_sync.cli_help import examples
+
 DEMO_API_KEY = "demo-key-au1"
+
+EMULATOR_EXAMPLES = examples(
+    "cliniko-sync emulator",
+    "cliniko-sync emulator --port 8766 --patients 5000 --rate-limit 0",
+)
+DEMO_EXAMPLES = examples(
+    "cliniko-sync demo",
+    "cliniko-sync list-active demo-clinic --limit 5",
+    "cliniko-sync org remove demo-clinic --yes",
+)
 
 
 def emulator(
