@@ -129,8 +129,13 @@ class ClientStats:
 
 
 def key_hint(api_key: str) -> str:
-    """The last 4 characters of the key, for messages; nothing of a key too short to spare them."""
-    return "…" + api_key[-4:] if len(api_key) >= 8 else "…"
+    """`…h7Qz-au1`: the last 4 characters of the key's body and its shard suffix, so two keys can be told apart in
+    messages; never more (nothing of a body too short to spare 4 characters, i.e. under 8)."""
+    body, _, shard = api_key.rpartition("-") if "-" in api_key else (api_key, "", "")
+    if shard and not _SHARD.fullmatch(shard):  # not a shard suffix: all of it is the body
+        body, shard = api_key, ""
+    suffix = f"-{shard}" if shard else ""
+    return ("…" + body[-4:] if len(body) >= 8 else "…") + suffix
 
 
 def shard_for_key(api_key: str) -> str:
