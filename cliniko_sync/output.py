@@ -116,6 +116,9 @@ def render(
 _TEXT_HEADERS = frozenset({"name", "email", "error", "last failure", "message", "value", "title"})
 
 
+TEXT_MIN_WIDTH = 20
+
+
 def table_width(out: TextIO) -> int:
     """The width to fit: the terminal's, or $COLUMNS; piped to a file or cron mail without COLUMNS, 240 columns."""
     if "COLUMNS" in os.environ:
@@ -129,8 +132,10 @@ def table_width(out: TextIO) -> int:
 
 
 def _needed(header: str, cells: Iterable[str]) -> int:
-    longest_word = max((len(word) for word in header.split()), default=0)
-    return max([longest_word, *(len(cell) for cell in cells)])
+    """A column's natural width: its longest cell, and its header (whole for token columns, which never wrap; by its
+    longest word for free text)."""
+    head = max((len(word) for word in header.split()), default=0) if header in _TEXT_HEADERS else len(header)
+    return max([head, *(len(cell) for cell in cells)])
 
 
 def print_table(
@@ -151,8 +156,11 @@ def print_table(
     shown = list(range(len(headers)))
     needed = {i: _needed(headers[i].replace("_", " "), (row[i] for row in rows)) for i in shown}
 
+    def least(i: int) -> int:  # free text wraps at spaces: a readable minimum is enough
+        return min(needed[i], TEXT_MIN_WIDTH) if headers[i].replace("_", " ") in _TEXT_HEADERS else needed[i]
+
     def total() -> int:  # rich's default box: a border before every column and after the last, one space each side
-        return sum(needed[i] + 3 for i in shown) + 1
+        return sum(least(i) + 3 for i in shown) + 1
 
     hidden: list[str] = []
     if not wide:
@@ -172,7 +180,7 @@ def print_table(
             table.add_column(header, no_wrap=True, min_width=needed[i], overflow="ellipsis")
     for row in rows:
         table.add_row(*(row[i] for i in shown))
-    Console(file=out, soft_wrap=False, width=max(width, total()) if wide else width).print(table)
+    Console(file=out, soft_wrap=False, width=max(width, total() + 1) if wide else width).print(table)
 
 
 def render_object(value: dict[str, Any], fmt: Format | str, *, title: str | None = None) -> None:

@@ -198,13 +198,14 @@ STATUS_TABLE: TableView = {
     "requests": itemgetter("last_run_requests"),
     "429s": itemgetter("last_run_rate_limited"),
     "last success": _age_of("last_success_age_seconds", " ago"),
-    "active patients": itemgetter("active_patients"),
+    "active": itemgetter("active_patients"),
     "skipped": itemgetter("skipped_runs"),
     "cursor age": _age_of("oldest_cursor_age_seconds"),
     "last failure": _last_failure,
 }
 # What goes first when the table is wider than the terminal (--wide keeps every column).
-STATUS_DROP_FIRST = ("429s", "requests", "cursor age", "mode", "seconds", "skipped", "enabled", "started", "running")
+STATUS_DROP_FIRST = ("429s", "requests", "cursor age", "mode", "seconds", "skipped", "enabled", "started", "running",
+                     "last failure", "last success")  # fmt: skip
 STALE_COLUMN: TableView = {"stale": itemgetter("stale")}
 HISTORY_TABLE: TableView = {
     "run": itemgetter("id"),

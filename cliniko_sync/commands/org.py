@@ -207,9 +207,7 @@ def remove(
         removal = orgs.remove_organization(conn, org_id)
     if fmt is Format.table:
         rows = [{"table": table, "rows_removed": n} for table, n in removal.removed.items()]
-        rows.append(
-            {"table": "contacts (other systems', unlinked and kept)", "rows_removed": removal.contacts_unlinked}
-        )
+        rows.append({"table": "contacts of other systems (unlinked, kept)", "rows_removed": removal.contacts_unlinked})
         render(rows, ["table", "rows_removed"], fmt, title=f"Removed {org_id}")
     else:
         render_object(removal.as_dict(), fmt)
