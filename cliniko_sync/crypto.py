@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cliniko_sync.config import ENV_ENCRYPTION_KEY
-from cliniko_sync.errors import ConfigError
+from cliniko_sync.errors import ConfigError, UsageError
 from cliniko_sync.orgs import SERVICE, get_organization
 
 if TYPE_CHECKING:
@@ -54,6 +54,37 @@ class Credentials:
     __str__ = __repr__
 
 
+# Cliniko's keys are long base64 strings; anything shorter than this before the shard suffix was not pasted whole
+# (or is not a key at all). Keys for a loopback API URL (the emulator, which accepts any key) are exempt.
+MIN_KEY_BODY = 20
+
+
+def check_key_length(api_key: str, api_url: str | None) -> None:
+    """Offline: refuse a key whose body (before `-<shard>`) is under MIN_KEY_BODY characters (exit 2)."""
+    from urllib.parse import urlsplit
+
+    from cliniko_sync.cliniko.client import _is_loopback, key_hint, shard_for_key
+
+    if api_url and _is_loopback(urlsplit(api_url).hostname or ""):
+        return
+    shard = shard_for_key(api_key)
+    body = api_key[: -len(shard) - 1] if api_key.lower().endswith("-" + shard) else api_key
+    if len(body) < MIN_KEY_BODY:
+        raise UsageError(
+            f"API key {key_hint(api_key)} is too short to be a Cliniko API key ({len(body)} characters before the "
+            f"shard suffix, at least {MIN_KEY_BODY} expected): copy the whole key from Cliniko (My Info → Manage API "
+            "keys)"
+        )
+
+
+def stored_api_url(conn: DictConnection, org_id: str) -> str | None:
+    """The API URL override stored with the organization's current key, if any (None when none or unreadable)."""
+    try:
+        return load_credentials(conn, org_id).api_url
+    except ConfigError:
+        return None
+
+
 def store_credentials(conn: DictConnection, org_id: str, api_key: str, *, api_url: str | None = None) -> Credentials:
     """Check the key's shape offline, encrypt it, and store it as the organization's Cliniko credentials."""
     from cliniko_sync.cliniko.client import check_api_url, shard_for_key, validate_api_key_shape
@@ -62,6 +93,7 @@ def store_credentials(conn: DictConnection, org_id: str, api_key: str, *, api_ur
     if api_url is not None:
         api_url = api_url.strip()
         check_api_url(api_url)
+    check_key_length(api_key, api_url)
     credentials = Credentials(api_key=api_key, region=shard_for_key(api_key), api_url=api_url or None)
     payload = {"api_key": credentials.api_key, "region": credentials.region, "api_url": credentials.api_url}
     token = load_fernet().encrypt(json.dumps(payload).encode()).decode()

@@ -135,9 +135,23 @@ def demo(settings: Settings) -> None:
     with db.session(settings) as conn:
         patients = reports.list_active(conn, DEMO_ORGANIZATION, descending=True)
         title = f"Active patients of {DEMO_ORGANIZATION} (latest appointment first)"
-        render_report(patients, reports.LIST_COLUMNS, reports.LIST_TABLE, Format.table.value, title=title)
+        render_report(
+            patients,
+            reports.LIST_COLUMNS,
+            reports.LIST_TABLE,
+            Format.table.value,
+            title=title,
+            drop_first=reports.LIST_DROP_FIRST,
+        )
         status = reports.organization_status(conn, DEMO_ORGANIZATION)
-    render_report(status, reports.STATUS_COLUMNS, reports.STATUS_TABLE, Format.table.value, title="Sync status")
+    render_report(
+        status,
+        reports.STATUS_COLUMNS,
+        reports.STATUS_TABLE,
+        Format.table.value,
+        title="Sync status",
+        drop_first=reports.STATUS_DROP_FIRST,
+    )
     note(
         f"next: `cliniko-sync list-active {DEMO_ORGANIZATION} --format json`, "
         f"`cliniko-sync status {DEMO_ORGANIZATION} --history 5`; "

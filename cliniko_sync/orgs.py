@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from cliniko_sync.errors import ConfigError, UsageError
+from cliniko_sync.errors import ConfigError, LockedError, UsageError
 
 if TYPE_CHECKING:
     from cliniko_sync.db import DictConnection
@@ -158,8 +158,26 @@ def add_organization(
     return _from_row(row)
 
 
-def unknown_organization(org_id: str) -> ConfigError:
-    return ConfigError(f"unknown organization {org_id}: add it with `cliniko-sync org add {org_id} --name NAME`")
+def database_in_use(conn: DictConnection | None = None) -> str:
+    """The database a command looked in, for messages: the URL without its password, or "the embedded database in
+    <dir>". Cron jobs whose environment file lacks DATABASE_URL or CLINIKO_SYNC_DATA_DIR then see where they looked."""
+    from cliniko_sync.config import current_settings, data_dir
+
+    if current_settings().resolved_database_url() is None:
+        return f"the embedded database in {data_dir()}"
+    if conn is None:
+        return "the database"
+    info = conn.info
+    user = f"{info.user}@" if info.user else ""
+    host = info.host if not info.host.startswith("/") else f"[{info.host}]"
+    return f"postgresql://{user}{host}:{info.port}/{info.dbname}"
+
+
+def unknown_organization(org_id: str, conn: DictConnection | None = None) -> ConfigError:
+    return ConfigError(
+        f"unknown organization {org_id} in {database_in_use(conn)}: "
+        f"add it with `cliniko-sync org add {org_id} --name NAME`"
+    )
 
 
 def get_organization(conn: DictConnection, org_id: str) -> Organization:
@@ -167,7 +185,7 @@ def get_organization(conn: DictConnection, org_id: str) -> Organization:
     validate_org_id(org_id)
     row = conn.execute("SELECT * FROM organizations WHERE id = %s", (org_id,)).fetchone()
     if row is None:
-        raise unknown_organization(org_id)
+        raise unknown_organization(org_id, conn)
     return _from_row(row)
 
 
@@ -197,7 +215,7 @@ def update_organization(conn: DictConnection, org_id: str, **changes: Any) -> Or
     with conn.transaction():
         row = conn.execute(statement, {**values, "org_id": org_id}).fetchone()
     if row is None:
-        raise unknown_organization(org_id)
+        raise unknown_organization(org_id, conn)
     return _from_row(row)
 
 
@@ -212,3 +230,83 @@ def credential_status(conn: DictConnection) -> dict[str, dict[str, Any]]:
         (SERVICE,),
     ).fetchall()
     return {row.pop("organization_id"): row for row in rows}
+
+
+# --- removal -----------------------------------------------------------------------------------------------
+
+CREATED_BY_US = "cliniko-sync"
+
+
+@dataclass
+class Removal:
+    """What `org remove` deleted (or, before confirmation, would delete): rows per table."""
+
+    organization_id: str
+    removed: dict[str, int]
+    contacts_unlinked: int
+    organization_kept: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _deletion_order(tables: dict[str, list[str]]) -> list[str]:
+    """Referencing tables before the tables they reference (depth-first), `organizations` itself last."""
+    ordered: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in ordered or name in path:
+            return
+        for child in sorted(t for t, refs in tables.items() if name in refs):
+            visit(child, (*path, name))
+        ordered.append(name)
+
+    for name in sorted(tables):
+        visit(name, ())
+    return ordered
+
+
+def remove_organization(conn: DictConnection, org_id: str, *, dry_run: bool = False) -> Removal:
+    """Delete the organization's rows from every table with an organization_id column, in one transaction.
+
+    Contacts cliniko-sync created go; contacts other systems own lose their link to Cliniko (cliniko_patient_id) and
+    stay, and so does the organization row they belong to (disabled, without credentials), since removing it would
+    delete them too. With `dry_run` the counts are computed and everything is rolled back.
+    """
+    from psycopg import sql
+
+    from cliniko_sync.db import query
+    from cliniko_sync.sync.pipeline import LOCK_NAMESPACE
+
+    get_organization(conn, org_id)
+    removed: dict[str, int] = {}
+    with conn.transaction(force_rollback=dry_run):
+        # Never delete under a running sync: take its lock (the same key) for this transaction, or refuse.
+        locked = conn.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s)) AS ok", (LOCK_NAMESPACE, org_id)
+        ).fetchone()
+        if not locked or not locked["ok"]:
+            raise LockedError(f"a sync of {org_id} is running; remove it when the sync is over")
+        tables = {row["table_name"]: list(row["references_tables"]) for row in conn.execute(query("org_tables"))}
+        foreign = conn.execute(
+            "SELECT count(*) AS n FROM contacts WHERE organization_id = %s AND created_by <> %s",
+            (org_id, CREATED_BY_US),
+        ).fetchone()
+        keep_organization = bool(foreign and foreign["n"])
+        unlinked = conn.execute(
+            "UPDATE contacts SET cliniko_patient_id = NULL, updated_at = now()"
+            " WHERE organization_id = %s AND created_by <> %s AND cliniko_patient_id IS NOT NULL",
+            (org_id, CREATED_BY_US),
+        ).rowcount
+        for table in _deletion_order(tables):
+            extra: sql.Composable = sql.SQL("")
+            if table == "contacts":
+                extra = sql.SQL(" AND created_by = {}").format(sql.Literal(CREATED_BY_US))
+            statement = sql.SQL("DELETE FROM {} WHERE organization_id = %s{}").format(sql.Identifier(table), extra)
+            removed[table] = conn.execute(statement, (org_id,)).rowcount
+        if keep_organization:
+            conn.execute("UPDATE organizations SET enabled = false, updated_at = now() WHERE id = %s", (org_id,))
+            removed["organizations"] = 0
+        else:
+            removed["organizations"] = conn.execute("DELETE FROM organizations WHERE id = %s", (org_id,)).rowcount
+    return Removal(org_id, removed, unlinked, keep_organization)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
@@ -58,6 +59,8 @@ def dumps(value: Any) -> str:
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):  # like JSON, so scripts read the same word in every format
+        return "true" if value else "false"
     if isinstance(value, datetime):
         return iso_utc(value)
     if isinstance(value, list | dict):
@@ -73,11 +76,14 @@ def render(
     title: str | None = None,
     table_columns: Sequence[str] | None = None,
     stream: TextIO | None = None,
+    drop_first: Sequence[str] = (),
+    wide: bool = False,
 ) -> int:
     """Write rows to stdout in the chosen format; returns how many rows were written.
 
     json and jsonl carry every key of each row; csv carries `columns`; the table shows `table_columns`
-    (default `columns`). Rows are streamed for jsonl and csv, so memory stays flat on long listings.
+    (default `columns`), dropping the `drop_first` columns, in that order, while it is wider than the terminal
+    (unless `wide`). Rows are streamed for jsonl and csv, so memory stays flat on long listings.
     """
     out = stream or sys.stdout
     fmt = Format(fmt)
@@ -99,21 +105,87 @@ def render(
             writer.writerow([_cell(row.get(c)) for c in columns])
             count += 1
     else:
-        from rich.console import Console
-        from rich.table import Table
-
-        shown = list(table_columns or columns)
-        table = Table(title=title, show_lines=False)
-        for name in shown:
-            table.add_column(name.replace("_", " "), overflow="fold")
-        for row in rows:
-            table.add_row(*(_cell(row.get(c)) for c in shown))
-            count += 1
-        # In a terminal the table fits the window; piped to a file or a cron mail it is not squeezed into 80 columns.
-        width = None if out.isatty() else 240
-        Console(file=out, soft_wrap=False, width=width).print(table)
+        table_rows = [[_cell(row.get(c)) for c in (table_columns or columns)] for row in rows]
+        count = len(table_rows)
+        print_table(table_rows, list(table_columns or columns), out, title=title, drop_first=drop_first, wide=wide)
     out.flush()
     return count
+
+
+# Columns whose cells are single tokens (ids, dates, numbers, slugs): never wrapped, so they stay whole.
+_TEXT_HEADERS = frozenset({"name", "email", "error", "last failure", "message", "value", "title", "detail"})
+
+
+TEXT_MIN_WIDTH = 20
+TEXT_MAX_WORD = 24  # a free-text column grows to hold words up to this long whole; longer ones end in …
+
+
+def table_width(out: TextIO) -> int:
+    """The width to fit: the terminal's, or $COLUMNS; piped to a file or cron mail without COLUMNS, 240 columns."""
+    if "COLUMNS" in os.environ:
+        try:
+            return max(40, int(os.environ["COLUMNS"]))
+        except ValueError:
+            pass
+    if out.isatty():
+        return os.get_terminal_size(out.fileno()).columns
+    return 240
+
+
+def _needed(header: str, cells: Iterable[str]) -> int:
+    """A column's natural width: its longest cell, and its header (whole for token columns, which never wrap; by its
+    longest word for free text)."""
+    head = max((len(word) for word in header.split()), default=0) if header in _TEXT_HEADERS else len(header)
+    return max([head, *(len(cell) for cell in cells)])
+
+
+def print_table(
+    rows: list[list[str]],
+    headers: list[str],
+    out: TextIO,
+    *,
+    title: str | None = None,
+    drop_first: Sequence[str] = (),
+    wide: bool = False,
+) -> None:
+    """A rich table that fits the width: ids and dates stay whole, lower-priority columns go first (named in
+    `drop_first`), and only free text (names, emails, messages) wraps, at spaces."""
+    from rich.console import Console
+    from rich.table import Table
+
+    width = table_width(out)
+    shown = list(range(len(headers)))
+    needed = {i: _needed(headers[i].replace("_", " "), (row[i] for row in rows)) for i in shown}
+
+    longest_word = {i: max((len(word) for row in rows for word in row[i].split()), default=0) for i in shown}
+
+    def least(i: int) -> int:  # free text wraps at spaces: a readable minimum is enough, but no word is cut
+        if headers[i].replace("_", " ") in _TEXT_HEADERS:
+            return min(needed[i], max(TEXT_MIN_WIDTH, min(longest_word[i], TEXT_MAX_WORD)))
+        return needed[i]
+
+    def total() -> int:  # rich's default box: a border before every column and after the last, one space each side
+        return sum(least(i) + 3 for i in shown) + 1
+
+    hidden: list[str] = []
+    if not wide:
+        for name in drop_first:
+            if total() <= width:
+                break
+            if name in headers and headers.index(name) in shown:
+                shown.remove(headers.index(name))
+                hidden.append(name.replace("_", " "))
+    caption = f"hidden to fit {width} columns: {', '.join(hidden)} (--wide shows them)" if hidden else None
+    table = Table(title=title, caption=caption, show_lines=False)
+    for i in shown:
+        header = headers[i].replace("_", " ")
+        if header in _TEXT_HEADERS:
+            table.add_column(header, min_width=least(i), overflow="ellipsis")  # wraps at spaces
+        else:
+            table.add_column(header, no_wrap=True, min_width=needed[i], overflow="ellipsis")
+    for row in rows:
+        table.add_row(*(row[i] for i in shown))
+    Console(file=out, soft_wrap=False, width=max(width, total() + 1) if wide else width).print(table)
 
 
 def render_object(value: dict[str, Any], fmt: Format | str, *, title: str | None = None) -> None:

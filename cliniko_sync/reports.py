@@ -130,7 +130,8 @@ def _stream(conn: DictConnection, statement: Any, params: dict[str, Any]) -> Ite
 
 _DURATION = re.compile(r"(\d{1,9})([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-RUN_STATUSES = ("running", "success", "failed", "partial", "abandoned", "skipped")
+# What a "last run" can be: skipped runs (the organization was locked, nothing was done) are counted apart.
+RUN_STATUSES = ("running", "success", "failed", "partial", "abandoned")
 
 STATUS_COLUMNS = (
     "organization_id",
@@ -143,6 +144,11 @@ STATUS_COLUMNS = (
     "last_run_requests",
     "last_run_rate_limited",
     "last_success_at",
+    "last_failure_at",
+    "last_failure_status",
+    "last_failure_message",
+    "skipped_runs",
+    "last_skipped_at",
     "active_patients",
     "oldest_cursor_at",
     "stale",
@@ -173,6 +179,14 @@ def _seconds(key: str) -> Callable[[dict[str, Any]], float | None]:
     return lambda row: None if row[key] is None else round(row[key], 1)
 
 
+def _last_failure(row: dict[str, Any]) -> str | None:
+    """`3h ago: <message>`: the latest failed, partial or abandoned run, by its one-line message."""
+    if row["last_failure_at"] is None:
+        return None
+    message = row["last_failure_message"] or row["last_failure_status"]
+    return f"{human_age(row['last_failure_age_seconds'])} ago: {message}"
+
+
 STATUS_TABLE: TableView = {
     "organization": itemgetter("organization_id"),
     "enabled": itemgetter("enabled"),
@@ -184,9 +198,14 @@ STATUS_TABLE: TableView = {
     "requests": itemgetter("last_run_requests"),
     "429s": itemgetter("last_run_rate_limited"),
     "last success": _age_of("last_success_age_seconds", " ago"),
-    "active patients": itemgetter("active_patients"),
+    "active": itemgetter("active_patients"),
+    "skipped": itemgetter("skipped_runs"),
     "cursor age": _age_of("oldest_cursor_age_seconds"),
+    "last failure": _last_failure,
 }
+# What goes first when the table is wider than the terminal (--wide keeps every column).
+STATUS_DROP_FIRST = ("429s", "requests", "cursor age", "mode", "seconds", "skipped", "enabled", "started", "running",
+                     "last failure", "last success")  # fmt: skip
 STALE_COLUMN: TableView = {"stale": itemgetter("stale")}
 HISTORY_TABLE: TableView = {
     "run": itemgetter("id"),
@@ -197,8 +216,10 @@ HISTORY_TABLE: TableView = {
     "seconds": _seconds("duration_seconds"),
     "requests": itemgetter("requests"),
     "429s": itemgetter("rate_limited"),
-    "error": itemgetter("error_class"),
+    "error": itemgetter("error_message"),
 }
+HISTORY_DROP_FIRST = ("429s", "requests", "mode", "organization", "seconds")
+LIST_DROP_FIRST = ("total", "upcoming", "next appointment", "recent", "email", "patient id")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -292,7 +313,9 @@ _METRICS: tuple[tuple[str, str], ...] = (
     ("cliniko_sync_last_run_rate_limited_responses", "HTTP 429 answers the latest run received from Cliniko."),
     ("cliniko_sync_active_patients", "Rows in active_patients for the organization."),
     ("cliniko_sync_oldest_cursor_age_seconds", "Seconds since the least recently advanced stream cursor moved."),
+    ("cliniko_sync_skipped_runs_total", "Runs that found the organization locked by another sync (exit 75)."),
 )
+_COUNTERS = frozenset({"cliniko_sync_skipped_runs_total"})
 
 
 def _label_value(value: str) -> str:
@@ -325,10 +348,11 @@ def _samples(row: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], float |
     yield "cliniko_sync_active_patients", {}, row["active_patients"]
     if row["oldest_cursor_age_seconds"] is not None:
         yield "cliniko_sync_oldest_cursor_age_seconds", {}, row["oldest_cursor_age_seconds"]
+    yield "cliniko_sync_skipped_runs_total", {}, row["skipped_runs"]
 
 
 def prometheus_text(rows: Iterable[dict[str, Any]]) -> str:
-    """The node_exporter textfile format: every metric gauge-typed, one sample per organization (and status)."""
+    """The node_exporter textfile format: one sample per organization (and status); gauges, and one counter."""
     by_metric: dict[str, list[str]] = {name: [] for name, _ in _METRICS}
     for row in rows:
         for metric, extra, value in _samples(row):
@@ -337,5 +361,6 @@ def prometheus_text(rows: Iterable[dict[str, Any]]) -> str:
             by_metric[metric].append(f"{metric}{{{rendered}}} {_number(value)}")
     lines: list[str] = []
     for name, help_text in _METRICS:
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *by_metric[name]]
+        kind = "counter" if name in _COUNTERS else "gauge"
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *by_metric[name]]
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ import json
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 from cliniko_sync import __version__
 from cliniko_sync.assumptions import INACTIVE_PRACTITIONERS
 from cliniko_sync.cliniko.endpoints import Endpoint, endpoint
+from cliniko_sync.cliniko.waits import OnWait, Wait, pause
 from cliniko_sync.errors import (
     AssumptionViolatedError,
     ClinikoAPIError,
@@ -139,8 +141,13 @@ class ClientStats:
 
 
 def key_hint(api_key: str) -> str:
-    """The last 4 characters of the key, for messages; nothing of a key too short to spare them."""
-    return "…" + api_key[-4:] if len(api_key) >= 8 else "…"
+    """`…h7Qz-au1`: the last 4 characters of the key's body and its shard suffix, so two keys can be told apart in
+    messages; never more (nothing of a body too short to spare 4 characters, i.e. under 8)."""
+    body, _, shard = api_key.rpartition("-") if "-" in api_key else (api_key, "", "")
+    if shard and not _SHARD.fullmatch(shard):  # not a shard suffix: all of it is the body
+        body, shard = api_key, ""
+    suffix = f"-{shard}" if shard else ""
+    return ("…" + body[-4:] if len(body) >= 8 else "…") + suffix
 
 
 def shard_for_key(api_key: str) -> str:
@@ -292,10 +299,16 @@ class _Attempts:
         return spent + retry_state.upcoming_sleep > client.max_total_retry_seconds
 
     def before_sleep(self, retry_state: RetryCallState) -> None:
-        stats = self.client.stats
-        stats.retries += 1
-        if retry_state.outcome is not None and isinstance(retry_state.outcome.exception(), _RateLimited):
-            stats.rate_limit_wait_seconds += retry_state.upcoming_sleep
+        client = self.client
+        client.stats.retries += 1
+        error = retry_state.outcome.exception() if retry_state.outcome is not None else None
+        if isinstance(error, _RateLimited):
+            client.stats.rate_limit_wait_seconds += retry_state.upcoming_sleep
+            client.report_wait(Wait("rate_limit", retry_state.upcoming_sleep, reason="HTTP 429"))
+        elif isinstance(error, _Transient):
+            reason = "unreachable" if error.reason == "connection failed" else error.reason
+            wait = Wait("retry", retry_state.upcoming_sleep, self.failures + 1, client.max_attempts, reason)
+            client.report_wait(wait)
 
 
 class _KeyAuth:
@@ -329,6 +342,8 @@ class ClinikoClient:
         max_attempts: int = 6,
         max_wait: float = 120.0,
         max_total_retry_seconds: float = 900.0,
+        stop: threading.Event | None = None,
+        on_wait: OnWait | None = None,
     ) -> None:
         import requests
 
@@ -344,8 +359,11 @@ class ClinikoClient:
         self.max_attempts = max(1, max_attempts)
         self.max_wait = max(MIN_RATE_LIMIT_WAIT, max_wait)
         self.max_total_retry_seconds = max_total_retry_seconds
+        # `stop` cuts every wait short (StopRequested); `on_wait` hears of each wait before it starts.
+        self.stop = stop
+        self.on_wait = on_wait
         # Every wait between attempts goes through here (tests replace it to record waits without sleeping).
-        self.sleep: Callable[[float], None] = time.sleep
+        self.sleep: Callable[[float], None] = lambda seconds: pause(seconds, self.stop)
         self._key_hint = key_hint(api_key)
         self._limiter: SlidingWindowLimiter | None = (
             limiter_for(api_key, rate_limit, rate_window) if rate_limit is not None else None
@@ -358,6 +376,15 @@ class ClinikoClient:
         base = urlsplit(self.base_url)
         self._base_origin = (base.scheme, base.hostname, base.port or (443 if base.scheme == "https" else 80))
         self._base_path = base.path.rstrip("/")
+
+    def report_wait(self, wait: Wait) -> None:
+        """Tell the caller (progress bar, log) what the client waits for; a broken callback never stops a sync."""
+        if self.on_wait is None:
+            return
+        try:
+            self.on_wait(wait)
+        except Exception:  # a display problem must not fail the run
+            log.debug("on_wait callback failed", exc_info=True)
 
     def __repr__(self) -> str:
         return f"ClinikoClient(base_url={self.base_url!r}, key={self._key_hint!r})"
@@ -473,7 +500,7 @@ class ClinikoClient:
         if self._limiter is None:
             response = self._exchange(url, params)
         else:
-            with self._limiter.request() as waited:
+            with self._limiter.request(stop=self.stop, on_wait=self.report_wait) as waited:
                 self.stats.throttle_wait_seconds += waited
                 response = self._exchange(url, params)
         status = response.status_code

@@ -9,6 +9,13 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from cliniko_sync.cliniko.waits import WAIT_STOPPED, OnWait, StopRequested, Wait
+
+# Waits are cut into slices this long so that a stop request is seen promptly (a Condition cannot also wait on an
+# Event), and throttle waits shorter than REPORTED_THROTTLE are not announced (they happen on every busy page).
+STOP_POLL_SECONDS = 0.2
+REPORTED_THROTTLE = 1.0
+
 
 class _Slot:
     """One granted request; it holds its window place until `finished_at` + window."""
@@ -42,9 +49,13 @@ class SlidingWindowLimiter:
                 return
             self._slots.popleft()
 
-    def acquire(self) -> tuple[_Slot, float]:
-        """Block until a request may start; returns its slot (pass it to `release`) and the seconds spent waiting."""
+    def acquire(self, *, stop: threading.Event | None = None, on_wait: OnWait | None = None) -> tuple[_Slot, float]:
+        """Block until a request may start; returns its slot (pass it to `release`) and the seconds spent waiting.
+
+        Raises StopRequested soon after `stop` is set; tells `on_wait` once when it must wait a noticeable time.
+        """
         started = time.monotonic()
+        announced = False
         with self._condition:
             while True:
                 now = time.monotonic()
@@ -53,9 +64,17 @@ class SlidingWindowLimiter:
                     slot = _Slot()
                     self._slots.append(slot)
                     return slot, now - started
+                if stop is not None and stop.is_set():
+                    raise StopRequested(WAIT_STOPPED)
                 oldest = self._slots[0].finished_at
                 # An oldest request still in flight frees its slot only when it finishes: release() wakes us.
-                self._condition.wait(None if oldest is None else oldest + self.window - now)
+                timeout = None if oldest is None else oldest + self.window - now
+                if on_wait is not None and not announced and timeout is not None and timeout >= REPORTED_THROTTLE:
+                    announced = True
+                    on_wait(Wait("throttle", timeout))
+                if stop is not None:
+                    timeout = STOP_POLL_SECONDS if timeout is None else min(timeout, STOP_POLL_SECONDS)
+                self._condition.wait(timeout)
 
     def release(self, slot: _Slot) -> None:
         """Mark the request as answered (or failed); its slot frees `window` seconds from now."""
@@ -64,9 +83,9 @@ class SlidingWindowLimiter:
             self._condition.notify_all()
 
     @contextmanager
-    def request(self) -> Iterator[float]:
+    def request(self, *, stop: threading.Event | None = None, on_wait: OnWait | None = None) -> Iterator[float]:
         """Hold a slot for the duration of one request; yields the seconds spent waiting for it."""
-        slot, waited = self.acquire()
+        slot, waited = self.acquire(stop=stop, on_wait=on_wait)
         try:
             yield waited
         finally:

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import typer
 
+from cliniko_sync.cli_help import examples
 from cliniko_sync.output import Format
 
 app = typer.Typer(help="Store and rotate encrypted Cliniko API keys.", no_args_is_help=True)
+
+KEYGEN_EXAMPLES = examples(
+    "cliniko-sync keygen",
+    "export CREDENTIALS_ENCRYPTION_KEY=$(cliniko-sync keygen)",
+)
+CHECK_EXAMPLES = examples(
+    "cliniko-sync check-credentials surf-rehab",
+    "cliniko-sync check-credentials --all",
+    "cliniko-sync check-credentials --all --format json",
+)
 
 
 def keygen() -> None:
@@ -31,24 +42,40 @@ def _read_api_key() -> str:
     return api_key
 
 
-@app.command("set")
+@app.command(
+    "set",
+    epilog=examples(
+        "cliniko-sync credentials set surf-rehab < surf-rehab.key",
+        "pass cliniko/surf-rehab | cliniko-sync credentials set surf-rehab",
+        "echo demo-key-au1 | cliniko-sync credentials set demo-clinic --api-url http://127.0.0.1:8765/v1",
+    ),
+)
 def set_(
     org_id: str = typer.Argument(..., metavar="ORG", help="Organization id."),
     api_url: str | None = typer.Option(
-        None, "--api-url", help="Override the API base URL (https; http only on loopback, e.g. the emulator)."
+        None,
+        "--api-url",
+        metavar="URL",
+        help="Override the API base URL (https; http only on loopback, e.g. the emulator). Default: keep the "
+        "stored override, else the key's shard.",
     ),
 ) -> None:
-    """Store ORG's Cliniko API key, read from stdin or a hidden prompt, encrypted with CREDENTIALS_ENCRYPTION_KEY."""
+    """Store ORG's Cliniko API key, read from stdin or a hidden prompt.
+
+    The key is checked offline first (printable, no spaces, a known shard suffix, at least 20 characters before it)
+    and stored encrypted with CREDENTIALS_ENCRYPTION_KEY. A URL stored by an earlier --api-url is kept.
+    """
     from cliniko_sync import db, orgs
     from cliniko_sync.cliniko.client import base_url_for, key_hint
     from cliniko_sync.config import current_settings
-    from cliniko_sync.crypto import load_fernet, store_credentials
+    from cliniko_sync.crypto import load_fernet, store_credentials, stored_api_url
 
     with db.session(current_settings(), autocommit=True) as conn:
         # Refuse before asking for the key when it could not be stored anyway.
         orgs.get_organization(conn, org_id)
         load_fernet()
-        credentials = store_credentials(conn, org_id, _read_api_key(), api_url=api_url)
+        keep = api_url if api_url is not None else stored_api_url(conn, org_id)
+        credentials = store_credentials(conn, org_id, _read_api_key(), api_url=keep)
     typer.echo(
         f"stored Cliniko API key {key_hint(credentials.api_key)} for {org_id} "
         f"(shard {credentials.region}, {base_url_for(credentials.api_key, credentials.api_url)}); "
@@ -56,7 +83,13 @@ def set_(
     )
 
 
-@app.command("rotate")
+@app.command(
+    "rotate",
+    epilog=examples(
+        'CREDENTIALS_ENCRYPTION_KEY="$(cliniko-sync keygen),$OLD_KEY" cliniko-sync credentials rotate',
+        "cliniko-sync credentials rotate",
+    ),
+)
 def rotate() -> None:
     """Re-encrypt every stored key with the first key in CREDENTIALS_ENCRYPTION_KEY (list: NEW,OLD)."""
     from cliniko_sync import db
@@ -70,9 +103,11 @@ def rotate() -> None:
 
 
 def check_credentials(
-    org_id: str | None = typer.Argument(None, metavar="[ORG]", help="Organization id (or --all)."),
-    all_: bool = typer.Option(False, "--all", help="Check every organization."),
-    fmt: Format = typer.Option(Format.table, "--format", help="Output format: table, json, jsonl or csv."),
+    org_id: str | None = typer.Argument(None, metavar="ORG", help="Organization id (or --all)."),
+    all_: bool = typer.Option(False, "--all", help="Check every enabled organization (disabled ones are skipped)."),
+    fmt: Format = typer.Option(
+        Format.table, "--format", metavar="[table|json|jsonl|csv]", help="Output format: table, json, jsonl or csv."
+    ),
     deep: bool = typer.Option(
         False, "--deep", help="Also test every assumption the sync makes about the Cliniko API (about 25 requests)."
     ),
@@ -87,12 +122,15 @@ def check_credentials(
     from cliniko_sync.config import current_settings
     from cliniko_sync.credential_check import COLUMNS, check_credentials, worst_exit_code
     from cliniko_sync.errors import UsageError
+    from cliniko_sync.logs import stderr_line
     from cliniko_sync.output import render
 
     if all_ == (org_id is not None):
         raise UsageError("name one organization or give --all")
     with db.session(current_settings(), autocommit=True) as conn:
-        org_ids = [org.id for org in orgs.list_organizations(conn)] if all_ else [orgs.validate_org_id(org_id or "")]
+        # --all checks the organizations `sync --all` would sync: disabled ones are skipped, as there.
+        listed = orgs.list_organizations(conn, enabled_only=True) if all_ else []
+        org_ids = [org.id for org in listed] if all_ else [orgs.validate_org_id(org_id or "")]
         if deep:
             from cliniko_sync.deep_check import deep_check, report
 
@@ -107,5 +145,5 @@ def check_credentials(
     )
     for result in results:
         if not result.ok:  # also on stderr, so cron mails the reason even when stdout goes to a file
-            typer.echo(f"cliniko-sync: error: {result.organization_id}: {result.error}", err=True)
+            stderr_line(str(result.error), organization=result.organization_id, event="credentials_failed")
     raise typer.Exit(worst_exit_code([result.exit_code for result in results]))

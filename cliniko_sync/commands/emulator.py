@@ -6,23 +6,49 @@ from typing import Any
 
 import typer
 
+from cliniko_sync.cli_help import examples
 from cliniko_sync.emulator.quirks import BOOLEAN_QUIRKS
 
 DEMO_API_KEY = "demo-key-au1"
 
+EMULATOR_EXAMPLES = examples(
+    "cliniko-sync emulator",
+    "cliniko-sync emulator --port 8766 --patients 5000 --rate-limit 0",
+)
+DEMO_EXAMPLES = examples(
+    "cliniko-sync demo",
+    "cliniko-sync list-active demo-clinic --limit 5",
+    "cliniko-sync org remove demo-clinic --yes",
+)
+
 
 def emulator(
-    port: int = typer.Option(8765, "--port", help="Loopback port to listen on (0 picks a free one)."),
-    patients: int = typer.Option(630, "--patients", min=0, help="Synthetic patients to generate."),
-    appointments: int = typer.Option(
-        None, "--appointments", min=0, help="Individual appointments + class attendances (default 10 per patient)."
+    port: int = typer.Option(
+        8765, "--port", metavar="PORT", min=0, max=65535, help="Loopback port to listen on (0 picks a free one)."
     ),
-    seed: int = typer.Option(1, "--seed", help="Same seed, same clinic."),
-    rate_limit: int = typer.Option(200, "--rate-limit", min=0, help="Requests per key per window before 429 (0: off)."),
-    rate_window: float = typer.Option(60.0, "--rate-window", min=0.001, help="Rate-limit window in seconds."),
-    latency_ms: float = typer.Option(0.0, "--latency-ms", min=0, help="Delay added to every answer, in ms."),
+    patients: int = typer.Option(630, "--patients", metavar="N", min=0, help="Synthetic patients to generate."),
+    appointments: int = typer.Option(
+        None,
+        "--appointments",
+        metavar="N",
+        min=0,
+        help="Individual appointments + class attendances (default 10 per patient).",
+    ),
+    seed: int = typer.Option(1, "--seed", metavar="N", help="Same seed, same clinic."),
+    rate_limit: int = typer.Option(
+        200, "--rate-limit", metavar="N", min=0, help="Requests per key per window before 429 (0: off)."
+    ),
+    rate_window: float = typer.Option(
+        60.0, "--rate-window", metavar="SECONDS", min=0.001, help="Rate-limit window in seconds."
+    ),
+    latency_ms: float = typer.Option(
+        0.0, "--latency-ms", metavar="MS", min=0, help="Delay added to every answer, in ms."
+    ),
     api_key: str = typer.Option(
-        DEMO_API_KEY, "--api-key", help="The key the emulator accepts (a throwaway key, not a Cliniko one)."
+        DEMO_API_KEY,
+        "--api-key",
+        metavar="KEY",
+        help="The key the emulator accepts (a throwaway key, not a Cliniko one).",
     ),
     quirk: list[str] = typer.Option(
         [],

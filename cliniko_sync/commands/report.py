@@ -8,8 +8,20 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from cliniko_sync.cli_help import examples
 from cliniko_sync.output import Format
 from cliniko_sync.reports import SortKey
+
+LIST_EXAMPLES = examples(
+    "cliniko-sync list-active surf-rehab",
+    "cliniko-sync list-active surf-rehab --sort recent --desc --limit 20",
+    "cliniko-sync list-active surf-rehab --format csv > active.csv",
+)
+STATUS_EXAMPLES = examples(
+    "cliniko-sync status",
+    "cliniko-sync status surf-rehab --history 10",
+    "cliniko-sync status --max-age 2h --format prometheus",
+)
 
 if TYPE_CHECKING:
     from cliniko_sync.reports import TableView
@@ -23,34 +35,50 @@ class StatusFormat(str, Enum):
     prometheus = "prometheus"
 
 
+WIDE_OPTION = typer.Option(False, "--wide", help="Tables: every column, however wide (default: fit the terminal).")
+
+
 def render_report(
-    rows: Iterable[dict[str, Any]], columns: Sequence[str], view: TableView, fmt: str, *, title: str
+    rows: Iterable[dict[str, Any]],
+    columns: Sequence[str],
+    view: TableView,
+    fmt: str,
+    *,
+    title: str,
+    drop_first: Sequence[str] = (),
+    wide: bool = False,
 ) -> None:
-    """Tables show the short view; json, jsonl and csv carry the full column names."""
+    """Tables show the short view, fitted to the terminal; json, jsonl and csv carry the full column names."""
     from cliniko_sync.output import render
     from cliniko_sync.reports import table_rows
 
     if fmt == Format.table.value:
-        render(table_rows(rows, view), list(view), Format.table, title=title)
+        render(table_rows(rows, view), list(view), Format.table, title=title, drop_first=drop_first, wide=wide)
     else:
         render(rows, columns, fmt)
 
 
 def list_active(
     organization: str = typer.Argument(..., metavar="ORG", help="Organization id, e.g. surf-rehab."),
-    sort: SortKey = typer.Option(SortKey.last_appointment, "--sort", help="Sort by this, ascending."),
+    sort: SortKey = typer.Option(
+        SortKey.last_appointment, "--sort", metavar="[last_appointment|name|recent]", help="Sort by this, ascending."
+    ),
     desc: bool = typer.Option(False, "--desc", help="Sort descending instead."),
-    limit: int | None = typer.Option(None, "--limit", min=0, help="At most N rows (default: every row)."),
-    offset: int = typer.Option(0, "--offset", min=0, help="Skip the first N rows."),
+    limit: int | None = typer.Option(None, "--limit", metavar="N", min=0, help="At most N rows (default: every row)."),
+    offset: int = typer.Option(0, "--offset", metavar="N", min=0, help="Skip the first N rows."),
     min_recent: int = typer.Option(
-        0, "--min-recent", min=0, help="Only patients with at least N appointments in the window."
+        0, "--min-recent", metavar="N", min=0, help="Only patients with at least N appointments in the window."
     ),
     search: str | None = typer.Option(
-        None, "--search", help="Case-insensitive literal text in the name, email or phone (no wildcards)."
+        None, "--search", metavar="TEXT", help="Case-insensitive literal text in the name, email or phone."
     ),
-    fmt: Format = typer.Option(Format.table, "--format", help="Output format."),
+    fmt: Format = typer.Option(Format.table, "--format", metavar="[table|json|jsonl|csv]", help="Output format."),
+    wide: bool = WIDE_OPTION,
 ) -> None:
-    """List an organization's active patients with their contact details and appointment counts."""
+    """List an organization's active patients.
+
+    Each row: contact details and appointment counts (recent, upcoming, total), last and next appointment.
+    """
     from cliniko_sync import db, reports
     from cliniko_sync.config import current_settings
 
@@ -66,19 +94,35 @@ def list_active(
             search=search,
         )
         render_report(
-            rows, reports.LIST_COLUMNS, reports.LIST_TABLE, fmt.value, title=f"Active patients of {organization}"
+            rows,
+            reports.LIST_COLUMNS,
+            reports.LIST_TABLE,
+            fmt.value,
+            title=f"Active patients of {organization}",
+            drop_first=reports.LIST_DROP_FIRST,
+            wide=wide,
         )
 
 
 def status(
-    organization: str | None = typer.Argument(None, metavar="[ORG]", help="Only this organization."),
-    history: int | None = typer.Option(None, "--history", min=1, help="List the last N runs instead."),
+    organization: str | None = typer.Argument(None, metavar="ORG", help="Only this organization."),
+    history: int | None = typer.Option(None, "--history", metavar="N", min=1, help="List the last N runs instead."),
     max_age: str | None = typer.Option(
-        None, "--max-age", help="Exit 1 when an enabled organization's last success is older (90s, 30m, 2h, 1d)."
+        None,
+        "--max-age",
+        metavar="AGE",
+        help="Exit 1 when an enabled organization's last success is older (90s, 30m, 2h, 1d).",
     ),
-    fmt: StatusFormat = typer.Option(StatusFormat.table, "--format", help="Output format."),
+    fmt: StatusFormat = typer.Option(
+        StatusFormat.table, "--format", metavar="[table|json|jsonl|csv|prometheus]", help="Output format."
+    ),
+    wide: bool = WIDE_OPTION,
 ) -> None:
-    """Show each organization's last run, last success, active patients and whether a sync is running."""
+    """Show each organization's sync health.
+
+    The last run (skipped runs, which found the organization locked, are counted apart), the last success, the last
+    failure's message, active patients, and whether a sync is running.
+    """
     import sys
 
     from cliniko_sync import db, reports
@@ -95,9 +139,25 @@ def status(
         sys.stdout.write(reports.prometheus_text(rows))
     elif runs is None:
         view = {**reports.STATUS_TABLE, **(reports.STALE_COLUMN if limit else {})}
-        render_report(rows, reports.STATUS_COLUMNS, view, fmt.value, title="Sync status")
+        render_report(
+            rows,
+            reports.STATUS_COLUMNS,
+            view,
+            fmt.value,
+            title="Sync status",
+            drop_first=reports.STATUS_DROP_FIRST,
+            wide=wide,
+        )
     else:
-        render_report(runs, reports.HISTORY_COLUMNS, reports.HISTORY_TABLE, fmt.value, title="Sync runs")
+        render_report(
+            runs,
+            reports.HISTORY_COLUMNS,
+            reports.HISTORY_TABLE,
+            fmt.value,
+            title="Sync runs",
+            drop_first=reports.HISTORY_DROP_FIRST,
+            wide=wide,
+        )
     stale = reports.stale_summary(rows)
     if stale:
         raise ClinikoSyncError(stale)

@@ -10,6 +10,14 @@ from typing import Any
 
 import typer
 
+from cliniko_sync.cli_help import examples
+
+EXAMPLES = examples(
+    "cliniko-sync sync surf-rehab",
+    "cliniko-sync -v sync --all --jobs 4 --max-runtime 3000",
+    "cliniko-sync sync surf-rehab --dry-run --format json",
+)
+
 
 class SyncFormat(str, Enum):
     table = "table"
@@ -18,20 +26,36 @@ class SyncFormat(str, Enum):
 
 
 def sync(
-    organization: str = typer.Argument(None, metavar="[ORG]", help="Organization id (omit with --all)."),
+    organization: str = typer.Argument(None, metavar="ORG", help="Organization id (omit with --all)."),
     all_organizations: bool = typer.Option(False, "--all", help="Sync every enabled organization."),
     full: bool = typer.Option(False, "--full", help="Re-read everything; soft-delete what Cliniko no longer has."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Call Cliniko, report what would change, keep nothing."),
-    jobs: int = typer.Option(
-        1, "--jobs", min=1, max=16, help="With --all: organizations synced at once (each uses up to 6 connections)."
+    jobs: int | None = typer.Option(
+        None,
+        "--jobs",
+        metavar="N",
+        min=1,
+        max=16,
+        help="With --all: organizations synced at once, 1 to 16 (default 1; each uses up to 6 connections).",
     ),
-    as_of: str = typer.Option(None, "--as-of", help="Compute active patients as of this ISO 8601 time (Z/offset)."),
+    as_of: str = typer.Option(
+        None, "--as-of", metavar="TIME", help="Compute active patients as of this ISO 8601 time (Z/offset)."
+    ),
     max_runtime: float = typer.Option(
-        None, "--max-runtime", min=1, help="Stop after a checkpoint once this many seconds have passed (exit 3)."
+        None,
+        "--max-runtime",
+        metavar="SECONDS",
+        min=1,
+        help="Stop after a checkpoint once this many seconds have passed (exit 3).",
     ),
     fmt: SyncFormat = typer.Option(
-        None, "--format", help="Summary format (default: a table when stdout is a terminal, else nothing)."
+        None,
+        "--format",
+        metavar="[table|json|jsonl]",
+        help="Summary on stdout (default: a table when stdout is a terminal, else nothing). json: one object, or "
+        "with --all one array; jsonl: one object per organization per line.",
     ),
+    wide: bool = typer.Option(False, "--wide", help="Summary table: every column (default: fit the terminal)."),
 ) -> None:
     """Sync organizations from Cliniko into PostgreSQL."""
     from cliniko_sync import db
@@ -40,6 +64,8 @@ def sync(
 
     if bool(organization) == all_organizations:
         raise UsageError("give one organization id, or --all")
+    if jobs is not None and not all_organizations:
+        raise UsageError("--jobs only applies with --all (one organization is synced by one job)")
     when = parse_as_of(as_of) if as_of else None
     settings = current_settings()
     url = db.database_url(settings)
@@ -47,20 +73,21 @@ def sync(
     with _progress(settings.quiet) as progress:
         if all_organizations:
             results = _sync_all(
-                url, progress, jobs=jobs, full=full, dry_run=dry_run, as_of=when, max_runtime=max_runtime
+                url, progress, jobs=jobs or 1, full=full, dry_run=dry_run, as_of=when, max_runtime=max_runtime
             )
         else:
             from cliniko_sync.orgs import validate_org_id
 
             org_id = validate_org_id(organization)
             results = [_sync_one(url, progress, org_id, full, dry_run, when, max_runtime, bubble=True)]
-    _print_summary(results, fmt, quiet=settings.quiet)
+    _print_summary(results, fmt, as_array=all_organizations, wide=wide)
+    from cliniko_sync.logs import stderr_line
     from cliniko_sync.sync.pipeline import exit_code_for_all
 
     code = exit_code_for_all(results) if all_organizations else results[0].exit_code
     for result in results:
-        if result.error:
-            sys.stderr.write(f"cliniko-sync: {result.organization_id}: {result.status}: {result.error}\n")
+        if result.error:  # also on stderr, so cron mails the reason even when stdout goes to a file
+            stderr_line(f"{result.status}: {result.error}", organization=result.organization_id, event="sync_failed")
     raise typer.Exit(code)
 
 
@@ -81,17 +108,28 @@ def parse_as_of(text: str) -> Any:
     return value.astimezone(UTC)
 
 
+ABORTED = (
+    "aborted: kept every page committed so far (the last committed page of each stream); "
+    "the next run resumes from there"
+)
+
+
 def _install_stop_handlers() -> None:
-    """First SIGTERM/SIGINT: finish the current page, checkpoint, stop (exit 3). A second one stops at once."""
+    """First SIGTERM/SIGINT: every wait ends at once; the current page is committed, then the run stops (exit 3).
+    A second one aborts at once (exit 130), saying what was kept: an uncommitted page is rolled back by PostgreSQL
+    when the connection drops, and the run's sync_log row is marked abandoned by the next run."""
+    import os
     import signal
 
+    from cliniko_sync.logs import stderr_line
     from cliniko_sync.sync.pipeline import STOP_REQUESTED
 
     def handler(signum: int, frame: object) -> None:
         if STOP_REQUESTED.is_set():
-            raise KeyboardInterrupt
+            stderr_line(ABORTED, event="aborted")
+            os._exit(130)  # at once: worker threads may be inside an HTTP request that would hold the exit up
         STOP_REQUESTED.set()
-        sys.stderr.write("cliniko-sync: stopping after the current page (signal again to abort)\n")
+        stderr_line("stopping after the current page (Ctrl-C again to abort at once)", level="notice", event="stop")
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -100,13 +138,13 @@ def _install_stop_handlers() -> None:
 @contextmanager
 def _progress(quiet: bool) -> Iterator[Any]:
     """One set of progress bars for the whole command (on stderr, only when it is a terminal)."""
-    from cliniko_sync.progress import RichProgress, wanted
+    from cliniko_sync.progress import Both, LogProgress, RichProgress, wanted
 
     if not wanted(quiet):
-        yield None
+        yield Both(LogProgress())
         return
-    with RichProgress() as progress:
-        yield progress
+    with RichProgress() as bars:
+        yield Both(bars, LogProgress())
 
 
 def _sync_one(
@@ -124,14 +162,43 @@ def _sync_one(
     from cliniko_sync.sync.pipeline import SyncResult, sync_organization
 
     try:
-        return sync_organization(
+        result = sync_organization(
             url, organization_id, full=full, dry_run=dry_run, as_of=as_of, max_runtime=max_runtime, progress=progress
         )
     except ClinikoSyncError as exc:
+        if progress is not None:
+            progress.organization_failed(organization_id, str(exc))
         if bubble:
             raise
         status = "skipped" if exc.exit_code == 75 else "failed"
         return SyncResult(organization_id, status, None, as_of, exit_code=exc.exit_code, error=str(exc))
+    if progress is not None and result.status != "success":
+        progress.organization_failed(organization_id, f"{result.status}: {result.error}")
+    log_summary(result)
+    return result
+
+
+def log_summary(result: Any) -> None:
+    """The run's one line in the log at the default level: what a cron log needs to tell runs apart."""
+    import logging
+
+    from cliniko_sync.logs import NOTICE, log_extra
+
+    streams = result.stats.get("streams", {}).values()
+    records = sum(s["fetched"] for s in streams)
+    duration = result.stats.get("duration_seconds")
+    active = "n/a" if result.active_patients is None else result.active_patients
+    logging.getLogger("cliniko_sync.sync").log(
+        NOTICE,
+        "sync %s%s in %ss: %d requests, %d records, %s active patients",
+        result.status,
+        " (dry run)" if result.dry_run else "",
+        duration if duration is not None else "?",
+        result.requests,
+        records,
+        active,
+        extra=log_extra(result.organization_id, "sync_finished"),
+    )
 
 
 def _sync_all(
@@ -169,17 +236,28 @@ SUMMARY_KEYS = ("organization_id", "status", "mode", "as_of", "dry_run", "reques
                 "error", "sync_log_id", "stats")  # fmt: skip
 
 
-def _print_summary(results: list[Any], fmt: SyncFormat | None, *, quiet: bool) -> None:
+def _print_summary(results: list[Any], fmt: SyncFormat | None, *, as_array: bool, wide: bool) -> None:
+    """The summary is data, so it goes to stdout whatever -q says (-q silences stderr only).
+
+    json: one object per run that started (failed and partial runs included), or under --all one array of them;
+    jsonl: one object per line.
+    """
     from cliniko_sync.output import Format, dumps, render
 
     if fmt is None:
-        if quiet or not sys.stdout.isatty():
+        if not sys.stdout.isatty():
             return
         fmt = SyncFormat.table
     rows = [{key: result.as_dict()[key] for key in SUMMARY_KEYS} for result in results]
-    if fmt in (SyncFormat.json, SyncFormat.jsonl):
-        for row in rows:  # one object per organization, one per line
+    if fmt is SyncFormat.jsonl:
+        for row in rows:
             sys.stdout.write(dumps(row) + "\n")
+        return
+    if fmt is SyncFormat.json:
+        if as_array:
+            render(rows, list(SUMMARY_KEYS), Format.json)
+        else:
+            sys.stdout.write(dumps(rows[0]) + "\n")
         return
     table_rows = []
     for row in rows:
@@ -199,4 +277,8 @@ def _print_summary(results: list[Any], fmt: SyncFormat | None, *, quiet: bool) -
     columns = ["organization_id", "status", "mode", "requests", "fetched", "inserted", "updated", "deleted",
                "active_patients", "active_added", "active_removed", "duration_s"]  # fmt: skip
     title = "Dry run: what would change (nothing was kept)" if any(r["dry_run"] for r in rows) else "Sync"
-    render(table_rows, columns, Format.table, title=title)
+    render(table_rows, columns, Format.table, title=title, drop_first=SUMMARY_DROP_FIRST, wide=wide)
+
+
+# What the summary table drops first at 80 columns (--wide keeps all).
+SUMMARY_DROP_FIRST = ("active_removed", "active_added", "deleted", "updated", "inserted", "mode", "requests")

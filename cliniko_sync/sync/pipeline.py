@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import psycopg
 
 from cliniko_sync import db
+from cliniko_sync.cliniko.waits import StopRequested
 from cliniko_sync.errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -24,7 +25,6 @@ from cliniko_sync.errors import (
     ClinikoSyncError,
     DatabaseUnavailableError,
     LockedError,
-    PartialRunError,
 )
 from cliniko_sync.sync import crawl
 from cliniko_sync.sync.active import recompute_active_patients
@@ -41,10 +41,6 @@ DRY_RUN_PASS_ID = -1
 
 # Set by the CLI's SIGTERM/SIGINT handler: every running sync checkpoints after its current page and stops.
 STOP_REQUESTED = threading.Event()
-
-
-class StopRequested(PartialRunError):
-    """A signal or --max-runtime stopped the run after a checkpoint."""
 
 
 class _SiblingFailed(StopRequested):
@@ -309,6 +305,7 @@ def sync_organization(
     from cliniko_sync.cliniko.client import ClinikoClient
     from cliniko_sync.crypto import load_credentials
     from cliniko_sync.orgs import get_organization
+    from cliniko_sync.progress import wait_reporter
 
     started = time.monotonic()
     deadline = started + max_runtime if max_runtime else None
@@ -327,6 +324,9 @@ def sync_organization(
             rate_limit=rate_limit,
             rate_window=rate_window,
             timeout=config.http_timeout(),
+            # Waits (rate limit, retry back-off) end at once on a stop request, and are shown and logged.
+            stop=stop if stop is not None else STOP_REQUESTED,
+            on_wait=wait_reporter(organization_id, progress),
         )
         make_client().close()  # a bad contact email or API URL fails here, before the run is logged
         locked = lock_conn.execute(

@@ -1,4 +1,7 @@
--- Sync health per organization (status): the latest run, the latest success, active patients, cursors, liveness.
+-- Sync health per organization (status): the latest finished run, the latest success, the latest failure, skipped
+-- runs, active patients, cursors, liveness.
+-- A 'skipped' run (the organization was locked by another sync, exit 75) did no work: it is counted apart and never
+-- becomes the "last run", which would otherwise hide the real last run behind a 0-second no-op.
 -- A run counts as running only while its heartbeat is fresh: a killed process leaves a 'running' row behind.
 -- The cursor age is sync lag: when the least recently advanced stream last moved (sync_state.updated_at). The cursor
 -- value itself (Cliniko's newest updated_at) can be days old in a quiet clinic that is perfectly in sync.
@@ -17,6 +20,13 @@ SELECT
     last_run.error_class AS last_run_error_class,
     last_run.error_message AS last_run_error_message,
     date_trunc('second', last_success.finished_at) AS last_success_at,
+    date_trunc('second', last_failure.finished_at) AS last_failure_at,
+    extract(epoch FROM now() - last_failure.finished_at)::float8 AS last_failure_age_seconds,
+    last_failure.status AS last_failure_status,
+    last_failure.error_class AS last_failure_error_class,
+    last_failure.error_message AS last_failure_message,
+    coalesce(skipped.runs, 0) AS skipped_runs,
+    date_trunc('second', skipped.last_at) AS last_skipped_at,
     extract(epoch FROM now() - last_success.finished_at)::float8 AS last_success_age_seconds,
     (SELECT count(*) FROM active_patients AS ap WHERE ap.organization_id = o.id) AS active_patients,
     date_trunc('second', cursors.oldest_cursor_at) AS oldest_cursor_at,
@@ -29,10 +39,20 @@ SELECT
 FROM organizations AS o
 LEFT JOIN LATERAL (
     SELECT s.* FROM sync_log AS s
-    WHERE s.organization_id = o.id
+    WHERE s.organization_id = o.id AND s.status <> 'skipped'
     ORDER BY s.started_at DESC, s.id DESC
     LIMIT 1
 ) AS last_run ON true
+LEFT JOIN LATERAL (
+    SELECT s.finished_at, s.status, s.error_class, s.error_message FROM sync_log AS s
+    WHERE s.organization_id = o.id AND s.status IN ('failed', 'partial', 'abandoned')
+    ORDER BY s.started_at DESC, s.id DESC
+    LIMIT 1
+) AS last_failure ON true
+LEFT JOIN LATERAL (
+    SELECT count(*) AS runs, max(s.started_at) AS last_at FROM sync_log AS s
+    WHERE s.organization_id = o.id AND s.status = 'skipped'
+) AS skipped ON true
 LEFT JOIN LATERAL (
     SELECT s.finished_at FROM sync_log AS s
     WHERE s.organization_id = o.id AND s.status = 'success' AND s.finished_at IS NOT NULL

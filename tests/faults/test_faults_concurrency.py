@@ -68,7 +68,7 @@ def test_all_jobs_4_over_ten_organizations_with_one_broken(conn: psycopg.Connect
     result = sync(env, "--all", "--jobs", "4", "--as-of", as_of, "--format", "json")
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
-    summaries = {s["organization_id"]: s for s in map(json.loads, result.stdout.splitlines())}
+    summaries = {s["organization_id"]: s for s in json.loads(result.stdout)}  # --all --format json: one array
     assert {org: s["exit_code"] for org, s in summaries.items()} == {
         org: 77 if org == "clinic-03" else 0 for org in organizations
     }

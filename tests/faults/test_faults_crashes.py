@@ -168,7 +168,7 @@ def test_postgresql_restarted_mid_sync(own_server: Any, env: dict[str, str], mak
     _, stderr = process.communicate(timeout=120)
     assert process.returncode in (69, 1), stderr
     assert "Traceback" not in stderr, stderr
-    assert stderr.splitlines()[-1].startswith(f"cliniko-sync: {ORG}: failed: lost the database"), stderr
+    assert stderr.splitlines()[-1].startswith(f"cliniko-sync: error: {ORG}: failed: lost the database"), stderr
     own_server.ensure_postgres_running()
     assert own_server.get_uri() == url
     resumed = sync(own_env, ORG, "--as-of", as_of)

@@ -59,7 +59,7 @@ def test_debug_shows_a_traceback(cli_env: dict[str, str]) -> None:
 def test_unknown_option_is_a_usage_error(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("db", "upgrade", "--no-such-option")
     assert result.returncode == 2
-    assert "No such option" in result.stderr
+    assert result.stderr == "cliniko-sync: error: no such option --no-such-option\n"
 
 
 def test_schema_behind_is_exit_78(cli, empty_database_url: str) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from emulator_fixtures import EMULATOR_API_KEY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cliniko_sync.cliniko.client import ClinikoClient, Filter
+from cliniko_sync.cliniko.client import ClinikoClient, Filter, key_hint
 from cliniko_sync.cliniko.endpoints import UndocumentedParameterError
 from cliniko_sync.cliniko.records import (
     DENY_LIST,
@@ -294,7 +294,7 @@ def test_rejected_keys(emulator: EmulatorServer, key: str) -> None:
     with connect(emulator, key) as client, pytest.raises(CredentialsRejectedError) as raised:
         client.list_page("patients")
     assert str(raised.value) == (
-        f"Cliniko rejected the API key …{key[-4:]} (HTTP 401) for http://127.0.0.1:{emulator.port}"
+        f"Cliniko rejected the API key {key_hint(key)} (HTTP 401) for http://127.0.0.1:{emulator.port}"
     )
     assert key[:-4] not in str(raised.value)
 

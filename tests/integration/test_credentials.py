@@ -186,7 +186,7 @@ def test_set_reads_the_key_from_stdin_and_confirms_on_one_line(
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     assert "surf-rehab" in lines[0] and "au4" in lines[0] and "api.au4.cliniko.com" in lines[0]
-    assert "…-au4" in lines[0]
+    assert "…rZXk-au4" in lines[0]
     monkeypatch.setenv(ENV_ENCRYPTION_KEY, TEST_ENCRYPTION_KEY)
     assert load_credentials(conn, cli_org).api_key == API_KEY
     shown = json.loads(cli("org", "show", cli_org, "--format", "json").stdout)
@@ -355,7 +355,7 @@ def test_check_all_reports_every_organization_and_exits_with_the_worst(cli, cli_
     rows = {row["organization_id"]: row for row in json.loads(result.stdout)}
     assert (rows["city-physio"]["exit_code"], rows["city-physio"]["ok"]) == (78, False)
     assert "credentials set city-physio" in rows["city-physio"]["error"]
-    assert (rows[cli_org]["exit_code"], rows[cli_org]["shard"], rows[cli_org]["key_hint"]) == (69, "au4", "…-au4")
+    assert (rows[cli_org]["exit_code"], rows[cli_org]["shard"], rows[cli_org]["key_hint"]) == (69, "au4", "…rZXk-au4")
     assert rows[cli_org]["api_host"] == f"127.0.0.1:{port}"
     errors = sorted(result.stderr.splitlines())
     assert len(errors) == 2

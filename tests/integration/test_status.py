@@ -185,8 +185,8 @@ def test_history_csv_and_table(clinics: Any, cli: Any) -> None:
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert len(rows) == 7
     assert rows[0]["id"] and rows[0]["started_at"].endswith("Z")
-    result = cli("status", "failed", "--history", "1")
-    assert result.returncode == 0 and "ClinikoUnavailableError" in result.stdout
+    result = cli("status", "failed", "--history", "1", "--format", "json")
+    assert result.returncode == 0 and json.loads(result.stdout)[0]["error_class"] == "ClinikoUnavailableError"
 
 
 def test_table_and_csv_summaries(clinics: Any, cli: Any) -> None:
@@ -250,7 +250,8 @@ def test_prometheus_textfile_parses_back(clinics: Any, cli: Any) -> None:
     assert result.returncode == 0, result.stderr
     types, samples = parse_prometheus(result.stdout)
     assert all(name.startswith("cliniko_sync_") for name in types)
-    assert set(types.values()) == {"gauge"}
+    assert {name for name, kind in types.items() if kind != "gauge"} == {"cliniko_sync_skipped_runs_total"}
+    assert types["cliniko_sync_skipped_runs_total"] == "counter"
 
     def value(name: str, org: str, **labels: str) -> float | None:
         return samples.get((name, frozenset({("organization", org), *labels.items()})))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -60,7 +61,15 @@ def test_json_summary_on_stdout_and_silence_on_success(conn: psycopg.Connection,
     assert summary["status"] == "success" and summary["exit_code"] == 0 and summary["mode"] == "full"
     assert summary["as_of"].endswith("Z")
     assert summary["active_patients"] == len(expected_active(clinic, clinic.now))
-    quiet = sync_cli(env, org)  # cron: nothing on stdout or stderr when all is well
+    plain = sync_cli(env, org)  # default: the run's one summary line on stderr, nothing on stdout (not a tty)
+    assert plain.returncode == 0 and plain.stdout == ""
+    (line,) = plain.stderr.splitlines()
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z NOTICE cliniko_sync.sync: surf-rehab: sync success in [\d.]+s: "
+        r"\d+ requests, \d+ records, \d+ active patients",
+        line,
+    )
+    quiet = run_cli(["-q", "sync", org], env)  # -q: nothing on stdout or stderr when all is well
     assert quiet.returncode == 0
     assert quiet.stdout == "" and quiet.stderr == ""
 
@@ -158,7 +167,9 @@ def test_a_page_that_keeps_failing_fails_the_run_and_keeps_the_previous_results(
     failed = sync_cli(env, org, "--format", "json")
     assert failed.returncode == 69
     assert json.loads(failed.stdout)["status"] == "failed"
-    assert failed.stderr.count("\n") == 1 and "Traceback" not in failed.stderr
+    # The run's summary line, then the one error line.
+    assert failed.stderr.count("\n") == 2 and "Traceback" not in failed.stderr
+    assert " sync failed in " in failed.stderr.splitlines()[0]
     assert active_rows(conn, org) == before
     row = conn.execute("SELECT * FROM sync_log ORDER BY id DESC LIMIT 1").fetchone()
     assert row["status"] == "failed" and row["error_class"] and row["error_message"]
@@ -174,7 +185,7 @@ def test_all_with_one_broken_organization(conn: psycopg.Connection, env: dict[st
     conn.execute("DELETE FROM api_credentials WHERE organization_id = 'clinic-b'")
     result = sync_cli(env, "--all", "--jobs", "2", "--format", "json")
     assert result.returncode == 3
-    summaries = {s["organization_id"]: s for s in map(json.loads, result.stdout.splitlines())}
+    summaries = {s["organization_id"]: s for s in json.loads(result.stdout)}  # one JSON array, failures included
     assert {k: v["exit_code"] for k, v in summaries.items()} == {"clinic-a": 0, "clinic-b": 78, "clinic-c": 0}
     assert "clinic-b" in result.stderr
     for org in ("clinic-a", "clinic-c"):

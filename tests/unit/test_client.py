@@ -149,8 +149,10 @@ def test_key_shape_accepts_real_looking_keys() -> None:
 
 
 def test_key_hint_shows_only_the_last_four_characters() -> None:
-    assert key_hint(DOCS_KEY) == "…-au2"
+    assert key_hint(DOCS_KEY) == "…NyJ9-au2"  # the body's last four and the shard, never more
     assert key_hint("short") == "…"
+    assert key_hint("short-au1") == "…-au1"
+    assert key_hint("bGVnYWN5LWtleS13aXRob3V0LXNoYXJk") == "…YXJk"
 
 
 @pytest.mark.parametrize("email", ["", "no-at-sign", "ops@clinic.example\r\nX-Injected: 1", "ops @clinic.example"])
@@ -330,7 +332,9 @@ def test_rejected_credentials_fail_at_once(mocked: responses.RequestsMock, clien
     mocked.get(f"{BASE}/patients", status=status, body="HTTP Basic: Access denied.")
     with pytest.raises(CredentialsRejectedError) as raised:
         client.list_page("patients")
-    assert str(raised.value) == f"Cliniko rejected the API key …-au2 (HTTP {status}) for https://api.au2.cliniko.com"
+    assert (
+        str(raised.value) == f"Cliniko rejected the API key …NyJ9-au2 (HTTP {status}) for https://api.au2.cliniko.com"
+    )
     assert raised.value.exit_code == 77
     assert len(mocked.calls) == 1
 
@@ -448,7 +452,7 @@ def test_the_key_never_shows(
         assert DOCS_AUTH.split()[1] not in text
         assert "jo.private" not in text
     assert "GET /v1/patients -> 200" in caplog.text
-    assert "…-au2" in repr(client)
+    assert "…NyJ9-au2" in repr(client)
 
 
 def test_connection_errors_do_not_leak_the_query(mocked: responses.RequestsMock, client: ClinikoClient) -> None:
