@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 
 from bench.emulator_process import API_KEY
+from cliniko_sync.sync.streams import STREAMS
 
 SIZES = {"S": (1_000, 20_000), "M": (10_000, 200_000), "L": (100_000, 1_000_000)}
 LIMIT_REQUESTS, LIMIT_SECONDS = 200, 6.0  # Cliniko's 200 per 60 s, scaled down tenfold in both directions
@@ -208,6 +209,9 @@ def help_seconds(env: dict[str, str]) -> float:
     return statistics.median(timings)
 
 
+STREAM_ENDPOINTS = {stream.name: len(stream.paths) for stream in STREAMS}
+
+
 def minimum_requests(records: dict[str, int]) -> int:
     return sum(max(1, math.ceil(count / 100)) for count in records.values())
 
@@ -344,21 +348,24 @@ def report(f: dict[str, Any]) -> str:
     skipped = f.get("baseline_skipped", False)
     if skipped:
         f = {**f, **dict.fromkeys(BASELINE_KEYS, 0)}
-    streams = len(f["records"])
+    endpoints = len(f["records"])
     minimum = f["minimum_requests"]
     # Streams write at once on their own connections: rows per second of the time any of them was writing.
     ingest = f["records_written"] / f["db_write_wall_seconds"] if f["db_write_wall_seconds"] else float("inf")
     baseline_ingest = f["baseline_rows"] / f["baseline_db_write_seconds"] if f["baseline_db_write_seconds"] else 0.0
     full_cap = 1.02 * minimum + 3
-    per_stream_max = max(f["incremental_stream_requests"].values())
+    # One request per endpoint: practitioners are read from two.
+    over = {
+        name: count for name, count in f["incremental_stream_requests"].items() if count > STREAM_ENDPOINTS.get(name, 1)
+    }
     rows = [
         ("API requests, full sync", f"{f['full_requests']:,} (minimum {minimum:,})", f"{f['baseline_requests']:,}",
          "–", f"≤ {full_cap:,.0f} (1.02 × min + 3)", verdict(f["full_requests"] <= full_cap)),
         ("API requests, incremental sync, nothing changed",
-         f"{f['incremental_requests']} ({streams} streams, max {per_stream_max} per stream)",
+         f"{f['incremental_requests']} ({endpoints} endpoints{', over: ' + str(over) if over else ''})",
          f"{f['baseline_repeat_requests']:,} (refetches)",
          ratio(f["baseline_repeat_requests"], f["incremental_requests"]),
-         "≤ 1 per stream", verdict(per_stream_max <= 1 and f["incremental_requests"] <= streams)),
+         "≤ 1 per endpoint", verdict(not over and f["incremental_requests"] <= endpoints)),
     ]  # fmt: skip
     if "limited_wall_seconds" in f:
         rate = LIMIT_REQUESTS / LIMIT_SECONDS
@@ -396,7 +403,7 @@ def report(f: dict[str, Any]) -> str:
         ]
     lines = [
         f"Size {f['size']}: {f['patients']:,} patients, {f['appointments']:,} appointments; "
-        f"records listed per stream: {', '.join(f'{k} {v:,}' for k, v in f['records'].items())}.",
+        f"records listed per endpoint: {', '.join(f'{k} {v:,}' for k, v in f['records'].items())}.",
         f"Machine: {f['machine']}.",
         "",
         "| what | cliniko-sync | naive baseline | ours better by | target | result |",

@@ -1,6 +1,6 @@
 """The emulator in its own process for the benchmarks, driven by one-line commands on stdin.
 
-Prints one JSON line on start ({"base_url", "records": {stream: listed records}}), then answers each command with one
+Prints one JSON line on start ({"base_url", "records": {endpoint: listed records}}), then answers each command with one
 JSON line: `rate N SECONDS` / `rate off` sets the server's limit, `requests` counts requests served, `quit` stops.
 """
 
@@ -34,6 +34,10 @@ def main() -> None:
     # What a listing returns with archived, cancelled and deleted records included (deleted patients are never
     # listed): the length of each table's index of listed records.
     records = {name: len(clinic.tables[name]) for name in STREAMS}
+    # Practitioners are listed by two endpoints: the active ones and /practitioners/inactive.
+    inactive = sum(1 for practitioner in clinic.practitioners.iter_listed() if not practitioner.active)
+    records["practitioners"] -= inactive
+    records["practitioners/inactive"] = inactive
     _reply({"base_url": server.base_url, "records": records, "now": clinic.now.strftime("%Y-%m-%dT%H:%M:%SZ")})
     for line in sys.stdin:
         command = line.split()

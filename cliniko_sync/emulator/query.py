@@ -498,6 +498,10 @@ def run_list_query(
             records[record_id] for _, record_id in source.index.entries[start : min(start + query.per_page, source.hi)]
         ]
         return page, len(source)
+    excluded = {p for p, f in enumerate(checks) if f.field == "id" and f.operator == "!="}
+    skips = [s for s in sources if s.ordered and len(checks) == len(s.covered | excluded) + _match_all(checks)]
+    if excluded and skips and not id_lists:
+        return _page_skipping(skips[0], records, {checks[p].values[0] for p in excluded}, offset, query.per_page)
     ordered = [s for s in sources if s.ordered]
     walk_in_order = bool(ordered) and not id_lists and len(ordered[0]) <= 2 * min(map(len, sources)) + 10_000
     chosen = ordered[0] if walk_in_order else min(sources, key=len)
@@ -521,6 +525,31 @@ def run_list_query(
     for name, descending in reversed(query.sort):
         found.sort(key=_sort_key(spec.getter(name), clinic), reverse=descending)
     return found[offset : offset + query.per_page], len(found)
+
+
+def _page_skipping(
+    source: _Source, records: dict[int, Any], skipped: set[int], offset: int, per_page: int
+) -> tuple[list[Any], int]:
+    """An index range in order without a few ids (`id:!=` filters): O(log n + page + skipped ids)."""
+    entries = source.index.entries
+    page: list[Any] = []
+    seen = 0
+    position = source.lo
+    while position < source.hi and len(page) < per_page:
+        record_id = entries[position][1]
+        if record_id not in skipped:
+            if seen >= offset:
+                page.append(records[record_id])
+            seen += 1
+        position += 1
+    inside = 0
+    for record_id in skipped:
+        record = records.get(record_id)
+        if record is not None:
+            key = (source.index.key(getattr(record, source.index.field)), record_id)
+            found = bisect_left(entries, key, source.lo, source.hi)
+            inside += found < source.hi and entries[found] == key
+    return page, len(source) - inside
 
 
 def _predicate(

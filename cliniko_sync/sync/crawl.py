@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 ONE_SECOND = timedelta(seconds=1)
 # A page whose last shown second holds this many records (and more pages follow) switches to paging that second by id.
 TIE_THRESHOLD = 50
+# Up to this many records already read in the second a page starts at are excluded by `id:!=` instead of re-read.
+MAX_EXCLUDED_IDS = 10
 # tie_after_id of a crowded second read from its start (ids are positive integers).
 SECOND_START = "0"
 # A small list read by page number that came up short (records moved while we paged) is read again this often.
@@ -110,6 +112,9 @@ class UpdatedAtPager:
         filters = list(self.stream.include_filters)
         if self.position.updated_at is not None:
             filters.append(Filter("updated_at", ">=", self.position.updated_at))
+            if len(self.position.ids) <= MAX_EXCLUDED_IDS:
+                # The few records already read in this second are left out rather than read again.
+                filters += [Filter("id", "!=", record_id) for record_id in sorted(self.position.ids, key=_id_key)]
         return Request(self.stream.paths[0], tuple(filters), "updated_at,id")
 
     def advance(self, page: Listing, rows: list[dict[str, Any]]) -> Step:

@@ -246,6 +246,20 @@ def test_crowded_second_keyset_reads_it_in_id_order_across_pages(emulator: Emula
     assert seen == expected
 
 
+def test_not_equal_filters_on_id_leave_those_records_out(emulator: EmulatorServer, clinic: Clinic) -> None:
+    """Several `id:!=` conditions are ANDed; the page and total_entries both leave the excluded records out."""
+    second = crowded_second(clinic)
+    since = [f"updated_at:>={iso(second)}", "archived_at:*"]
+    first = get(emulator, "/patients", per_page=100, sort="updated_at,id", q=since).json()
+    left_out = ids(first["patients"])[:5] + ["9999999999999999999"]  # one id that is not there at all
+    again = get(
+        emulator, "/patients", per_page=100, sort="updated_at,id", q=[*since, *(f"id:!={i}" for i in left_out)]
+    ).json()
+    assert not set(ids(again["patients"])) & set(left_out)
+    assert ids(again["patients"])[:95] == ids(first["patients"])[5:]
+    assert again["total_entries"] == first["total_entries"] - 5
+
+
 def test_a_change_lands_after_every_record_of_its_shown_second(emulator: EmulatorServer, clinic: Clinic) -> None:
     """Mutations stamp the clock's second with a fraction of their own, and never move a record backwards."""
     patients = [p for p in clinic.patients.iter_listed() if p.archived_at is None]

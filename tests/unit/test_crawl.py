@@ -77,6 +77,8 @@ class StrictListing:
                     rows = [r for r in rows if r[1] < value]
             elif item.field == "id" and item.op == ">":
                 rows = [r for r in rows if int(r[0]) > int(str(value))]
+            elif item.field == "id" and item.op == "!=":
+                rows = [r for r in rows if r[0] != value]
         if request.sort == "id" and not self.ignore_sort:
             rows.sort(key=lambda r: int(r[0]))
         elif request.sort == "updated_at,id" and not self.ignore_sort:
@@ -319,6 +321,7 @@ POSITIONS = {
     "full": crawl.Position(),
     "incremental": crawl.Position(T),
     "after a page": crawl.Position(T, frozenset({"11", "12"})),
+    "after a page ending in a busy second": crawl.Position(T, frozenset(str(n) for n in range(11, 40))),
     "crowded second, start": crawl.Position(T, frozenset({"11"}), crawl.SECOND_START),
     "crowded second, by id": crawl.Position(T, frozenset({"11"}), "1234567890123456789"),
 }
