@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -11,6 +12,9 @@ from typing import Any
 import typer
 
 from cliniko_sync.cli_help import examples
+
+# Set by the first SIGTERM/SIGINT: every running sync stops after its current page (passed to each run).
+STOP = threading.Event()
 
 EXAMPLES = examples(
     "cliniko-sync sync surf-rehab",
@@ -122,13 +126,12 @@ def _install_stop_handlers() -> None:
     import signal
 
     from cliniko_sync.logs import stderr_line
-    from cliniko_sync.sync.pipeline import STOP_REQUESTED
 
     def handler(signum: int, frame: object) -> None:
-        if STOP_REQUESTED.is_set():
+        if STOP.is_set():
             stderr_line(ABORTED, event="aborted")
             os._exit(130)  # at once: worker threads may be inside an HTTP request that would hold the exit up
-        STOP_REQUESTED.set()
+        STOP.set()
         stderr_line("stopping after the current page (Ctrl-C again to abort at once)", level="notice", event="stop")
 
     signal.signal(signal.SIGTERM, handler)
@@ -159,11 +162,19 @@ def _sync_one(
     bubble: bool,
 ) -> Any:
     from cliniko_sync.errors import ClinikoSyncError
-    from cliniko_sync.sync.pipeline import SyncResult, sync_organization
+    from cliniko_sync.sync.pipeline import SyncResult, SyncSettings, sync_organization
 
     try:
         result = sync_organization(
-            url, organization_id, full=full, dry_run=dry_run, as_of=as_of, max_runtime=max_runtime, progress=progress
+            url,
+            organization_id,
+            full=full,
+            dry_run=dry_run,
+            as_of=as_of,
+            max_runtime=max_runtime,
+            progress=progress,
+            stop=STOP,
+            settings=SyncSettings.from_environment(),
         )
     except ClinikoSyncError as exc:
         if progress is not None:

@@ -49,12 +49,26 @@ def normalized_number(number: str) -> str | None:
     return "61" + digits[1:] if digits.startswith("0") else digits
 
 
+def _clinical_fields(record: Patient) -> dict[str, Any]:
+    """Clinical free text and identifiers the sync must drop (DESIGN §6), from small synthetic pools."""
+    note = CLINICAL_NOTES[record.id % len(CLINICAL_NOTES)]
+    goal = {"sections": [{"name": "Synthetic", "fields": [{"name": "Goal", "value": "Run 5 km"}]}]}
+    return {
+        "notes": note,
+        "appointment_notes": note and "Synthetic: prefers morning appointments.",
+        "occupation": "Synthetic occupation" if record.id % 3 == 0 else None,
+        "medicare": f"2{record.id % 10**9:09d}" if record.id % 4 == 0 else None,
+        "medicare_reference_number": "1" if record.id % 4 == 0 else None,
+        "dva_card_number": None,
+        "emergency_contact": "Synthetic Contact 0400 000 000" if record.id % 5 == 0 else None,
+        "custom_fields": goal if record.id % 7 == 0 else None,
+    }
+
+
 def patient(record: Patient, base: str, clinic: Clinic, quirks: Quirks = STRICT) -> dict[str, Any]:
     iso = _stamps(quirks)
     patient_id = str(record.id)
     phones = record.patient_phone_numbers
-    # Clinical free text and identifiers the sync must drop (DESIGN §6), from small synthetic pools.
-    note = CLINICAL_NOTES[record.id % len(CLINICAL_NOTES)]
     body: dict[str, Any] = {
         "id": patient_id,
         "title": record.title,
@@ -85,16 +99,7 @@ def patient(record: Patient, base: str, clinic: Clinic, quirks: Quirks = STRICT)
         "accepted_email_marketing": False,
         "accepted_sms_marketing": False,
         "reminder_type": "SMS & Email",
-        "notes": note,
-        "appointment_notes": note and "Synthetic: prefers morning appointments.",
-        "occupation": "Synthetic occupation" if record.id % 3 == 0 else None,
-        "medicare": f"2{record.id % 10**9:09d}" if record.id % 4 == 0 else None,
-        "medicare_reference_number": "1" if record.id % 4 == 0 else None,
-        "dva_card_number": None,
-        "emergency_contact": "Synthetic Contact 0400 000 000" if record.id % 5 == 0 else None,
-        "custom_fields": {"sections": [{"name": "Synthetic", "fields": [{"name": "Goal", "value": "Run 5 km"}]}]}
-        if record.id % 7 == 0
-        else None,
+        **_clinical_fields(record),
         "old_reference_id": record.old_reference_id,
         "archived_at": iso(record.archived_at),
         "deleted_at": iso(record.deleted_at),

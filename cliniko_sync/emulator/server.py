@@ -57,7 +57,7 @@ SHARD_HOST = re.compile(r"api\.(?P<shard>[a-z]{2}\d{1,2})\.cliniko\.com(:\d+)?",
 class Faults:
     """Misbehaviour to inject; every rate is a fraction of requests in [0, 1]. All off by default."""
 
-    rate_limit_burst_seconds: float = 0.0  # answer 429 to everything for this long after the faults are set
+    rate_limit_burst_seconds: float = 0.0  # answer 429 to everything for this long from the next request on
     error_rate: float = 0.0  # 500, 502 or 503
     hang_rate: float = 0.0  # sleep hang_seconds before answering
     hang_seconds: float = 0.0
@@ -258,11 +258,11 @@ class EmulatorServer:
             return self._faults
 
     def set_faults(self, faults: Faults | None = None, **changes: Any) -> Faults:
-        """Replace the faults (or change some fields of the current ones); a 429 burst starts now."""
+        """Replace the faults (or change some fields of the current ones); a 429 burst starts at the next request."""
         with self._lock:
             current: Faults = faults or getattr(self, "_faults", None) or Faults()
             self._faults = replace(current, **changes)
-            self._faults_set_at = time.monotonic()
+            self._faults_set_at: float | None = None  # the burst starts at the first request after this
             self._fault_rng = random.Random(self._faults.seed)
         with self.clinic.lock:
             self.clinic.clock_offset_seconds = self._faults.clock_offset_seconds
@@ -353,7 +353,10 @@ class EmulatorServer:
         faults = self.faults
         if wait is not None:
             return key, self._too_many(wait, faults)
-        burst_left = self._faults_set_at + faults.rate_limit_burst_seconds - time.monotonic()
+        with self._lock:
+            if self._faults_set_at is None:
+                self._faults_set_at = time.monotonic()
+            burst_left = self._faults_set_at + faults.rate_limit_burst_seconds - time.monotonic()
         if burst_left > 0:
             return key, self._too_many(burst_left, faults)
         if self._roll(faults.hang_rate):

@@ -30,9 +30,10 @@ from sync_helpers import SYNC_ENV, setup_org
 from cliniko_sync import cli
 from cliniko_sync.cliniko.client import ClinikoClient
 from cliniko_sync.cliniko.waits import StopRequested, Wait
+from cliniko_sync.commands.sync import STOP as STOP_REQUESTED
 from cliniko_sync.emulator.server import Faults
 from cliniko_sync.orgs import add_organization, update_organization
-from cliniko_sync.sync.pipeline import LOCK_NAMESPACE, STOP_REQUESTED
+from cliniko_sync.sync.pipeline import LOCK_NAMESPACE
 
 REAL_LOOKING_KEY = "MS0xMjM0NTY3ODkwMTIzNDU2h7Qz-au1"
 

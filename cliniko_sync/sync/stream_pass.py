@@ -1,0 +1,210 @@
+"""One pass over one stream: plan where it starts, page through Cliniko, write each page with its checkpoint; and
+the four big streams at once, each on its own connection (DESIGN §3)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
+
+from cliniko_sync import db
+from cliniko_sync.cliniko.waits import StopRequested
+from cliniko_sync.sync import crawl
+from cliniko_sync.sync.mirror import StreamState, load_state, remove_unseen, save_state, write_rows
+from cliniko_sync.sync.streams import Stream
+
+OVERLAP = timedelta(minutes=5)  # incremental passes re-read this much before the cursor (late commits upstream)
+
+
+class SiblingFailed(StopRequested):
+    """Another stream of the same run failed: this one stopped after a checkpoint too."""
+
+
+class Progress(Protocol):
+    def stream_started(self, organization_id: str, stream: str, mode: str) -> None: ...
+    def page_done(self, organization_id: str, stream: str, fetched: int, total: int | None) -> None: ...
+    def stream_finished(self, organization_id: str, stream: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every stream of one run needs to know, fixed when the run starts."""
+
+    url: str
+    organization_id: str
+    country: str  # the clinic's country: the default region for its patients' phone numbers
+    full: bool
+    dry_run: bool
+    pass_id: int  # the sync_log id: marks the rows a full pass saw
+    deadline: float | None  # time.monotonic() after which the run stops at its next checkpoint
+    stop: threading.Event  # a signal asked the run to stop at its next checkpoint
+    progress: Progress | None
+    make_client: Callable[[], Any]
+
+
+@dataclass
+class StreamStats:
+    mode: str = "full"
+    requests: int = 0
+    pages: int = 0
+    fetched: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+
+@dataclass
+class RunTally:
+    """What the run's streams did, added up from their threads under one lock."""
+
+    streams: dict[str, StreamStats] = field(default_factory=dict)
+    clients: list[Any] = field(default_factory=list)
+    db_write_seconds: float = 0.0  # summed over the streams' writers
+    db_write_wall_seconds: float = 0.0  # time during which at least one writer was writing
+    records_written: int = 0
+    aborted: threading.Event = field(default_factory=threading.Event)  # a stream failed: the others stop
+    _writers: int = 0
+    _writing_since: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def new_client(self, context: RunContext) -> Any:
+        """A new client for one crawl; clients of the same key share its rate limiter."""
+        client = context.make_client()
+        with self._lock:
+            self.clients.append(client)
+        return client
+
+    def writer_starts(self) -> float:
+        with self._lock:
+            now = time.perf_counter()
+            if self._writers == 0:
+                self._writing_since = now
+            self._writers += 1
+            return now
+
+    def writer_ends(self, started: float, rows: int) -> None:
+        with self._lock:
+            now = time.perf_counter()
+            self._writers -= 1
+            if self._writers == 0:
+                self.db_write_wall_seconds += now - self._writing_since
+            self.db_write_seconds += now - started
+            self.records_written += rows
+
+    def stats(self) -> dict[str, Any]:
+        clients = self.clients
+        return {
+            "requests": sum(c.stats.requests for c in clients),
+            "retries": sum(c.stats.retries for c in clients),
+            "rate_limited": sum(c.stats.rate_limited for c in clients),
+            "rate_limit_wait_seconds": round(sum(c.stats.rate_limit_wait_seconds for c in clients), 3),
+            "throttle_wait_seconds": round(sum(c.stats.throttle_wait_seconds for c in clients), 3),
+            "streams": {name: asdict(s) for name, s in self.streams.items()},
+            "db_write_seconds": round(self.db_write_seconds, 3),
+            "db_write_wall_seconds": round(self.db_write_wall_seconds, 3),
+            "records_written": self.records_written,
+        }
+
+
+def check_stop(context: RunContext, tally: RunTally) -> None:
+    """Raise StopRequested when the run must end at this checkpoint."""
+    if tally.aborted.is_set():
+        raise SiblingFailed("another stream of this run failed")
+    if context.stop.is_set():
+        raise StopRequested("stopped by a signal after a checkpoint; the next run resumes from there")
+    if context.deadline is not None and time.monotonic() >= context.deadline:
+        raise StopRequested("stopped by --max-runtime after a checkpoint; the next run resumes from there")
+
+
+def plan_pass(stream: Stream, state: StreamState, *, full: bool, pass_id: int) -> tuple[str, int, crawl.Position]:
+    """Resume an unfinished pass, else start a full or an incremental one: (mode, pass id, position)."""
+    unfinished = state.pass_id is not None and not state.pass_complete
+    if stream.incremental and unfinished and not (full and state.pass_mode != "full"):
+        assert state.pass_id is not None and state.pass_mode is not None
+        return state.pass_mode, state.pass_id, state.position
+    if not stream.incremental or full or state.cursor_updated_at is None:
+        return "full", pass_id, crawl.Position()
+    return "incremental", pass_id, crawl.Position(state.cursor_updated_at - OVERLAP)
+
+
+def _checkpoint(work: db.DictConnection, context: RunContext, stream: Stream, state: StreamState,
+                step: crawl.Step, mode: str, pass_id: int, stats: StreamStats) -> Any:  # fmt: skip
+    """One page's rows and the stream's new position, in one transaction."""
+    with work.transaction():
+        counts = write_rows(work, stream, context.organization_id, step.new_rows, pass_id if mode == "full" else None)
+        new_state = StreamState(pass_id, mode, step.complete, step.position, state.cursor_updated_at)
+        if step.complete:
+            if mode == "full":
+                stats.deleted += remove_unseen(work, stream, context.organization_id, pass_id)
+            reached = step.position.updated_at
+            if reached is not None and (state.cursor_updated_at is None or reached > state.cursor_updated_at):
+                new_state.cursor_updated_at = reached
+        save_state(work, context.organization_id, stream, new_state)
+    return counts
+
+
+def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.DictConnection) -> StreamStats:
+    """Read one stream from where its pass stands to its end, checkpointing every page."""
+    state = load_state(work, context.organization_id, stream)
+    mode, pass_id, position = plan_pass(stream, state, full=context.full, pass_id=context.pass_id)
+    stats = tally.streams[stream.name] = StreamStats(mode=mode)
+    progress, org = context.progress, context.organization_id
+    if progress:
+        progress.stream_started(org, stream.name, mode)
+    with tally.new_client(context) as client:
+        total: int | None = None
+        listing = crawl.pages(
+            stream,
+            position,
+            fetch=lambda r: client.list_page(r.path, filters=r.filters, sort=r.sort, page=r.page),
+            parse=lambda raw: stream.parse(raw, context.country),
+        )
+        check_stop(context, tally)
+        for page, step in listing:
+            total = page.total_entries if total is None else total
+            started = tally.writer_starts()
+            counts = _checkpoint(work, context, stream, state, step, mode, pass_id, stats)
+            tally.writer_ends(started, len(step.new_rows))
+            stats.pages, stats.fetched = stats.pages + 1, stats.fetched + len(page.records)
+            stats.inserted, stats.updated = stats.inserted + counts.inserted, stats.updated + counts.updated
+            stats.unchanged, stats.requests = stats.unchanged + counts.unchanged, client.stats.requests
+            if progress:
+                progress.page_done(org, stream.name, len(page.records), total)
+            if not step.complete:
+                check_stop(context, tally)
+        if progress:
+            progress.stream_finished(org, stream.name)
+        return stats
+
+
+def crawl_streams(context: RunContext, tally: RunTally, streams: list[Stream], work: db.DictConnection) -> None:
+    """Crawl streams one after the other on the run's connection (dry runs keep everything in its one
+    transaction), or at once, each on its own connection: Cliniko's latency then overlaps instead of adding up,
+    and the key's shared limiter still keeps the total under the rate limit."""
+    if context.dry_run or len(streams) < 2:
+        for stream in streams:
+            crawl_stream(context, tally, stream, work)
+        return
+    errors: list[BaseException] = []
+
+    def crawl_alone(stream: Stream) -> None:
+        try:
+            with db.connect(context.url, autocommit=True, application=f"cliniko-sync {context.organization_id}") as c:
+                crawl_stream(context, tally, stream, c)
+        except BaseException as exc:
+            if not isinstance(exc, SiblingFailed):
+                tally.aborted.set()  # the others stop after their current page
+            errors.append(exc)
+
+    threads = [threading.Thread(target=crawl_alone, args=(s,), name=f"sync-{s.name}") for s in streams]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        # The cause, not its echo: a real failure first, then a signal or --max-runtime, then a sibling's stop.
+        raise min(errors, key=lambda e: 2 if isinstance(e, SiblingFailed) else int(isinstance(e, StopRequested)))
