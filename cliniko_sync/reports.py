@@ -40,6 +40,7 @@ LIST_COLUMNS = (
     "total_appointment_count",
     "last_appointment_date",
     "next_appointment_date",
+    "history_complete",
 )
 FETCH_SIZE = 2000
 
@@ -150,6 +151,8 @@ STATUS_COLUMNS = (
     "skipped_runs",
     "last_skipped_at",
     "active_patients",
+    "history_complete",
+    "backfill_records",
     "oldest_cursor_at",
     "stale",
 )
@@ -187,6 +190,16 @@ def _last_failure(row: dict[str, Any]) -> str | None:
     return f"{human_age(row['last_failure_age_seconds'])} ago: {message}"
 
 
+def _history(row: dict[str, Any]) -> str | None:
+    """Whether the active list is exact, or provisional while the history is backfilled (and how far along)."""
+    if row["history_complete"] is None:
+        return None
+    if row["history_complete"]:
+        return "complete"
+    records = row["backfill_records"]
+    return f"backfill: {records:,} read" if records is not None else "backfilling"
+
+
 STATUS_TABLE: TableView = {
     "organization": itemgetter("organization_id"),
     "enabled": itemgetter("enabled"),
@@ -199,13 +212,14 @@ STATUS_TABLE: TableView = {
     "429s": itemgetter("last_run_rate_limited"),
     "last success": _age_of("last_success_age_seconds", " ago"),
     "active": itemgetter("active_patients"),
+    "history": _history,
     "skipped": itemgetter("skipped_runs"),
     "cursor age": _age_of("oldest_cursor_age_seconds"),
     "last failure": _last_failure,
 }
 # What goes first when the table is wider than the terminal (--wide keeps every column).
-STATUS_DROP_FIRST = ("429s", "requests", "cursor age", "mode", "seconds", "skipped", "enabled", "started", "running",
-                     "last failure", "last success")  # fmt: skip
+STATUS_DROP_FIRST = ("429s", "requests", "cursor age", "mode", "seconds", "skipped", "history", "enabled", "started",
+                     "running", "last failure", "last success")  # fmt: skip
 STALE_COLUMN: TableView = {"stale": itemgetter("stale")}
 HISTORY_TABLE: TableView = {
     "run": itemgetter("id"),
@@ -262,6 +276,9 @@ def organization_status(
     for row in rows:
         row["last_run_requests"] = _stat(row["last_run_stats"], STAT_REQUESTS)
         row["last_run_rate_limited"] = _stat(row["last_run_stats"], STAT_RATE_LIMITED)
+        history = (row["last_run_stats"] or {}).get("history_complete")
+        row["history_complete"] = history if isinstance(history, bool) else None
+        row["backfill_records"] = None if history is not False else _stat(row["last_run_stats"], "backfill_records")
         row["stale"] = None if max_age is None else is_stale(row, max_age)
     return rows
 

@@ -243,8 +243,8 @@ def _result_or_failure(future: Any, organization_id: str, as_of: Any) -> Any:
         return SyncResult(organization_id, "failed", None, as_of, exit_code=1, error=redact(exc))
 
 
-SUMMARY_KEYS = ("organization_id", "status", "mode", "as_of", "dry_run", "requests", "active_patients", "exit_code",
-                "error", "sync_log_id", "stats")  # fmt: skip
+SUMMARY_KEYS = ("organization_id", "status", "mode", "as_of", "dry_run", "requests", "active_patients",
+                "history_complete", "exit_code", "error", "sync_log_id", "stats")  # fmt: skip
 
 
 def _print_summary(results: list[Any], fmt: SyncFormat | None, *, as_array: bool, wide: bool) -> None:

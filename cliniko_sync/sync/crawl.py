@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 ONE_SECOND = timedelta(seconds=1)
 # A page whose last shown second holds this many records (and more pages follow) switches to paging that second by id.
 TIE_THRESHOLD = 50
+# Ids per `field:=a,b,…` request (Cliniko pages at 100 records; more ids than that would need paging anyway).
+ID_LIST_SIZE = 100
 # Up to this many records already read in the second a page starts at are excluded by `id:!=` instead of re-read.
 MAX_EXCLUDED_IDS = 10
 # tie_after_id of a crowded second read from its start (ids are positive integers).
@@ -46,9 +48,12 @@ def whole_second(value: datetime) -> datetime:
     return value.replace(microsecond=0)
 
 
-def _id_key(record_id: str) -> tuple[int, str]:
+def id_order(record_id: str) -> tuple[int, str]:
     """Cliniko ids are decimal strings of 64-bit integers: order them as numbers."""
     return (int(record_id), record_id) if record_id.isdigit() else (-1, record_id)
+
+
+_id_key = id_order
 
 
 @dataclass(frozen=True)
@@ -239,6 +244,51 @@ class ReferencePager:
         return True
 
 
+class IdOrderPager:
+    """Every record matching fixed filters, page 1 of `id > the last id read` sorted by id: the window pass's reads.
+
+    Ids never change, so records edited while we read cannot shift an unread one past us. With `id_list` (a field
+    and its ids, e.g. booking_id and group appointment ids), the ids are asked for 100 at a time (`field:=a,b,…`).
+    """
+
+    def __init__(
+        self, path: str, filters: tuple[Filter, ...], id_list: tuple[str, tuple[str, ...]] | None = None,
+        after: str = SECOND_START,
+    ) -> None:  # fmt: skip
+        self.path, self.filters, self.id_list, self.after = path, filters, id_list, after
+
+    def _chunk(self) -> tuple[Filter, ...]:
+        if self.id_list is None:
+            return ()
+        field_name, ids = self.id_list
+        return (Filter(field_name, "=", ids[:ID_LIST_SIZE]),)
+
+    def request(self) -> Request:
+        after = (Filter("id", ">", self.after),) if self.after != SECOND_START else ()
+        return Request(self.path, (*self.filters, *self._chunk(), *after), "id")
+
+    def advance(self, page: Listing, rows: list[dict[str, Any]]) -> Step:
+        ids = [_id_key(row["id"]) for row in rows]
+        if any(later <= earlier for earlier, later in zip([_id_key(self.after), *ids], ids, strict=False)):
+            raise AssumptionViolatedError(self.path, LARGE_IDS, "ids did not ascend past the last one read")
+        if page.has_more():
+            if not rows:
+                raise AssumptionViolatedError(self.path, LARGE_IDS, "an empty page said more pages follow")
+            return Step(rows, Position(tie_after_id=rows[-1]["id"]), complete=False)
+        rest = self.id_list[1][ID_LIST_SIZE:] if self.id_list else ()
+        return Step(rows, Position(tie_after_id=SECOND_START), complete=not rest)
+
+    def following(self, step: Step) -> Pager:
+        assert step.position.tie_after_id is not None
+        if step.position.tie_after_id != SECOND_START or self.id_list is None:
+            return IdOrderPager(self.path, self.filters, self.id_list, step.position.tie_after_id)
+        field_name, ids = self.id_list
+        return IdOrderPager(self.path, self.filters, (field_name, ids[ID_LIST_SIZE:]))
+
+    def refused(self, error: ClinikoRefusedError) -> bool:
+        return False
+
+
 def keyset_pager(stream: Stream, position: Position) -> Pager:
     if position.tie_after_id is not None and position.updated_at is not None:
         return CrowdedSecondPager(stream, position)
@@ -290,7 +340,18 @@ def pages(
     The next request is already on its way while the caller writes (its position is known once a page is parsed),
     so database time overlaps Cliniko's latency instead of adding to it.
     """
-    pager = pager_for(stream, position)
+    return run(pager_for(stream, position), fetch=fetch, parse=parse, ask_again=stream.incremental)
+
+
+def run(
+    pager: Pager,
+    *,
+    fetch: Callable[[Request], Listing],
+    parse: Callable[[dict[str, Any]], dict[str, Any]],
+    ask_again: bool = True,
+) -> Iterator[tuple[Listing, Step]]:
+    """Run a pager to its end (see pages()); a page that breaks an assumption is asked for again when `ask_again`
+    (a reference list reads itself again instead)."""
     pending = _Prefetch(partial(fetch, pager.request()))
     doubts = 0  # pages in a row that broke an assumption: a glitch is asked again, a server that means it is not
     while True:
@@ -304,7 +365,7 @@ def pages(
             continue
         except AssumptionViolatedError as error:
             doubts += 1
-            if doubts > ASK_AGAIN or not stream.incremental:  # a reference list already read itself again
+            if doubts > ASK_AGAIN or not ask_again:
                 raise
             log.warning("%s; asking again", error.what_happened_on)
             pending = _Prefetch(partial(fetch, pager.request()))

@@ -30,7 +30,7 @@ from cliniko_sync.errors import (
     DatabaseUnavailableError,
     LockedError,
 )
-from cliniko_sync.sync import run_log
+from cliniko_sync.sync import run_log, window
 from cliniko_sync.sync.active import recompute_active_patients
 from cliniko_sync.sync.contacts import match_contacts, valid_phone_share
 from cliniko_sync.sync.run_log import LOCK_NAMESPACE
@@ -77,6 +77,7 @@ class SyncResult:
     sync_log_id: int | None = None
     dry_run: bool = False
     error: str | None = None
+    history_complete: bool | None = None  # False: active_patients is provisional (window read, history backfilling)
     stats: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -266,13 +267,38 @@ def _crawl_and_compute(
     for stream in STREAMS:
         if not stream.incremental:
             crawl_stream(context, tally, stream, work)
-    crawl_streams(context, tally, [stream for stream in STREAMS if stream.incremental], work)
+    big = [stream for stream in STREAMS if stream.incremental]
+    if window.history_complete(work, context.organization_id):
+        crawl_streams(context, tally, big, work)
+        check_stop(context, tally)
+        _contacts_and_active(work, context, plan, result, history_complete=True)
+        return
+    # No complete history yet: the window first, a provisional active list at once, then the backfill.
+    started = time.monotonic()
+    seen = window.read_window(context, tally, work, as_of=plan.as_of, window_days=plan.organization.window_days)
+    _contacts_and_active(work, context, plan, result, history_complete=False)
+    result.stats["window"] = {
+        "mode": seen.mode,
+        "records": seen.records,
+        "requests": seen.requests,
+        "missing_patients": seen.missing_patients,
+        "inserted": seen.inserted,
+        "first_active_requests": tally.stats()["requests"],
+        "first_active_seconds": round(time.monotonic() - started, 3),
+    }
+    crawl_streams(context, tally, big, work)
     check_stop(context, tally)
-    _contacts_and_active(work, context, plan, result)
+    complete = window.history_complete(work, context.organization_id)
+    if complete:
+        window.forget_window(work, context.organization_id)
+    _contacts_and_active(work, context, plan, result, history_complete=complete)
 
 
-def _contacts_and_active(work: db.DictConnection, context: RunContext, plan: _Plan, result: SyncResult) -> None:
-    """Match contacts and recompute active patients in one transaction: readers never see one without the other."""
+def _contacts_and_active(
+    work: db.DictConnection, context: RunContext, plan: _Plan, result: SyncResult, *, history_complete: bool
+) -> None:
+    """Match contacts and recompute active patients in one transaction: readers never see one without the other.
+    Without the complete history the list is provisional: total_appointment_count is then a lower bound."""
     organization = plan.organization
     with work.transaction():
         contacts = match_contacts(work, context.organization_id)
@@ -284,7 +310,13 @@ def _contacts_and_active(work: db.DictConnection, context: RunContext, plan: _Pl
             include_upcoming=organization.include_upcoming,
         )
         share = valid_phone_share(work, context.organization_id)
+        work.execute(
+            db.query("active_history_complete"), {"org": context.organization_id, "complete": history_complete}
+        )
     result.active_patients = active.active
+    result.history_complete = history_complete
+    if not history_complete:
+        result.stats["backfill_records"] = window.backfill_records(work, context.organization_id)
     result.stats.update(
         contacts=asdict(contacts),
         active_patients=active.active,
@@ -292,6 +324,7 @@ def _contacts_and_active(work: db.DictConnection, context: RunContext, plan: _Pl
         active_updated=active.updated,
         active_removed=active.removed,
         valid_phone_share=share,
+        history_complete=history_complete,
     )
 
 

@@ -16,7 +16,8 @@ SELECT
     ap.recent_appointments,
     ap.upcoming_appointments,
     ap.search_date_from,
-    ap.search_date_to
+    ap.search_date_to,
+    ap.history_complete
 FROM active_patients AS ap
 LEFT JOIN contacts AS c
     ON c.organization_id = ap.organization_id AND c.id = ap.contact_id

@@ -62,7 +62,7 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
     SELECT min(st.updated_at) AS oldest_cursor_at
     FROM sync_state AS st
-    WHERE st.organization_id = o.id
+    WHERE st.organization_id = o.id AND st.stream <> 'window'
 ) AS cursors ON true
 WHERE %(organization_id)s::text IS NULL OR o.id = %(organization_id)s
 ORDER BY o.id

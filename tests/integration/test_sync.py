@@ -71,8 +71,12 @@ def test_first_sync_matches_the_definitions(conn: psycopg.Connection, database_u
     assert len(log) == 1
     assert log[0]["status"] == "success" and log[0]["mode"] == "full"
     assert log[0]["as_of"] == clinic.now and log[0]["window_days"] == 45
-    streams = log[0]["stats"]["streams"]
-    assert streams["patients"]["inserted"] == len(clinic.patients)
+    # The window pass read the patients the active list needs first; the backfill then read every other one.
+    stats = log[0]["stats"]
+    mirrored = conn.execute("SELECT count(*) AS n FROM cliniko_patients WHERE organization_id = %s", (org,))
+    assert mirrored.fetchone()["n"] == len(clinic.patients)
+    assert stats["window"]["records"] > 0 and stats["streams"]["patients"]["inserted"] < len(clinic.patients)
+    assert stats["history_complete"] is True and result.history_complete is True
     assert log[0]["stats"]["active_patients"] == result.active_patients
     assert 0 < log[0]["stats"]["valid_phone_share"] <= 1
 
@@ -166,7 +170,8 @@ def test_dry_run_changes_nothing(conn: psycopg.Connection, database_url: str, em
     result = sync_organization(database_url, org, dry_run=True)
     assert result.status == "success" and result.dry_run
     assert result.active_patients == len(expected_active(clinic, clinic.now))
-    assert result.stats["streams"]["patients"]["inserted"] == len(clinic.patients)
+    patients = result.stats["streams"]["patients"]["inserted"] + result.stats["window"]["inserted"]["patients"]
+    assert patients == len(clinic.patients)
     for table in ("cliniko_patients", "contacts", "active_patients", "sync_log", "sync_state"):
         assert conn.execute(f"SELECT count(*) AS n FROM {table}").fetchone()["n"] == 0, table
 
@@ -213,7 +218,10 @@ def test_stop_request_checkpoints_and_the_next_run_resumes(conn: psycopg.Connect
 
     partial = sync_organization(database_url, org, as_of=clinic.now, progress=StopAfterPatients(), stop=stop)
     assert partial.status == "partial" and partial.exit_code == 3
-    assert conn.execute("SELECT count(*) AS n FROM active_patients").fetchone()["n"] == 0
+    # The window pass came first: the provisional active list is there, marked so, before the history is.
+    provisional = active_rows(conn, org)
+    assert set(provisional) == set(expected_active(clinic, clinic.now))
+    assert partial.history_complete is False and all(not row["history_complete"] for row in provisional.values())
     resumed = sync_organization(database_url, org, as_of=clinic.now)
     assert resumed.status == "success"
     assert resumed.stats["streams"]["patients"]["inserted"] < len(clinic.patients)  # resumed, not restarted

@@ -1,0 +1,155 @@
+"""A big clinic's first active list in minutes: until an organization's history is complete, each run first reads
+only what the active list needs (the window), then backfills the history with the normal full pass.
+
+First window pass: individual and group appointments starting on or after `as_of − window_days` (cancelled, archived
+and deleted ones included, so they can be ruled out), the attendees of those group appointments (by booking id, 100
+at a time), and the patients all of them name (by id, 100 at a time, archived ones included); a named patient that
+Cliniko does not return is deleted. Later runs, while the backfill goes on, refresh it: every record of those four
+streams changed since the window's cursor (minus the usual overlap), in updated_at order, plus any newly named
+patient. The cursor comes from Cliniko's own timestamps, never from this host's clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from cliniko_sync import db
+from cliniko_sync.cliniko.client import Filter
+from cliniko_sync.sync import crawl
+from cliniko_sync.sync.mirror import write_rows
+from cliniko_sync.sync.stream_pass import OVERLAP, RunContext, RunTally, check_stop
+from cliniko_sync.sync.streams import STREAMS, STREAMS_BY_NAME, Stream
+
+APPOINTMENTS = ("individual_appointments", "group_appointments")
+INCREMENTAL = [stream.name for stream in STREAMS if stream.incremental]
+
+
+@dataclass
+class WindowRead:
+    """What one window read saw: for the patients to fetch, the cursor to keep, and the run's statistics."""
+
+    mode: str  # "window" (first pass) or "window refresh"
+    records: int = 0
+    requests: int = 0
+    patient_ids: set[str] = field(default_factory=set)
+    group_ids: set[str] = field(default_factory=set)
+    read_ids: set[str] = field(default_factory=set)  # every record id read (for the patients asked for by id)
+    inserted: dict[str, int] = field(default_factory=dict)  # new mirror rows per stream
+    missing_patients: int = 0
+    newest: datetime | None = None  # Cliniko's clock as the read began (a lower bound): the next read's cursor
+
+    def note(self, stream: Stream, rows: list[dict[str, Any]]) -> None:
+        self.records += len(rows)
+        for row in rows:
+            if row.get("patient_id"):
+                self.patient_ids.add(row["patient_id"])
+            if stream.name == "group_appointments":
+                self.group_ids.add(row["id"])
+
+
+def history_complete(conn: db.DictConnection, organization_id: str) -> bool:
+    row = conn.execute(db.query("history_complete"), {"org": organization_id, "streams": INCREMENTAL}).fetchone()
+    return bool(row and row["complete"])
+
+
+def backfill_records(conn: db.DictConnection, organization_id: str) -> int:
+    row = conn.execute(db.query("backfill_progress"), {"org": organization_id}).fetchone()
+    return int(row["records"]) if row else 0
+
+
+def read_window(
+    context: RunContext, tally: RunTally, work: db.DictConnection, *, as_of: datetime, window_days: int
+) -> WindowRead:
+    """The first window pass, or a refresh of it: afterwards the mirror holds everything the active list needs."""
+    found = work.execute(db.query("window_state_load"), {"org": context.organization_id}).fetchone()
+    cursor = found["cursor_updated_at"] if found else None
+    if cursor is None:
+        seen = _first_pass(context, tally, work, as_of - timedelta(days=window_days))
+    else:
+        seen = _refresh(context, tally, work, cursor - OVERLAP)
+    _fetch_patients(context, tally, work, seen)
+    with work.transaction():
+        work.execute(db.query("window_state_save"), {"org": context.organization_id, "cursor": seen.newest or cursor})
+    return seen
+
+
+def forget_window(conn: db.DictConnection, organization_id: str) -> None:
+    conn.execute(db.query("window_state_drop"), {"org": organization_id})
+
+
+def _first_pass(context: RunContext, tally: RunTally, work: db.DictConnection, window_from: datetime) -> WindowRead:
+    seen = WindowRead("window")
+    seen.newest = _clock_probe(context, tally)  # changes after this read carry a later updated_at
+    since = Filter("starts_at", ">=", crawl.whole_second(window_from))
+    for name in APPOINTMENTS:
+        stream = STREAMS_BY_NAME[name]
+        _read(context, tally, work, stream, crawl.IdOrderPager(stream.paths[0], (*stream.include_filters, since)), seen)
+    attendees = STREAMS_BY_NAME["attendees"]
+    if seen.group_ids:
+        groups = ("booking_id", tuple(sorted(seen.group_ids, key=crawl.id_order)))
+        _read(context, tally, work, attendees, crawl.IdOrderPager("attendees", attendees.include_filters, groups), seen)
+    return seen
+
+
+def _refresh(context: RunContext, tally: RunTally, work: db.DictConnection, since: datetime) -> WindowRead:
+    seen = WindowRead("window refresh")
+    seen.newest = _clock_probe(context, tally)
+    for name in (*APPOINTMENTS, "attendees", "patients"):
+        stream = STREAMS_BY_NAME[name]
+        _read(context, tally, work, stream, crawl.keyset_pager(stream, crawl.Position(since)), seen)
+    return seen
+
+
+def _clock_probe(context: RunContext, tally: RunTally) -> datetime | None:
+    """The newest updated_at among appointments now: a lower bound on Cliniko's clock as the window read begins."""
+    stream = STREAMS_BY_NAME["individual_appointments"]
+    with tally.new_client(context) as client:
+        page = client.list_page(stream.paths[0], filters=stream.include_filters, sort="updated_at:desc", per_page=1)
+    rows = [stream.parse(raw, context.country) for raw in page.records]
+    return crawl.whole_second(rows[0]["updated_at"]) if rows else None
+
+
+def _fetch_patients(context: RunContext, tally: RunTally, work: db.DictConnection, seen: WindowRead) -> None:
+    """The named patients the mirror does not hold yet, archived ones included; the ones Cliniko no longer has are
+    marked deleted."""
+    wanted = sorted(seen.patient_ids, key=crawl.id_order)
+    params = {"org": context.organization_id, "ids": wanted}
+    unknown = [row["id"] for row in work.execute(db.query("window_unknown_patients"), params).fetchall()]
+    if not unknown:
+        return
+    stream = STREAMS_BY_NAME["patients"]
+    returned = WindowRead(seen.mode)
+    pager = crawl.IdOrderPager("patients", stream.include_filters, ("id", tuple(unknown)))
+    _read(context, tally, work, stream, pager, returned)
+    seen.records += returned.records
+    seen.requests += returned.requests
+    seen.inserted["patients"] = seen.inserted.get("patients", 0) + returned.inserted.get("patients", 0)
+    missing = sorted(set(unknown) - returned.read_ids)
+    with work.transaction():
+        work.execute(db.query("window_missing_patients"), {"org": context.organization_id, "ids": missing})
+    seen.missing_patients = len(missing)
+
+
+def _read(
+    context: RunContext, tally: RunTally, work: db.DictConnection, stream: Stream, pager: crawl.Pager, seen: WindowRead
+) -> None:
+    """Run one pager to its end, writing each page into the mirror in its own transaction (no full-pass marks)."""
+    with tally.new_client(context) as client:
+        listing = crawl.run(
+            pager,
+            fetch=lambda r: client.list_page(r.path, filters=r.filters, sort=r.sort, page=r.page),
+            parse=lambda raw: stream.parse(raw, context.country),
+        )
+        for _page, step in listing:
+            started = tally.writer_starts()
+            with work.transaction():
+                counts = write_rows(work, stream, context.organization_id, step.new_rows, None)
+            seen.inserted[stream.name] = seen.inserted.get(stream.name, 0) + counts.inserted
+            tally.writer_ends(started, len(step.new_rows))
+            seen.note(stream, step.new_rows)
+            seen.read_ids.update(row["id"] for row in step.new_rows)
+            if not step.complete:
+                check_stop(context, tally)
+        seen.requests += client.stats.requests
