@@ -397,6 +397,10 @@ def report(f: dict[str, Any]) -> str:
         (f"`cliniko-sync --help` (median of {HELP_RUNS})", f"{f['help_seconds']:.2f} s", "–", "–", "≤ 0.3 s",
          verdict(f["help_seconds"] <= 0.3)),
     ]  # fmt: skip
+    if "many_per_minute" in f:
+        from bench.many import report_row
+
+        rows.append(report_row(f))
     if skipped:
         rows = [
             (what, ours, "not run (--no-baseline)", "–", target, result) for what, ours, _, _, target, result in rows
@@ -424,10 +428,18 @@ def main() -> None:
         "--baseline", action=argparse.BooleanOptionalAction, default=True,
         help="also measure the naive baseline (at L it takes long: the emulator scans for its window filters)",
     )  # fmt: skip
+    parser.add_argument(
+        "--many", action=argparse.BooleanOptionalAction, default=True,
+        help="also measure many small clinics per host (`sync --all` over 200 organizations; see bench/many.py)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the raw figures to this file")
     args = parser.parse_args()
     limited = args.limited if args.limited is not None else args.size in ("S", "M")
     figures = measure(args.size, limited and args.baseline, args.baseline)
+    if args.many:
+        from bench.many import measure_many
+
+        figures.update(measure_many())
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     sys.stdout.write(report(figures))

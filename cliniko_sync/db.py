@@ -126,11 +126,13 @@ def _sql_root() -> Any:
     return resources.files("cliniko_sync.sql")
 
 
-def migrations() -> list[Migration]:
-    """Every migration file shipped with this version, in order."""
+@cache
+def migrations() -> tuple[Migration, ...]:
+    """Every migration file shipped with this version, in order. Read once per process: every sync checks the
+    schema, and `sync --all` over hundreds of organizations otherwise read and hashed every file for each."""
     folder = _sql_root() / "migrations"
     files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
-    return [Migration(f.name, f.read_text(encoding="utf-8")) for f in files]
+    return tuple(Migration(f.name, f.read_text(encoding="utf-8")) for f in files)
 
 
 @cache
@@ -165,7 +167,7 @@ def _applied(conn: DictConnection) -> dict[str, dict[str, Any]]:
     return {row["name"]: row for row in rows}
 
 
-def _check_known(applied: dict[str, dict[str, Any]], known: list[Migration]) -> None:
+def _check_known(applied: dict[str, dict[str, Any]], known: tuple[Migration, ...]) -> None:
     by_name = {m.name: m for m in known}
     unknown = sorted(set(applied) - set(by_name))
     if unknown:

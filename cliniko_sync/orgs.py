@@ -6,7 +6,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,13 @@ MAX_WINDOW_DAYS = 3650
 _ORG_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 # phonenumbers knows a few regions that are not ISO 3166-1 countries (Ascension, Tristan da Cunha, Kosovo).
 _NOT_ISO_3166 = frozenset({"AC", "TA", "XK"})
-UPDATABLE = ("name", "country", "time_zone", "window_days", "include_upcoming", "enabled")
+UPDATABLE = ("name", "country", "time_zone", "window_days", "include_upcoming", "enabled", "sync_interval",
+             "full_sync_interval")  # fmt: skip
+DEFAULT_SYNC_INTERVAL = timedelta(minutes=15)
+DEFAULT_FULL_SYNC_INTERVAL = timedelta(days=1)
+# The bounds the schema enforces (004_schedule.sql): cron runs `sync --due` once a minute, so finer means nothing.
+SYNC_INTERVAL_RANGE = (timedelta(minutes=1), timedelta(days=30))
+FULL_SYNC_INTERVAL_RANGE = (timedelta(minutes=1), timedelta(days=365))
 
 
 @dataclass(frozen=True)
@@ -36,9 +42,14 @@ class Organization:
     enabled: bool
     created_at: datetime
     updated_at: datetime
+    sync_interval: timedelta = DEFAULT_SYNC_INTERVAL
+    full_sync_interval: timedelta = DEFAULT_FULL_SYNC_INTERVAL
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Intervals as the duration text the options take (`15m`, `1d`), so what `org show` prints can be given
+        back to `org set`."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: format_duration(v) if isinstance(v, timedelta) else v for name, v in values.items()}
 
 
 COLUMNS = tuple(f.name for f in fields(Organization))
@@ -100,6 +111,34 @@ def validate_window_days(value: int) -> int:
     return value
 
 
+def format_duration(value: timedelta) -> str:
+    """The largest whole unit of s, m, h, d: 900 s → `15m`, 86400 s → `1d`, 5400 s → `90m`."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _interval_validator(option: str, bounds: tuple[timedelta, timedelta]) -> Callable[[Any], timedelta]:
+    """Durations as `status --max-age` takes them (`90s`, `15m`, `2h`, `1d`), or a timedelta, within bounds."""
+
+    def validate(value: Any) -> timedelta:
+        from cliniko_sync.reports import parse_duration
+
+        interval = value if isinstance(value, timedelta) else parse_duration(str(value))
+        low, high = bounds
+        if not low <= interval <= high:
+            raise UsageError(f"{option} must be from {format_duration(low)} to {format_duration(high)}")
+        return interval
+
+    return validate
+
+
+validate_sync_interval = _interval_validator("--sync-interval", SYNC_INTERVAL_RANGE)
+validate_full_sync_interval = _interval_validator("--full-sync-interval", FULL_SYNC_INTERVAL_RANGE)
+
+
 def _validate_flag(name: str, value: bool) -> bool:
     if not isinstance(value, bool):
         raise UsageError(f"{name} must be true or false")
@@ -113,6 +152,8 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "window_days": validate_window_days,
     "include_upcoming": lambda value: _validate_flag("include_upcoming", value),
     "enabled": lambda value: _validate_flag("enabled", value),
+    "sync_interval": validate_sync_interval,
+    "full_sync_interval": validate_full_sync_interval,
 }
 
 
@@ -129,6 +170,8 @@ def add_organization(
     time_zone: str = "Australia/Sydney",
     window_days: int = 45,
     include_upcoming: bool = False,
+    sync_interval: timedelta | str = DEFAULT_SYNC_INTERVAL,
+    full_sync_interval: timedelta | str = DEFAULT_FULL_SYNC_INTERVAL,
 ) -> Organization:
     """Create an organization and its Cliniko service row; an existing id is a usage error."""
     import psycopg
@@ -140,12 +183,16 @@ def add_organization(
         "time_zone": validate_time_zone(time_zone),
         "window_days": validate_window_days(window_days),
         "include_upcoming": _validate_flag("include_upcoming", include_upcoming),
+        "sync_interval": validate_sync_interval(sync_interval),
+        "full_sync_interval": validate_full_sync_interval(full_sync_interval),
     }
     try:
         with conn.transaction():
             row = conn.execute(
-                "INSERT INTO organizations (id, name, country, time_zone, window_days, include_upcoming)"
-                " VALUES (%(id)s, %(name)s, %(country)s, %(time_zone)s, %(window_days)s, %(include_upcoming)s)"
+                "INSERT INTO organizations (id, name, country, time_zone, window_days, include_upcoming,"
+                " sync_interval, full_sync_interval)"
+                " VALUES (%(id)s, %(name)s, %(country)s, %(time_zone)s, %(window_days)s, %(include_upcoming)s,"
+                " %(sync_interval)s, %(full_sync_interval)s)"
                 " RETURNING *",
                 values,
             ).fetchone()
@@ -196,7 +243,7 @@ def list_organizations(conn: DictConnection, *, enabled_only: bool = False) -> l
 
 
 def update_organization(conn: DictConnection, org_id: str, **changes: Any) -> Organization:
-    """Change some of name, country, time_zone, window_days, include_upcoming, enabled; None values are ignored."""
+    """Change some of the UPDATABLE settings; None values are ignored."""
     from psycopg import sql
 
     unknown = sorted(set(changes) - set(UPDATABLE))

@@ -80,9 +80,11 @@ def test_the_first_set_up_command_runs_the_demo() -> None:
 
 
 def cron_invocations() -> list[list[str]]:
-    """The argument lists after `cliniko-sync` in every job line of crontab.example."""
+    """The argument lists after `cliniko-sync` in every job line of crontab.example, the commented-out alternatives
+    (`#0,30 * * * * …`) included: they must work when uncommented."""
     invocations = []
-    for line in (ROOT / "crontab.example").read_text(encoding="utf-8").splitlines():
+    for text in (ROOT / "crontab.example").read_text(encoding="utf-8").splitlines():
+        line = re.sub(r"^#(?=[\d*])", "", text)
         if not line.strip() or line.startswith("#") or re.match(r"^[A-Z_]+=", line):
             continue
         assert len(line.split()) > 5, f"not a cron job line: {line}"
@@ -100,6 +102,7 @@ def test_crontab_example_uses_real_commands_and_options() -> None:
         command = next(w for w in positional if w in paths)
         for word in (w for w in words if w.startswith("-")):
             assert (command, word) in OPTIONS or ("", word) in OPTIONS, f"{word} is not an option of {command}"
+    assert any(words[-6:] == ["sync", "--due", "--jobs", "4", "--max-runtime", "10m"] for words in invocations)
     assert any("--max-age" in words for words in invocations)
     assert any("--full" in words for words in invocations)
     assert any(words[-2:] == ["--format", "prometheus"] for words in invocations)

@@ -24,6 +24,8 @@ TABLE_COLUMNS = [
     "window_days",
     "include_upcoming",
     "enabled",
+    "sync_interval",
+    "full_sync_interval",
     "credentials_stored",
 ]
 COLUMNS = [
@@ -37,7 +39,17 @@ FORMAT_OPTION = typer.Option(
     Format.table, "--format", metavar="[table|json|jsonl|csv]", help="Output format: table, json, jsonl or csv."
 )
 # What `org list` drops first to fit the terminal (--wide keeps all).
-DROP_FIRST = ("include_upcoming", "time_zone", "window_days", "country", "credentials_stored")
+DROP_FIRST = (
+    "full_sync_interval",
+    "sync_interval",
+    "include_upcoming",
+    "time_zone",
+    "window_days",
+    "country",
+    "credentials_stored",
+)
+SYNC_INTERVAL_HELP = "How often `sync --due` syncs it: 90s, 15m, 2h, 1d (1m to 30d; default 15m)."
+FULL_SYNC_INTERVAL_HELP = "How often that sync is a full one: 15m, 12h, 1d, 7d (1m to 365d; default 1d)."
 _NO_STATUS = {"credentials_stored": False, "last_validated_at": None, "last_validation_error": None}
 
 
@@ -60,6 +72,7 @@ def _show(org_id: str, fmt: Format) -> None:
     epilog=examples(
         'cliniko-sync org add surf-rehab --name "Surf Rehab"',
         'cliniko-sync org add harbour-physio --name "Harbour Physio" --country NZ --time-zone Pacific/Auckland',
+        'cliniko-sync org add big-clinic --name "Big Clinic" --sync-interval 30m --full-sync-interval 7d',
     ),
 )
 def add(
@@ -77,6 +90,10 @@ def add(
     include_upcoming: bool = typer.Option(
         False, "--include-upcoming", help="Also count patients with only future appointments as active."
     ),
+    sync_interval: str = typer.Option("15m", "--sync-interval", metavar="DURATION", help=SYNC_INTERVAL_HELP),
+    full_sync_interval: str = typer.Option(
+        "1d", "--full-sync-interval", metavar="DURATION", help=FULL_SYNC_INTERVAL_HELP
+    ),
     fmt: Format = FORMAT_OPTION,
 ) -> None:
     """Add an organization (clinic); then store its API key with `credentials set ORG`."""
@@ -92,6 +109,8 @@ def add(
             time_zone=time_zone,
             window_days=window_days,
             include_upcoming=include_upcoming,
+            sync_interval=sync_interval,
+            full_sync_interval=full_sync_interval,
         )
     _show(org_id, fmt)
 
@@ -131,6 +150,7 @@ def show(
         "cliniko-sync org set surf-rehab --window-days 60",
         "cliniko-sync org set surf-rehab --disabled",
         "cliniko-sync org set surf-rehab --include-upcoming --time-zone Australia/Brisbane",
+        "cliniko-sync org set surf-rehab --sync-interval 30m --full-sync-interval 7d",
     ),
 )
 def set_(
@@ -144,7 +164,13 @@ def set_(
     include_upcoming: bool | None = typer.Option(
         None, "--include-upcoming/--no-include-upcoming", help="Count patients with only future appointments."
     ),
-    enabled: bool | None = typer.Option(None, "--enabled/--disabled", help="Whether `sync --all` includes it."),
+    enabled: bool | None = typer.Option(
+        None, "--enabled/--disabled", help="Whether `sync --all` and `sync --due` include it."
+    ),
+    sync_interval: str | None = typer.Option(None, "--sync-interval", metavar="DURATION", help=SYNC_INTERVAL_HELP),
+    full_sync_interval: str | None = typer.Option(
+        None, "--full-sync-interval", metavar="DURATION", help=FULL_SYNC_INTERVAL_HELP
+    ),
     fmt: Format = FORMAT_OPTION,
 ) -> None:
     """Change an organization's settings; options not given stay as they are."""
@@ -152,22 +178,23 @@ def set_(
     from cliniko_sync.config import current_settings
     from cliniko_sync.errors import UsageError
 
-    if all(value is None for value in (name, country, time_zone, window_days, include_upcoming, enabled)):
+    changes = {
+        "name": name,
+        "country": country,
+        "time_zone": time_zone,
+        "window_days": window_days,
+        "include_upcoming": include_upcoming,
+        "enabled": enabled,
+        "sync_interval": sync_interval,
+        "full_sync_interval": full_sync_interval,
+    }
+    if all(value is None for value in changes.values()):
         raise UsageError(
             "nothing to change: give at least one of --name, --country, --time-zone, --window-days, "
-            "--include-upcoming/--no-include-upcoming, --enabled/--disabled"
+            "--include-upcoming/--no-include-upcoming, --enabled/--disabled, --sync-interval, --full-sync-interval"
         )
     with db.session(current_settings()) as conn:
-        orgs.update_organization(
-            conn,
-            org_id,
-            name=name,
-            country=country,
-            time_zone=time_zone,
-            window_days=window_days,
-            include_upcoming=include_upcoming,
-            enabled=enabled,
-        )
+        orgs.update_organization(conn, org_id, **changes)
     _show(org_id, fmt)
 
 

@@ -1,4 +1,4 @@
-"""`cliniko-sync sync ORG | --all`: pull from Cliniko, match contacts, recompute active patients."""
+"""`cliniko-sync sync ORG | --all | --due`: pull from Cliniko, match contacts, recompute active patients."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ STOP = threading.Event()
 
 EXAMPLES = examples(
     "cliniko-sync sync surf-rehab",
-    "cliniko-sync -v sync --all --jobs 4 --max-runtime 3000",
+    "cliniko-sync -v sync --all --jobs 4 --max-runtime 50m",
+    "cliniko-sync --log-format json sync --due --jobs 4 --max-runtime 10m",
     "cliniko-sync sync surf-rehab --dry-run --format json",
 )
 
@@ -30,8 +31,14 @@ class SyncFormat(str, Enum):
 
 
 def sync(
-    organization: str = typer.Argument(None, metavar="ORG", help="Organization id (omit with --all)."),
+    organization: str = typer.Argument(None, metavar="ORG", help="Organization id (omit with --all or --due)."),
     all_organizations: bool = typer.Option(False, "--all", help="Sync every enabled organization."),
+    due: bool = typer.Option(
+        False,
+        "--due",
+        help="Claim and sync the enabled organizations whose sync interval has passed, until none is due; for cron "
+        "every minute on any number of hosts.",
+    ),
     full: bool = typer.Option(False, "--full", help="Re-read everything; soft-delete what Cliniko no longer has."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Call Cliniko, report what would change, keep nothing."),
     jobs: int | None = typer.Option(
@@ -40,24 +47,24 @@ def sync(
         metavar="N",
         min=1,
         max=16,
-        help="With --all: organizations synced at once, 1 to 16 (default 1; each uses up to 6 connections).",
+        help="With --all or --due: organizations synced at once, 1 to 16 (default 1; each uses up to 6 connections).",
     ),
     as_of: str = typer.Option(
         None, "--as-of", metavar="TIME", help="Compute active patients as of this ISO 8601 time (Z/offset)."
     ),
-    max_runtime: float = typer.Option(
+    max_runtime_text: str = typer.Option(
         None,
         "--max-runtime",
-        metavar="SECONDS",
-        min=1,
-        help="Stop after a checkpoint once this many seconds have passed (exit 3).",
+        metavar="DURATION",
+        help="Stop after a checkpoint once this long has passed: seconds (600) or 90s, 10m, 1h (exit 3; with --due "
+        "claim nothing after it, exit 0).",
     ),
     fmt: SyncFormat = typer.Option(
         None,
         "--format",
         metavar="[table|json|jsonl]",
         help="Summary on stdout (default: a table when stdout is a terminal, else nothing). json: one object, or "
-        "with --all one array; jsonl: one object per organization per line.",
+        "with --all or --due one array; jsonl: one object per organization per line.",
     ),
     wide: bool = typer.Option(False, "--wide", help="Summary table: every column (default: fit the terminal)."),
 ) -> None:
@@ -66,14 +73,19 @@ def sync(
     from cliniko_sync.config import current_settings
     from cliniko_sync.errors import UsageError
 
-    if bool(organization) == all_organizations:
-        raise UsageError("give one organization id, or --all")
-    if jobs is not None and not all_organizations:
-        raise UsageError("--jobs only applies with --all (one organization is synced by one job)")
+    if [bool(organization), all_organizations, due].count(True) != 1:
+        raise UsageError("give one organization id, or --all, or --due")
+    many = all_organizations or due
+    if jobs is not None and not many:
+        raise UsageError("--jobs only applies with --all or --due (one organization is synced by one job)")
     when = parse_as_of(as_of) if as_of else None
+    max_runtime = parse_max_runtime(max_runtime_text) if max_runtime_text is not None else None
     settings = current_settings()
     url = db.database_url(settings)
     _install_stop_handlers()
+    if due:
+        _sync_due(url, settings.quiet, jobs=jobs or 1, full=full, dry_run=dry_run, as_of=when, max_runtime=max_runtime,
+                  fmt=fmt, wide=wide)  # fmt: skip
     with _progress(settings.quiet) as progress:
         if all_organizations:
             results = _sync_all(
@@ -93,6 +105,57 @@ def sync(
         if result.error:  # also on stderr, so cron mails the reason even when stdout goes to a file
             stderr_line(f"{result.status}: {result.error}", organization=result.organization_id, event="sync_failed")
     raise typer.Exit(code)
+
+
+def parse_max_runtime(text: str) -> float:
+    """Seconds as a plain number (the option's first form, kept for existing crontabs), or a duration: 90s, 10m, 1h."""
+    from cliniko_sync.errors import UsageError
+    from cliniko_sync.reports import parse_duration
+
+    try:
+        seconds = float(text)
+    except ValueError:
+        return parse_duration(text).total_seconds()
+    if not 1 <= seconds < float("inf"):
+        raise UsageError(f"--max-runtime must be at least 1 second (got {text[:40]!r})")
+    return seconds
+
+
+def _sync_due(
+    url: str,
+    quiet: bool,
+    *,
+    jobs: int,
+    full: bool,
+    dry_run: bool,
+    as_of: Any,
+    max_runtime: float | None,
+    fmt: SyncFormat | None,
+    wide: bool,
+) -> None:
+    """`sync --due`: always exits (typer.Exit) with the code exit_code_for_due decides."""
+    import logging
+
+    from cliniko_sync.logs import NOTICE, log_extra, stderr_line
+    from cliniko_sync.sync import schedule
+
+    with _progress(quiet) as progress:
+
+        def sync_one(organization_id: str, full_due: bool, runtime_left: float | None) -> Any:
+            return _sync_one(url, progress, organization_id, full or full_due, dry_run, as_of, runtime_left,
+                             bubble=False)  # fmt: skip
+
+        run = schedule.sync_due(url, sync_one, jobs=jobs, max_runtime=max_runtime, dry_run=dry_run, as_of=as_of)
+    _print_summary(run.results, fmt, as_array=True, wide=wide)
+    # Nothing due is the usual minute: say so only with -v, so a cron log is not a line a minute of nothing.
+    level = NOTICE if run.results else logging.INFO
+    logging.getLogger("cliniko_sync.sync").log(level, schedule.summary_line(run), extra=log_extra(None, "due_finished"))
+    for result in run.results:
+        if result.error:
+            stderr_line(f"{result.status}: {result.error}", organization=result.organization_id, event="sync_failed")
+    if run.error is not None:
+        raise run.error
+    raise typer.Exit(schedule.exit_code_for_due(run))
 
 
 def parse_as_of(text: str) -> Any:
@@ -182,7 +245,8 @@ def _sync_one(
         if bubble:
             raise
         status = "skipped" if exc.exit_code == 75 else "failed"
-        return SyncResult(organization_id, status, None, as_of, exit_code=exc.exit_code, error=str(exc))
+        return SyncResult(organization_id, status, None, as_of, exit_code=exc.exit_code, error=str(exc),
+                          stats={"error_class": type(exc).__name__})  # fmt: skip
     if progress is not None and result.status != "success":
         progress.organization_failed(organization_id, f"{result.status}: {result.error}")
     log_summary(result)
@@ -247,6 +311,13 @@ SUMMARY_KEYS = ("organization_id", "status", "mode", "as_of", "dry_run", "reques
                 "history_complete", "exit_code", "error", "sync_log_id", "stats")  # fmt: skip
 
 
+def _summary_row(result: Any) -> dict[str, Any]:
+    # One asdict per result: it deep-copies the stats, and under --all with hundreds of organizations doing it once
+    # per key cost seconds.
+    values = result.as_dict()
+    return {key: values[key] for key in SUMMARY_KEYS}
+
+
 def _print_summary(results: list[Any], fmt: SyncFormat | None, *, as_array: bool, wide: bool) -> None:
     """The summary is data, so it goes to stdout whatever -q says (-q silences stderr only).
 
@@ -259,7 +330,7 @@ def _print_summary(results: list[Any], fmt: SyncFormat | None, *, as_array: bool
         if not sys.stdout.isatty():
             return
         fmt = SyncFormat.table
-    rows = [{key: result.as_dict()[key] for key in SUMMARY_KEYS} for result in results]
+    rows = [_summary_row(result) for result in results]
     if fmt is SyncFormat.jsonl:
         for row in rows:
             sys.stdout.write(dumps(row) + "\n")

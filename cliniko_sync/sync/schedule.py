@@ -1,0 +1,203 @@
+"""`sync --due`: claim the organizations whose next sync is due and sync them, so that any number of processes on any
+number of hosts share the work with no list of who syncs what.
+
+A claim is a session-level advisory lock (CLAIM_NAMESPACE, hashtext(org id)) on a connection of its own. It ends with
+that connection, so a killed process holds nothing, and it holds no transaction open while the sync runs (an open
+transaction would hold back vacuum on every table for as long as a long full sync takes). The sync then takes its own
+lock (pipeline.LOCK_NAMESPACE) as it always does, which keeps a `--due` run and a run started any other way (a cron line
+per organization, `--all`, a person) from overlapping.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from cliniko_sync import db
+from cliniko_sync.errors import EXIT_LOCKED, EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, ClinikoSyncError
+from cliniko_sync.sync.pipeline import LOCK_NAMESPACE, STOP_REQUESTED, SyncResult
+
+CLAIM_NAMESPACE = 0x434C5344  # "CLSD": first half of the claim lock's key, beside the sync's LOCK_NAMESPACE
+CANDIDATES = 16  # due organizations read per query; each is then claimed, or found taken, one by one
+# A host that dies without closing its connections: the server drops them (and the claims and sync locks on them)
+# after about idle + interval × count seconds instead of the operating system's default of two hours and more.
+KEEPALIVE_SETTINGS = {"tcp_keepalives_idle": 60, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
+
+SyncOne = Callable[[str, bool, float | None], SyncResult]
+
+
+@dataclass(frozen=True)
+class Claim:
+    organization_id: str
+    full: bool
+
+
+class Claimer:
+    """One worker's connection for finding and claiming due organizations, one at a time."""
+
+    def __init__(self, url: str) -> None:
+        self.conn = db.connect(url, autocommit=True, application="cliniko-sync --due")
+        for setting, value in KEEPALIVE_SETTINGS.items():
+            # Server-side settings for this connection; they apply over TCP and mean nothing on a Unix socket.
+            self.conn.execute("SELECT set_config(%s, %s, false)", (setting, str(value)))
+
+    def due(self, *, exclude: list[str], organization_id: str | None = None, limit: int = CANDIDATES) -> list[Claim]:
+        rows = self.conn.execute(
+            db.query("due_organizations"),
+            {
+                "sync_namespace": LOCK_NAMESPACE,
+                "claim_namespace": CLAIM_NAMESPACE,
+                "organization_id": organization_id,
+                "exclude": exclude,
+                "limit": limit,
+            },
+        ).fetchall()
+        return [Claim(row["organization_id"], row["full_due"]) for row in rows]
+
+    def claim_next(self, exclude: list[str]) -> Claim | None:
+        """Claim the longest-waiting due organization, or return None when nothing is due (or all of it is taken)."""
+        while True:
+            candidates = self.due(exclude=exclude)
+            if not candidates:
+                return None
+            for candidate in candidates:
+                if not self._lock(candidate.organization_id):
+                    continue  # another worker, here or on another host, claimed it since the query
+                # Read again now that the claim is ours: a process that just finished this organization committed
+                # its sync_log row before letting its claim go, so this sees it and the organization is not due.
+                fresh = self.due(exclude=exclude, organization_id=candidate.organization_id, limit=1)
+                if fresh:
+                    return fresh[0]
+                self.release(candidate)
+            # Every candidate was taken or done meanwhile: ask again (the next answer leaves them out).
+
+    def _lock(self, organization_id: str) -> bool:
+        row = self.conn.execute(
+            "SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS ok", (CLAIM_NAMESPACE, organization_id)
+        ).fetchone()
+        return bool(row and row["ok"])
+
+    def release(self, claim: Claim) -> None:
+        self.conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (CLAIM_NAMESPACE, claim.organization_id))
+
+    def record_failure_before_start(self, result: SyncResult, as_of: datetime | None) -> None:
+        """A sync that failed before its run began left no sync_log row: write one, so that the organization waits
+        its interval before the next try (instead of failing every minute) and `status` shows why."""
+        self.conn.execute(
+            db.query("due_failed_before_start"),
+            {
+                "organization_id": result.organization_id,
+                "as_of": as_of,
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+                "error_class": result.stats.get("error_class", "Failed"),
+                "error_message": result.error,
+            },
+        )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@dataclass
+class DueRun:
+    """What one `sync --due` process did: a result per organization it claimed, in the order they finished."""
+
+    results: list[SyncResult]
+    runtime_spent: bool = False
+    error: ClinikoSyncError | None = None  # a worker lost the database: the process exits with its code
+
+
+def sync_due(
+    url: str,
+    sync_one: SyncOne,
+    *,
+    jobs: int = 1,
+    max_runtime: float | None = None,
+    dry_run: bool = False,
+    as_of: datetime | None = None,
+) -> DueRun:
+    """Claim and sync due organizations with `jobs` workers until nothing is due, the runtime is spent, or a signal
+    asks to stop. Each organization is synced at most once per process (the next process takes it if it is due again,
+    and a run that records nothing, such as a dry run, cannot be claimed over and over)."""
+    with db.connect(url, autocommit=True) as conn:
+        db.require_current_schema(conn)
+    deadline = time.monotonic() + max_runtime if max_runtime else None
+    run = DueRun(results=[])
+    taken: list[str] = []  # claimed by this process, by any of its workers
+    tally = threading.Lock()
+
+    def remaining() -> float | None:
+        return None if deadline is None else deadline - time.monotonic()
+
+    def work() -> None:
+        claimer = Claimer(url)
+        try:
+            while not STOP_REQUESTED.is_set():
+                left = remaining()
+                if left is not None and left <= 0:
+                    run.runtime_spent = True
+                    return
+                with tally:
+                    claim = claimer.claim_next(list(taken))
+                    if claim is None:
+                        return
+                    taken.append(claim.organization_id)
+                try:
+                    result = sync_one(claim.organization_id, claim.full, remaining())
+                    if result.sync_log_id is None and not dry_run and result.exit_code not in (
+                        EXIT_OK, EXIT_LOCKED, EXIT_UNAVAILABLE,
+                    ):  # fmt: skip
+                        claimer.record_failure_before_start(result, as_of)
+                finally:
+                    claimer.release(claim)
+                with tally:
+                    run.results.append(result)
+        finally:
+            claimer.close()
+
+    def guarded() -> None:
+        try:
+            work()
+        except ClinikoSyncError as exc:  # the database went away under the claim connection
+            run.error = run.error or exc
+
+    workers = [threading.Thread(target=guarded, name=f"due-{n}") for n in range(jobs)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return run
+
+
+def exit_code_for_due(run: DueRun) -> int:
+    """0 when every claimed organization succeeded (nothing due is success too), or stopped at --max-runtime after a
+    checkpoint: under --due that is the plan, and the next claim resumes it. 3 when any failed, was skipped or was
+    stopped by a signal. A worker that lost the database: that error's code (69)."""
+    if run.error is not None:
+        return run.error.exit_code
+    for result in run.results:
+        if result.exit_code == EXIT_OK:
+            continue
+        if result.status == "partial" and not STOP_REQUESTED.is_set():
+            continue  # only --max-runtime stops a run early when no signal came
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def summary_line(run: DueRun) -> str:
+    """The one line logged when a --due process ends: what it did, for cron logs."""
+    counts: dict[str, int] = {}
+    for result in run.results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+    if not counts:
+        return "nothing was due"
+    done = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    return f"synced {len(run.results)} due organizations ({done})" + (
+        "; --max-runtime was spent" if run.runtime_spent else ""
+    )
