@@ -147,9 +147,8 @@ def show(
 @app.command(
     "set",
     epilog=examples(
-        "cliniko-sync org set surf-rehab --window-days 60",
         "cliniko-sync org set surf-rehab --disabled",
-        "cliniko-sync org set surf-rehab --include-upcoming --time-zone Australia/Brisbane",
+        "cliniko-sync org set surf-rehab --window-days 60 --include-upcoming --time-zone Australia/Brisbane",
         "cliniko-sync org set surf-rehab --sync-interval 30m --full-sync-interval 7d",
     ),
 )

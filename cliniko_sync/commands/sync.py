@@ -17,7 +17,6 @@ from cliniko_sync.cli_help import examples
 STOP = threading.Event()
 
 EXAMPLES = examples(
-    "cliniko-sync sync surf-rehab",
     "cliniko-sync -v sync --all --jobs 4 --max-runtime 50m",
     "cliniko-sync --log-format json sync --due --jobs 4 --max-runtime 10m",
     "cliniko-sync sync surf-rehab --dry-run --format json",
@@ -30,25 +29,20 @@ class SyncFormat(str, Enum):
     jsonl = "jsonl"
 
 
+JOBS_HELP = "With --all or --due: organizations synced at once, 1 to 16 (default 1; each uses up to 6 connections)."
+DUE_HELP = (
+    "Claim and sync the enabled organizations whose sync interval has passed, until none is due; for cron every "
+    "minute on any number of hosts."
+)
+
+
 def sync(
     organization: str = typer.Argument(None, metavar="ORG", help="Organization id (omit with --all or --due)."),
     all_organizations: bool = typer.Option(False, "--all", help="Sync every enabled organization."),
-    due: bool = typer.Option(
-        False,
-        "--due",
-        help="Claim and sync the enabled organizations whose sync interval has passed, until none is due; for cron "
-        "every minute on any number of hosts.",
-    ),
+    due: bool = typer.Option(False, "--due", help=DUE_HELP),
     full: bool = typer.Option(False, "--full", help="Re-read everything; soft-delete what Cliniko no longer has."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Call Cliniko, report what would change, keep nothing."),
-    jobs: int | None = typer.Option(
-        None,
-        "--jobs",
-        metavar="N",
-        min=1,
-        max=16,
-        help="With --all or --due: organizations synced at once, 1 to 16 (default 1; each uses up to 6 connections).",
-    ),
+    jobs: int | None = typer.Option(None, "--jobs", metavar="N", min=1, max=16, help=JOBS_HELP),
     as_of: str = typer.Option(
         None, "--as-of", metavar="TIME", help="Compute active patients as of this ISO 8601 time (Z/offset)."
     ),
@@ -71,13 +65,8 @@ def sync(
     """Sync organizations from Cliniko into PostgreSQL."""
     from cliniko_sync import db
     from cliniko_sync.config import current_settings
-    from cliniko_sync.errors import UsageError
 
-    if [bool(organization), all_organizations, due].count(True) != 1:
-        raise UsageError("give one organization id, or --all, or --due")
-    many = all_organizations or due
-    if jobs is not None and not many:
-        raise UsageError("--jobs only applies with --all or --due (one organization is synced by one job)")
+    _check_targets(organization, all_organizations, due, jobs)
     when = parse_as_of(as_of) if as_of else None
     max_runtime = parse_max_runtime(max_runtime_text) if max_runtime_text is not None else None
     settings = current_settings()
@@ -97,6 +86,19 @@ def sync(
             org_id = validate_org_id(organization)
             results = [_sync_one(url, progress, org_id, full, dry_run, when, max_runtime, bubble=True)]
     _print_summary(results, fmt, as_array=all_organizations, wide=wide)
+    _exit_with(results, all_organizations)
+
+
+def _check_targets(organization: str | None, all_organizations: bool, due: bool, jobs: int | None) -> None:
+    from cliniko_sync.errors import UsageError
+
+    if [bool(organization), all_organizations, due].count(True) != 1:
+        raise UsageError("give one organization id, or --all, or --due")
+    if jobs is not None and not (all_organizations or due):
+        raise UsageError("--jobs only applies with --all or --due (one organization is synced by one job)")
+
+
+def _exit_with(results: list[Any], all_organizations: bool) -> None:
     from cliniko_sync.logs import stderr_line
     from cliniko_sync.sync.pipeline import exit_code_for_all
 
@@ -145,7 +147,9 @@ def _sync_due(
             return _sync_one(url, progress, organization_id, full or full_due, dry_run, as_of, runtime_left,
                              bubble=False)  # fmt: skip
 
-        run = schedule.sync_due(url, sync_one, jobs=jobs, max_runtime=max_runtime, dry_run=dry_run, as_of=as_of)
+        run = schedule.sync_due(
+            url, sync_one, jobs=jobs, max_runtime=max_runtime, dry_run=dry_run, as_of=as_of, stop=STOP
+        )
     _print_summary(run.results, fmt, as_array=True, wide=wide)
     # Nothing due is the usual minute: say so only with -v, so a cron log is not a line a minute of nothing.
     level = NOTICE if run.results else logging.INFO

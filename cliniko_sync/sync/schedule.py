@@ -20,7 +20,7 @@ from datetime import datetime
 
 from cliniko_sync import db
 from cliniko_sync.errors import EXIT_LOCKED, EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, ClinikoSyncError
-from cliniko_sync.sync.pipeline import LOCK_NAMESPACE, STOP_REQUESTED, SyncResult
+from cliniko_sync.sync.pipeline import LOCK_NAMESPACE, SyncResult
 
 CLAIM_NAMESPACE = 0x434C5344  # "CLSD": first half of the claim lock's key, beside the sync's LOCK_NAMESPACE
 CANDIDATES = 16  # due organizations read per query; each is then claimed, or found taken, one by one
@@ -110,6 +110,7 @@ class DueRun:
 
     results: list[SyncResult]
     runtime_spent: bool = False
+    stopped: bool = False  # a signal asked the process to stop
     error: ClinikoSyncError | None = None  # a worker lost the database: the process exits with its code
 
 
@@ -121,6 +122,7 @@ def sync_due(
     max_runtime: float | None = None,
     dry_run: bool = False,
     as_of: datetime | None = None,
+    stop: threading.Event | None = None,
 ) -> DueRun:
     """Claim and sync due organizations with `jobs` workers until nothing is due, the runtime is spent, or a signal
     asks to stop. Each organization is synced at most once per process (the next process takes it if it is due again,
@@ -129,6 +131,7 @@ def sync_due(
         db.require_current_schema(conn)
     deadline = time.monotonic() + max_runtime if max_runtime else None
     run = DueRun(results=[])
+    stop = stop or threading.Event()
     taken: list[str] = []  # claimed by this process, by any of its workers
     tally = threading.Lock()
 
@@ -138,7 +141,7 @@ def sync_due(
     def work() -> None:
         claimer = Claimer(url)
         try:
-            while not STOP_REQUESTED.is_set():
+            while not stop.is_set():
                 left = remaining()
                 if left is not None and left <= 0:
                     run.runtime_spent = True
@@ -167,12 +170,17 @@ def sync_due(
         except ClinikoSyncError as exc:  # the database went away under the claim connection
             run.error = run.error or exc
 
-    workers = [threading.Thread(target=guarded, name=f"due-{n}") for n in range(jobs)]
+    _run_workers(guarded, jobs)
+    run.stopped = stop.is_set()
+    return run
+
+
+def _run_workers(target: Callable[[], None], jobs: int) -> None:
+    workers = [threading.Thread(target=target, name=f"due-{n}") for n in range(jobs)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    return run
 
 
 def exit_code_for_due(run: DueRun) -> int:
@@ -184,7 +192,7 @@ def exit_code_for_due(run: DueRun) -> int:
     for result in run.results:
         if result.exit_code == EXIT_OK:
             continue
-        if result.status == "partial" and not STOP_REQUESTED.is_set():
+        if result.status == "partial" and not run.stopped:
             continue  # only --max-runtime stops a run early when no signal came
         return EXIT_PARTIAL
     return EXIT_OK

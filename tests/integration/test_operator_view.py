@@ -395,11 +395,12 @@ def test_sync_json_is_one_object_even_when_the_run_failed(conn: Any, emulator: A
         (["sync", "surf-rehab", "-q"],
          "-q is a global option: global options go before the command, e.g. cliniko-sync -q sync ORG"),
         (["sync", "surf-rehab", "--jobs", "2"],
-         "--jobs only applies with --all (one organization is synced by one job)"),
+         "--jobs only applies with --all or --due (one organization is synced by one job)"),
         (["list-active"], "missing ORG (see cliniko-sync list-active --help)"),
         (["nosuch"], "no such command 'nosuch' (see cliniko-sync --help)"),
         (["org", "set", "surf-rehab"], "nothing to change: give at least one of --name, --country, --time-zone, "
-         "--window-days, --include-upcoming/--no-include-upcoming, --enabled/--disabled"),
+         "--window-days, --include-upcoming/--no-include-upcoming, --enabled/--disabled, --sync-interval, "
+         "--full-sync-interval"),
     ],
 )  # fmt: skip
 def test_usage_errors_are_one_line_and_exit_2(run: Callable[..., Seen], conn: Any, args: list[str], line: str) -> None:
