@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cliniko_sync.cliniko.client import MAX_PER_PAGE, ClinikoClient
+from cliniko_sync.cliniko.client import MAX_PER_PAGE, ClinikoClient, Filter
 from cliniko_sync.cliniko.endpoints import endpoint
 from cliniko_sync.errors import AssumptionViolatedError, ClinikoRefusedError
 from cliniko_sync.sync import crawl
@@ -314,6 +314,26 @@ def test_a_reference_list_that_came_up_short_is_read_again() -> None:
     assert steps[-1].complete
 
 
+def test_id_lists_are_asked_100_at_a_time_and_paged_by_id() -> None:
+    wanted = [str(10**18 + n) for n in range(250)]
+    listed = {i for i in wanted if int(i) % 7}  # the others Cliniko no longer has
+    asked: list[crawl.Request] = []
+
+    def fetch(request: crawl.Request) -> FakePage:
+        asked.append(request)
+        chunk = next(f.value for f in request.filters if f.field == "id" and f.op == "=")
+        after = next((int(str(f.value)) for f in request.filters if f.field == "id" and f.op == ">"), 0)
+        assert isinstance(chunk, tuple) and len(chunk) <= 100
+        rows = sorted((i for i in chunk if i in listed and int(i) > after), key=int)
+        page = [{"id": i, "updated_at": T0} for i in rows[:40]]
+        return FakePage(page, len(rows), "next" if len(rows) > 40 else None)
+
+    pager = crawl.IdOrderPager("patients", PATIENTS.include_filters, ("id", tuple(wanted)))
+    read = [row["id"] for _, step in crawl.run(pager, fetch=fetch, parse=lambda r: r) for row in step.new_rows]
+    assert read == sorted(listed, key=int)
+    assert len(asked) == 3 + 3 + 2  # three chunks (100, 100, 50 ids), each paged 40 at a time by id
+
+
 # -- every request of every stream in every mode is documented --------------------------------------------------
 
 T = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -345,7 +365,26 @@ def every_request() -> list[tuple[str, crawl.Request]]:
     return requests
 
 
-@pytest.mark.parametrize(("mode", "request_"), every_request(), ids=[name for name, _ in every_request()])
+def window_requests() -> list[tuple[str, crawl.Request]]:
+    """What the window pass sends (sync/window.py): appointments from a start time, attendees by booking, patients
+    by id, each paged by id; and its clock probe, the newest appointment."""
+    by = STREAMS_BY_NAME
+    since = Filter("starts_at", ">=", T)
+    requests = [
+        (f"window {name}", crawl.IdOrderPager(name, (*by[name].include_filters, since)).request())
+        for name in ("individual_appointments", "group_appointments")
+    ]
+    attendees = crawl.IdOrderPager("attendees", by["attendees"].include_filters, ("booking_id", ("1", "2")), "5")
+    patients = crawl.IdOrderPager("patients", by["patients"].include_filters, ("id", ("3", "4")))
+    probe = crawl.Request("individual_appointments", by["individual_appointments"].include_filters, "updated_at:desc")
+    return [*requests, ("window attendees", attendees.request()), ("window patients", patients.request()),
+            ("window clock probe", probe)]  # fmt: skip
+
+
+ALL_REQUESTS = every_request() + window_requests()
+
+
+@pytest.mark.parametrize(("mode", "request_"), ALL_REQUESTS, ids=[name for name, _ in ALL_REQUESTS])
 def test_every_request_the_sync_builds_is_documented(mode: str, request_: crawl.Request) -> None:
     listing = endpoint(request_.path)
     for item in request_.filters:

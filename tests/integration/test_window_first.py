@@ -1,0 +1,144 @@
+"""Window first (issue 12): a new organization's first active list comes from the window pass, provisional until the
+history is backfilled; it equals a full sync's list in every field but total_appointment_count, stays current
+through refreshes while the backfill goes on, and becomes exact when the backfill completes."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from emulator_fixtures import EMULATOR_API_KEY
+from sync_helpers import SYNC_ENV, active_rows, expected_active, setup_org, snapshot
+
+from cliniko_sync.sync.pipeline import sync_organization
+from cliniko_sync.sync.streams import STREAMS
+
+ORG = "window-clinic"
+BACKFILLED = {stream.name for stream in STREAMS if stream.incremental}
+
+
+@pytest.fixture(autouse=True)
+def sync_environment(monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str]) -> None:
+    for name in ("CREDENTIALS_ENCRYPTION_KEY", "CLINIKO_SYNC_CONTACT_EMAIL"):
+        monkeypatch.setenv(name, cli_env[name])
+    for name, value in SYNC_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+class StopAtBackfill:
+    """Progress that stops the run as the backfill starts: right after the provisional list was committed."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+
+    def stream_started(self, organization_id: str, stream: str, mode: str) -> None:
+        if stream in BACKFILLED:
+            self.stop.set()
+
+    def page_done(self, organization_id: str, stream: str, fetched: int, total: int | None) -> None:
+        pass
+
+    def stream_finished(self, organization_id: str, stream: str) -> None:
+        pass
+
+
+def provisional_run(url: str, as_of: Any) -> Any:
+    progress = StopAtBackfill()
+    result = sync_organization(url, ORG, as_of=as_of, progress=progress, stop=progress.stop)
+    assert result.status == "partial", result.error
+    assert result.history_complete is False
+    return result
+
+
+def without_total(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    skip = {"total_appointment_count", "history_complete", "contact_id", "created_at", "updated_at", "id"}
+    return {pid: {k: v for k, v in row.items() if k not in skip} for pid, row in rows.items()}
+
+
+def test_the_provisional_list_equals_a_full_syncs_but_for_the_total(
+    conn: psycopg.Connection, database_url: str, emulator: Any, clinic: Any, make_database: Any
+) -> None:
+    setup_org(conn, emulator.base_url, EMULATOR_API_KEY, ORG)
+    first = provisional_run(database_url, clinic.now)
+    provisional = active_rows(conn, ORG)
+    assert provisional and all(row["history_complete"] is False for row in provisional.values())
+    window = first.stats["window"]
+    assert window["mode"] == "window" and window["first_active_requests"] < first.requests + 1
+    assert first.stats["backfill_records"] > 0
+
+    fresh_url = make_database()
+    with psycopg.connect(fresh_url, autocommit=True, row_factory=psycopg.rows.dict_row) as fresh:
+        setup_org(fresh, emulator.base_url, EMULATOR_API_KEY, ORG)
+        full = sync_organization(fresh_url, ORG, as_of=clinic.now)
+        assert full.status == "success" and full.history_complete is True
+        exact = active_rows(fresh, ORG)
+        assert without_total(provisional) == without_total(exact)
+        assert all(provisional[p]["total_appointment_count"] <= exact[p]["total_appointment_count"] for p in exact)
+        assert any(provisional[p]["total_appointment_count"] < exact[p]["total_appointment_count"] for p in exact)
+
+        # The backfill completes on the next run: the list is exact, and the database equals a plain full sync's.
+        done = sync_organization(database_url, ORG, as_of=clinic.now)
+        assert done.status == "success" and done.history_complete is True
+        assert done.stats["window"]["mode"] == "window refresh"  # it began with the history incomplete
+        assert all(row["history_complete"] for row in active_rows(conn, ORG).values())
+        assert snapshot(conn, ORG) == snapshot(fresh, ORG)
+
+
+def test_refreshes_keep_the_provisional_list_current_while_the_backfill_goes_on(
+    conn: psycopg.Connection, database_url: str, emulator: Any, clinic: Any
+) -> None:
+    setup_org(conn, emulator.base_url, EMULATOR_API_KEY, ORG)
+    provisional_run(database_url, clinic.now)
+    active = sorted(active_rows(conn, ORG))
+    current = [p for p in clinic.patients.records.values() if not (p.archived_at or p.merged_at or p.deleted_at)]
+    newcomer = next(p for p in current if str(p.id) not in active)
+    clinic.advance_clock(timedelta(hours=3))
+    clinic.book(newcomer.id, clinic.now - timedelta(hours=1))  # joins the list
+    clinic.archive_patient(active[0])  # leaves it
+    now = int(clinic.now.timestamp())
+    in_window = [a for a in clinic.individual_appointments.records.values()
+                 if str(a.patient_id) == active[1] and not (a.cancelled_at or a.archived_at or a.deleted_at)
+                 and now - 45 * 86400 <= a.starts_at <= now]  # fmt: skip
+    for appointment in in_window:
+        clinic.cancel_appointment(appointment.id)  # may leave it, unless a group class keeps it active
+
+    refreshed = provisional_run(database_url, clinic.now)
+    assert refreshed.stats["window"]["mode"] == "window refresh"
+    assert set(active_rows(conn, ORG)) == set(expected_active(clinic, clinic.now))
+    assert refreshed.stats["window"]["requests"] < 15  # changes only, not the window again
+
+    done = sync_organization(database_url, ORG, as_of=clinic.now)
+    assert done.status == "success" and done.history_complete is True
+    assert set(active_rows(conn, ORG)) == set(expected_active(clinic, clinic.now))
+    state = conn.execute("SELECT count(*) AS n FROM sync_state WHERE stream = 'window'").fetchone()
+    assert state["n"] == 0  # the window's cursor is dropped once the history is complete
+
+
+def test_a_named_patient_cliniko_no_longer_has_is_treated_as_deleted(
+    conn: psycopg.Connection, database_url: str, emulator: Any, clinic: Any
+) -> None:
+    gone = sorted(expected_active(clinic, clinic.now))[0]
+    clinic.delete_patient(gone)  # its appointments are still listed, it is not
+    setup_org(conn, emulator.base_url, EMULATOR_API_KEY, ORG)
+    first = provisional_run(database_url, clinic.now)
+    assert first.stats["window"]["missing_patients"] >= 1
+    assert gone not in active_rows(conn, ORG)
+    assert set(active_rows(conn, ORG)) == set(expected_active(clinic, clinic.now))
+
+
+def test_status_and_list_active_say_the_list_is_provisional(
+    conn: psycopg.Connection, database_url: str, emulator: Any, clinic: Any, cli: Any
+) -> None:
+    import json
+
+    setup_org(conn, emulator.base_url, EMULATOR_API_KEY, ORG)
+    provisional_run(database_url, clinic.now)
+    listed = json.loads(cli("list-active", ORG, "--format", "json").stdout)
+    assert listed and all(row["history_complete"] is False for row in listed)
+    status = json.loads(cli("status", ORG, "--format", "json").stdout)[0]
+    assert status["history_complete"] is False and status["backfill_records"] > 0
+    table = cli("status", ORG, "--wide", env={"COLUMNS": "200"}).stdout
+    assert "backfill:" in table
