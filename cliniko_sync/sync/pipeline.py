@@ -137,6 +137,7 @@ def sync_organization(
             full=full,
             dry_run=dry_run,
             pass_id=sync_log_id if sync_log_id is not None else DRY_RUN_PASS_ID,
+            started=started,
             deadline=started + max_runtime if max_runtime else None,
             stop=stop,
             progress=progress,
@@ -274,7 +275,6 @@ def _crawl_and_compute(
         _contacts_and_active(work, context, plan, result, history_complete=True)
         return
     # No complete history yet: the window first, a provisional active list at once, then the backfill.
-    started = time.monotonic()
     seen = window.read_window(context, tally, work, as_of=plan.as_of, window_days=plan.organization.window_days)
     _contacts_and_active(work, context, plan, result, history_complete=False)
     result.stats["window"] = {
@@ -284,7 +284,7 @@ def _crawl_and_compute(
         "missing_patients": seen.missing_patients,
         "inserted": seen.inserted,
         "first_active_requests": tally.stats()["requests"],
-        "first_active_seconds": round(time.monotonic() - started, 3),
+        "first_active_seconds": round(time.monotonic() - context.started, 3),
     }
     crawl_streams(context, tally, big, work)
     check_stop(context, tally)

@@ -39,6 +39,7 @@ class RunContext:
     full: bool
     dry_run: bool
     pass_id: int  # the sync_log id: marks the rows a full pass saw
+    started: float  # time.monotonic() when the run started
     deadline: float | None  # time.monotonic() after which the run stops at its next checkpoint
     stop: threading.Event  # a signal asked the run to stop at its next checkpoint
     progress: Progress | None

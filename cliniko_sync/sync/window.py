@@ -32,7 +32,7 @@ class WindowRead:
 
     mode: str  # "window" (first pass) or "window refresh"
     records: int = 0
-    requests: int = 0
+    requests: int = 0  # the clock probe's and the reads'
     patient_ids: set[str] = field(default_factory=set)
     group_ids: set[str] = field(default_factory=set)
     read_ids: set[str] = field(default_factory=set)  # every record id read (for the patients asked for by id)
@@ -80,7 +80,7 @@ def forget_window(conn: db.DictConnection, organization_id: str) -> None:
 
 
 def _first_pass(context: RunContext, tally: RunTally, work: db.DictConnection, window_from: datetime) -> WindowRead:
-    seen = WindowRead("window")
+    seen = WindowRead("window", requests=1)
     seen.newest = _clock_probe(context, tally)  # changes after this read carry a later updated_at
     since = Filter("starts_at", ">=", crawl.whole_second(window_from))
     for name in APPOINTMENTS:
@@ -94,7 +94,7 @@ def _first_pass(context: RunContext, tally: RunTally, work: db.DictConnection, w
 
 
 def _refresh(context: RunContext, tally: RunTally, work: db.DictConnection, since: datetime) -> WindowRead:
-    seen = WindowRead("window refresh")
+    seen = WindowRead("window refresh", requests=1)
     seen.newest = _clock_probe(context, tally)
     for name in (*APPOINTMENTS, "attendees", "patients"):
         stream = STREAMS_BY_NAME[name]
