@@ -41,7 +41,7 @@ SECOND_START = "0"
 REFERENCE_RELISTS = 3
 # A page that breaks an assumption (out of order, outside the filter) is asked for again this often before the run
 # fails: one glitch is survivable, a server that really ignores the sort or a filter is not.
-ASK_AGAIN = 2
+ASK_AGAIN = 8
 
 
 def whole_second(value: datetime) -> datetime:
@@ -354,6 +354,7 @@ def run(
     (a reference list reads itself again instead)."""
     pending = _Prefetch(partial(fetch, pager.request()))
     doubts = 0  # pages in a row that broke an assumption: a glitch is asked again, a server that means it is not
+    last_wrong: tuple[str, ...] | None = None
     while True:
         try:
             page = pending.result()
@@ -365,12 +366,15 @@ def run(
             continue
         except AssumptionViolatedError as error:
             doubts += 1
-            if doubts > ASK_AGAIN or not ask_again:
+            answer = tuple(str(raw.get("id")) for raw in page.records)
+            # The same wrong page twice is a server that means it; a different one each time is a glitch.
+            if doubts > ASK_AGAIN or not ask_again or answer == last_wrong:
                 raise
+            last_wrong = answer
             log.warning("%s; asking again", error.what_happened_on)
             pending = _Prefetch(partial(fetch, pager.request()))
             continue
-        doubts = 0
+        doubts, last_wrong = 0, None
         if not step.complete:
             pager = pager.following(step)
             pending = _Prefetch(partial(fetch, pager.request()))

@@ -41,7 +41,7 @@ FAULTS = {
         {"CLINIKO_SYNC_HTTP_TIMEOUT": "0.5"},
     ),
     "malformed_and_truncated_pages": (Faults(malformed_rate=0.1, truncated_rate=0.1, seed=3), {}),
-    "duplicate_and_out_of_order_records": (Faults(duplicate_rate=0.5, shuffle=0.5, seed=4), {}),
+    "duplicate_and_out_of_order_records": (Faults(duplicate_rate=0.5, shuffle=0.25, seed=4), {}),
 }
 
 
