@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 from conftest import run_cli
 
@@ -16,6 +18,11 @@ def test_version(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"cliniko-sync {__version__}"
+
+
+def test_version_is_the_one_written_in_pyproject() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert __version__ == pyproject["project"]["version"]
 
 
 def test_help_lists_every_command(cli) -> None:  # type: ignore[no-untyped-def]
