@@ -30,14 +30,14 @@ from cliniko_sync.emulator.query import (
     BOOLEAN,
     NUMERIC,
     SPECS,
-    Filter,
+    Condition,
     ListQuery,
     QueryError,
     QueryRules,
     ResourceSpec,
     filter_field,
     find_record,
-    parse_filter,
+    parse_condition,
     parse_list_query,
     permissive_spec,
     run_list_query,
@@ -385,11 +385,11 @@ class EmulatorServer:
             if resource == "practitioners" and record_id == "inactive":
                 if self.quirks.no_inactive_practitioners_endpoint:
                     return _not_found()
-                inactive = Filter("active", "=", BOOLEAN, (False,))
+                inactive = Condition("active", "=", BOOLEAN, (False,))
                 return self._list(resource, params, base, f"{base}/practitioners/inactive", faults, inactive)
             if record_id is not None:
                 return self._show(resource, record_id, params, base)
-            extra = (Filter("active", "=", BOOLEAN, (True,)),) if resource == "practitioners" else ()
+            extra = (Condition("active", "=", BOOLEAN, (True,)),) if resource == "practitioners" else ()
             return self._list(resource, params, base, f"{base}/{resource}", faults, *extra)
         except QueryError as exc:
             status = self.quirks.refused_status if exc.unsearchable else 400
@@ -417,7 +417,7 @@ class EmulatorServer:
             spec = ResourceSpec(resource, fields, documented.hidden_unless_named, documented.getters)
         rules = self._rules(f"{resource}/{{id}}")
         texts = [value for name, value in params if name == "q[]" and filter_field(value) not in rules.ignored]
-        filters = [parse_filter(text, spec, rules.refused) for text in texts]
+        filters = [parse_condition(text, spec, rules.refused) for text in texts]
         with self.clinic.lock:
             record = find_record(self.clinic, self.clinic.tables[resource], spec, record_id, filters)
             if record is None:
@@ -430,7 +430,7 @@ class EmulatorServer:
             group = self.clinic.group_appointments.get(int(group_id)) if group_id.isdigit() else None
             if group is None:
                 return _not_found()
-        booking = Filter("booking_id", "=", NUMERIC, (group.id,))
+        booking = Condition("booking_id", "=", NUMERIC, (group.id,))
         return self._list("attendees", params, base, f"{base}/group_appointments/{group_id}/attendees", faults, booking)
 
     def _list(
@@ -440,7 +440,7 @@ class EmulatorServer:
         base: str,
         url: str,
         faults: Faults,
-        *extra: Filter,
+        *extra: Condition,
     ) -> _Response:
         spec = self._spec(resource)
         endpoint = url.removeprefix(f"{base}/")
