@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from cliniko_sync.cli_help import examples
-from cliniko_sync.output import Format
+from cliniko_sync.output import Format, RowFormat
 
 if TYPE_CHECKING:
     from cliniko_sync.orgs import Organization
@@ -77,7 +77,7 @@ def add(
     include_upcoming: bool = typer.Option(
         False, "--include-upcoming", help="Also count patients with only future appointments as active."
     ),
-    fmt: Format = FORMAT_OPTION,
+    fmt: RowFormat = FORMAT_OPTION,
 ) -> None:
     """Add an organization (clinic); then store its API key with `credentials set ORG`."""
     from cliniko_sync import db, orgs
@@ -101,7 +101,7 @@ def add(
     epilog=examples("cliniko-sync org list", "cliniko-sync org list --wide", "cliniko-sync org list --format csv"),
 )
 def list_(
-    fmt: Format = FORMAT_OPTION,
+    fmt: RowFormat = FORMAT_OPTION,
     wide: bool = typer.Option(False, "--wide", help="Table: every column (default: fit the terminal)."),
 ) -> None:
     """List every organization."""
@@ -119,7 +119,7 @@ def list_(
 )
 def show(
     org_id: str = ORG_ARGUMENT,
-    fmt: Format = FORMAT_OPTION,
+    fmt: RowFormat = FORMAT_OPTION,
 ) -> None:
     """Show one organization's settings and whether its API key is stored and was last accepted."""
     _show(org_id, fmt)
@@ -145,7 +145,7 @@ def set_(
         None, "--include-upcoming/--no-include-upcoming", help="Count patients with only future appointments."
     ),
     enabled: bool | None = typer.Option(None, "--enabled/--disabled", help="Whether `sync --all` includes it."),
-    fmt: Format = FORMAT_OPTION,
+    fmt: RowFormat = FORMAT_OPTION,
 ) -> None:
     """Change an organization's settings; options not given stay as they are."""
     from cliniko_sync import db, orgs
@@ -178,7 +178,7 @@ def set_(
 def remove(
     org_id: str = ORG_ARGUMENT,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation (for scripts)."),
-    fmt: Format = FORMAT_OPTION,
+    fmt: RowFormat = FORMAT_OPTION,
 ) -> None:
     """Remove an organization and all its rows, in one transaction.
 

@@ -164,6 +164,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+# The throwaway key the emulator accepts unless told otherwise (the demo, `cliniko-sync emulator`); never a Cliniko key.
+DEMO_API_KEY = "demo-key-au1"
+
+
 class EmulatorServer:
     """A local Cliniko API over `clinic`. `with EmulatorServer(clinic) as server:` starts and stops it."""
 
@@ -171,7 +175,7 @@ class EmulatorServer:
         self,
         clinic: Clinic,
         *,
-        api_keys: Iterable[str] = ("demo-key-au1",),
+        api_keys: Iterable[str] = (DEMO_API_KEY,),
         shard: str = "au1",
         host: str = "127.0.0.1",
         port: int = 0,
