@@ -526,6 +526,7 @@ def serve_until_interrupted(
     """Generate a clinic and serve it on 127.0.0.1:port until Ctrl-C or SIGTERM (KeyboardInterrupt)."""
     from cliniko_sync.emulator.dataset import active_patient_ids, generate_clinic
     from cliniko_sync.errors import UnavailableError
+    from cliniko_sync.output import iso_utc
 
     clinic = generate_clinic(patients=patients, appointments=appointments, seed=seed)
     server = EmulatorServer(
@@ -542,10 +543,14 @@ def serve_until_interrupted(
     except OSError as exc:
         raise UnavailableError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
     total = len(clinic.individual_appointments.records) + len(clinic.attendees.records)
+    # The clinic's records are laid out around its clock, some exactly on the window's edges; a sync computes as of
+    # its own start, so the count is only comparable at the same moment: name it, and how a sync asks for it.
+    clock = iso_utc(clinic.now)
     active = len(active_patient_ids(clinic, clinic.now))
     announce(
-        f"Cliniko emulator: {len(clinic.patients.records):,} synthetic patients, {total:,} appointments "
-        f"({active} active in the last 45 days), seed {seed}\n"
+        f"Cliniko emulator: {len(clinic.patients.records):,} synthetic patients, {total:,} appointments, seed {seed}\n"
+        f"Clinic clock: {clock}; {active} patients active in the 45 days up to it "
+        f"(`cliniko-sync sync ORG --as-of {clock}` computes the same)\n"
         f"API: {server.base_url}   key: {api_key}   rate limit: "
         f"{f'{rate_limit} requests per {rate_window:g} s' if rate_limit else 'off'}\n"
         f"{_describe(server.quirks)}"
