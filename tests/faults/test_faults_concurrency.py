@@ -12,13 +12,13 @@ from fault_helpers import (  # noqa: F401 (fixtures)
     ScenarioResult,
     clean_run_snapshot,
     fault_clinic,
-    fault_env,
     fault_report_fixture,
     in_process_env,
     iso,
     lost_and_duplicated,
     start_sync,
     sync,
+    sync_env,
 )
 from sync_helpers import setup_org, snapshot
 

@@ -7,7 +7,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from conftest import run_cli
+from conftest import run_cli_in_process
 
 from cliniko_sync import __version__
 
@@ -42,7 +42,7 @@ def test_console_script_and_module_agree(cli_env: dict[str, str]) -> None:
 
 
 def test_unreachable_database_is_one_line_and_exit_69(cli_env: dict[str, str]) -> None:
-    result = run_cli(["--database-url", UNREACHABLE, "db", "status"], cli_env)
+    result = run_cli_in_process(["--database-url", UNREACHABLE, "db", "status"], cli_env)
     assert result.returncode == 69
     assert result.stderr.strip().splitlines() == [
         "cliniko-sync: error: cannot connect to the database at 127.0.0.1:1/clinic"
@@ -51,13 +51,13 @@ def test_unreachable_database_is_one_line_and_exit_69(cli_env: dict[str, str]) -
 
 
 def test_database_url_from_environment(cli_env: dict[str, str]) -> None:
-    result = run_cli(["db", "status"], {**cli_env, "DATABASE_URL": UNREACHABLE})
+    result = run_cli_in_process(["db", "status"], {**cli_env, "DATABASE_URL": UNREACHABLE})
     assert result.returncode == 69
     assert "127.0.0.1:1" in result.stderr
 
 
 def test_debug_shows_a_traceback(cli_env: dict[str, str]) -> None:
-    result = run_cli(["--debug", "--database-url", UNREACHABLE, "db", "status"], cli_env)
+    result = run_cli_in_process(["--debug", "--database-url", UNREACHABLE, "db", "status"], cli_env)
     assert result.returncode == 69
     assert "Traceback" in result.stderr
     assert "sup3r-secret" not in result.stderr
