@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +36,19 @@ def in_process_env(monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str]) -> 
 def sync_env(cli_env: dict[str, str]) -> dict[str, str]:
     """The CLI's environment for syncs: no client-side rate limit (the emulator decides), a 2 s HTTP timeout."""
     return {**cli_env, **SYNC_ENV, "CLINIKO_SYNC_HTTP_TIMEOUT": "2"}
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backoff between retries (5xx, timeouts, broken pages) cut to 10 ms for syncs run in this process: these tests
+    check that a run recovers, or fails, once the retries are spent, not how long it waited in between (the client's
+    unit tests check the waits). Not for rate-limit tests, whose waits are the point."""
+    from cliniko_sync.cliniko import client, waits
+
+    def short_pause(seconds: float, stop: threading.Event | None) -> None:
+        waits.pause(min(seconds, 0.01), stop)
+
+    monkeypatch.setattr(client, "pause", short_pause)
 
 
 def sync(env: dict[str, str], *args: str) -> CliResult:

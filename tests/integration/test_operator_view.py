@@ -310,7 +310,7 @@ def test_a_second_ctrl_c_aborts_at_once_saying_what_was_kept(
     org = setup_org(conn, emulator.base_url, EMULATOR_API_KEY)
     emulator.set_faults(Faults(hang_rate=1.0, hang_seconds=30))  # every answer takes 30 s: only an abort is quick
     process, master = terminal_sync(org)
-    _read_until(master, r"patients", time.monotonic() + 30)
+    _read_until(master, r"appointment_types", time.monotonic() + 30)  # its bar shows as its first page is asked for
     process.send_signal(signal.SIGINT)
     _read_until(master, r"stopping after the current page", time.monotonic() + 10)
     process.send_signal(signal.SIGINT)
@@ -332,8 +332,8 @@ def test_list_active_into_head_exits_0_quietly(conn: Any, cli_env: dict[str, str
         "INSERT INTO active_patients (organization_id, cliniko_patient_id, search_date_from, search_date_to,"
         " recent_appointment_count, last_appointment_date)"
         " SELECT 'big-clinic', n::text, now(), now(), 1, now() - n * interval '1 minute'"
-        " FROM generate_series(1, 4000) AS n"
-    )  # more than a pipe holds, so the reader's going away is felt
+        " FROM generate_series(1, 1500) AS n"
+    )  # over 64 KiB in every format, more than a pipe holds, so the reader's going away is felt
     process = subprocess.Popen(
         [sys.executable, "-m", "cliniko_sync", "list-active", "big-clinic", "--format", fmt],
         env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -11,12 +11,14 @@ import time
 from typing import Any
 
 import psycopg
+import pytest
 from conftest import run_cli
 from emulator_fixtures import EMULATOR_API_KEY
 from sync_helpers import (  # noqa: F401 (fixtures)
     active_rows,
     expected_active,
     in_process_env,
+    quick_retries,
     setup_org,
     start_sync,
     statuses,
@@ -110,6 +112,7 @@ def test_429_storm_and_5xx_bursts_still_complete(conn: psycopg.Connection, env: 
     assert set(active_rows(conn, org)) == set(expected_active(clinic, clinic.now))
 
 
+@pytest.mark.usefixtures("quick_retries")
 def test_a_page_that_keeps_failing_fails_the_run_and_keeps_the_previous_results(
     conn: psycopg.Connection, env: dict[str, str], emulator: Any, clinic: Any
 ) -> None:
