@@ -208,7 +208,7 @@ def usage_message(error: Any, args: list[str]) -> str:
         return f"invalid {name}{shown} ({_expected(param)})"
     if isinstance(error, click_errors.UsageError) and "No such command" in error.message:
         return error.message.replace("No such command", "no such command").rstrip(".") + " (see cliniko-sync --help)"
-    return error.format_message()
+    return str(error.format_message())
 
 
 def command() -> Any:

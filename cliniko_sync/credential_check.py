@@ -15,11 +15,12 @@ from cliniko_sync.errors import (
     EXIT_UNAVAILABLE,
     ClinikoSyncError,
 )
-from cliniko_sync.orgs import SERVICE, get_organization
+from cliniko_sync.orgs import SERVICE
 
 if TYPE_CHECKING:
     from cliniko_sync.crypto import Credentials
     from cliniko_sync.db import DictConnection
+    from cliniko_sync.orgs import Organization
 
 # Under --all the exit code is the worst outcome, in this order: a local configuration problem first (the operator
 # must act), then a key Cliniko rejected (the clinic must issue a new one), then an unexpected answer from Cliniko,
@@ -71,22 +72,22 @@ def _call_cliniko(credentials: Credentials) -> tuple[int, int]:
     return count, latency_ms
 
 
-def check_credentials(conn: DictConnection, org_id: str) -> CheckResult:
+def check_credentials(conn: DictConnection, organization: Organization) -> CheckResult:
     """Decrypt the organization's key and ask Cliniko for one patient; record when and with what outcome.
 
-    An unknown organization raises ConfigError; every other problem is reported in the result with its exit code.
+    Every problem is reported in the result with its exit code.
     """
     from cliniko_sync.cliniko.client import base_url_for, key_hint
     from cliniko_sync.crypto import load_credentials
 
-    get_organization(conn, org_id)
+    org_id = organization.id
     shard = host = hint = None
     patient_count = latency_ms = None
     error: str | None = None
     exit_code = EXIT_OK
     try:
-        credentials = load_credentials(conn, org_id)
-        shard, hint = credentials.region, key_hint(credentials.api_key)
+        credentials = load_credentials(conn, organization)
+        shard, hint = credentials.shard, key_hint(credentials.api_key)
         host = urlsplit(base_url_for(credentials.api_key, credentials.api_url)).netloc
         patient_count, latency_ms = _call_cliniko(credentials)
     except ClinikoSyncError as exc:  # messages of the tool's errors are safe: at most the key's last 4 characters

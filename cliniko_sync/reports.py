@@ -10,6 +10,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from cliniko_sync.errors import UsageError
+from cliniko_sync.output import TableView
 
 if TYPE_CHECKING:
     from cliniko_sync.db import DictConnection
@@ -45,7 +46,6 @@ LIST_COLUMNS = (
 FETCH_SIZE = 2000
 
 # Tables for people: short headers over the same rows (json and csv keep the full column names).
-TableView = dict[str, Callable[[dict[str, Any]], Any]]
 LIST_TABLE: TableView = {
     "name": itemgetter("name"),
     "phone": itemgetter("phone"),
@@ -57,11 +57,6 @@ LIST_TABLE: TableView = {
     "last appointment": itemgetter("last_appointment_date"),
     "next appointment": itemgetter("next_appointment_date"),
 }
-
-
-def table_rows(rows: Iterable[dict[str, Any]], view: TableView) -> Iterator[dict[str, Any]]:
-    for row in rows:
-        yield {header: cell(row) for header, cell in view.items()}
 
 
 def search_pattern(text: str) -> str:

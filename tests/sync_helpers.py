@@ -1,19 +1,89 @@
 """Helpers shared by the sync, fault and CLI tests: set an organization up against an emulator, compute the
-expected active patients straight from the emulator's dataset (independently of the sync's SQL), and snapshot
-what a sync leaves in the database so two runs can be compared."""
+expected active patients straight from the emulator's dataset (independently of the sync's SQL), run `sync` the way
+cron does (in this process, or in a subprocess where the process matters), and snapshot what a sync leaves in the
+database so two runs can be compared."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import phonenumbers
 import psycopg
+import pytest
+from conftest import CliResult, run_cli, run_cli_in_process
+from emulator_fixtures import EMULATOR_API_KEY
+from psycopg.rows import dict_row
 
 from cliniko_sync.crypto import store_credentials
 from cliniko_sync.orgs import add_organization
 
 SYNC_ENV = {"CLINIKO_SYNC_RATE_LIMIT": "off"}
+
+
+@pytest.fixture(autouse=True)
+def in_process_env(monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str]) -> None:
+    """Organizations set up in this process get credentials encrypted with the key the CLI runs use (autouse in the
+    modules that import it)."""
+    for name in ("CREDENTIALS_ENCRYPTION_KEY", "CLINIKO_SYNC_CONTACT_EMAIL"):
+        monkeypatch.setenv(name, cli_env[name])
+
+
+@pytest.fixture(name="env")
+def sync_env(cli_env: dict[str, str]) -> dict[str, str]:
+    """The CLI's environment for syncs: no client-side rate limit (the emulator decides), a 2 s HTTP timeout."""
+    return {**cli_env, **SYNC_ENV, "CLINIKO_SYNC_HTTP_TIMEOUT": "2"}
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backoff between retries (5xx, timeouts, broken pages) cut to 10 ms for syncs run in this process: these tests
+    check that a run recovers, or fails, once the retries are spent, not how long it waited in between (the client's
+    unit tests check the waits). Not for rate-limit tests, whose waits are the point."""
+    from cliniko_sync.cliniko import client, waits
+
+    def short_pause(seconds: float, stop: threading.Event | None) -> None:
+        waits.pause(min(seconds, 0.01), stop)
+
+    monkeypatch.setattr(client, "pause", short_pause)
+
+
+def sync(env: dict[str, str], *args: str) -> CliResult:
+    """`cliniko-sync sync ARGS` in this process."""
+    return run_cli_in_process(["sync", *args], env)
+
+
+def sync_in_subprocess(env: dict[str, str], *args: str) -> CliResult:
+    """`cliniko-sync sync ARGS` as its own process, for exit statuses at the OS boundary."""
+    return run_cli(["sync", *args], env, timeout=300)
+
+
+def start_sync(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """A sync running in its own process, to signal or kill."""
+    command = [sys.executable, "-m", "cliniko_sync", "sync", *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def statuses(conn: psycopg.Connection, org: str | None = None) -> list[str]:
+    """The sync_log statuses, oldest first (of one organization, or all)."""
+    rows = conn.execute(
+        "SELECT status FROM sync_log WHERE organization_id = %(org)s OR %(org)s::text IS NULL ORDER BY id",
+        {"org": org},
+    ).fetchall()
+    return [row["status"] for row in rows]
+
+
+def clean_run_snapshot(make_database: Any, base_url: str, env: dict[str, str], org: str, as_of: str) -> Any:
+    """What one uninterrupted sync of the emulator's current data leaves in a fresh database."""
+    url = make_database()
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as fresh:
+        setup_org(fresh, base_url, EMULATOR_API_KEY, org)
+        result = sync({**env, "DATABASE_URL": url}, org, "--as-of", as_of)
+        assert result.returncode == 0, result.stderr
+        return snapshot(fresh, org)
 
 
 def setup_org(

@@ -113,7 +113,7 @@ def _render_value(value: object) -> str:
 class Page:
     """One page of a listing, as Cliniko sent it."""
 
-    records: list[dict]
+    records: list[dict[str, Any]]
     total_entries: int | None
     next_url: str | None  # only a "more pages" signal: never followed (it may lack our filters and sort)
     number: int
@@ -289,7 +289,7 @@ class _Attempts:
                 # No usable time (missing, or already past: clocks differ): back off further on each 429 in a row.
                 wait = MIN_RATE_LIMIT_WAIT * 2 ** (self.rate_limited - 1)
             return min(client.max_wait, max(wait, MIN_RATE_LIMIT_WAIT))
-        return min(client.max_wait, 2 ** (self.failures - 1) + random.uniform(0, 1))
+        return min(client.max_wait, 2.0 ** (self.failures - 1) + random.uniform(0, 1))
 
     def stop(self, retry_state: RetryCallState) -> bool:
         client = self.client

@@ -59,7 +59,7 @@ def _is_denied(resource: str, key: str) -> bool:
     return verdict
 
 
-def scrub(resource: str, raw: dict) -> dict:
+def scrub(resource: str, raw: dict[str, Any]) -> dict[str, Any]:
     """A copy of `raw` without the deny-listed top-level keys of `resource`."""
     if resource not in DENY_LIST:
         raise ValueError(f"no deny-list for resource {resource!r}")
@@ -114,7 +114,7 @@ def _e164(number: str, default_region: str) -> str | None:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-def normalize_phone(numbers: list[dict] | None, default_region: str) -> str | None:
+def normalize_phone(numbers: list[dict[str, Any]] | None, default_region: str) -> str | None:
     """The patient's phone in E.164: the Mobile number if valid, else the first other valid one; None if none is."""
     if not isinstance(numbers, list):
         return None
@@ -130,14 +130,14 @@ def normalize_phone(numbers: list[dict] | None, default_region: str) -> str | No
     return None
 
 
-def _record_id(raw: dict) -> str:
+def _record_id(raw: dict[str, Any]) -> str:
     record_id = raw.get("id")
     if record_id is None or record_id == "" or isinstance(record_id, bool):
         raise ClinikoAPIError("Cliniko sent a record without an id")
     return str(record_id)
 
 
-def _common(resource: str, raw: dict) -> dict[str, Any]:
+def _common(resource: str, raw: dict[str, Any]) -> dict[str, Any]:
     """The columns every mirror row has: id, created/updated/archived/deleted times and the scrubbed raw JSON."""
     created_at = parse_time(raw.get("created_at"))
     updated_at = parse_time(raw.get("updated_at")) or created_at
@@ -160,12 +160,12 @@ def _text(value: object) -> str | None:
     return None
 
 
-def _full_name(raw: dict, first_key: str) -> str | None:
+def _full_name(raw: dict[str, Any], first_key: str) -> str | None:
     first = _text(raw.get(first_key)) or _text(raw.get("first_name"))
     return " ".join(part for part in (first, _text(raw.get("last_name"))) if part) or None
 
 
-def patient_row(raw: dict, *, default_region: str) -> dict:
+def patient_row(raw: dict[str, Any], *, default_region: str) -> dict[str, Any]:
     """A cliniko_patients row; `default_region` (ISO country, e.g. "AU") reads local phone numbers."""
     email = _text(raw.get("email"))
     phone = normalize_phone(raw.get("patient_phone_numbers"), default_region)
@@ -186,7 +186,7 @@ def _flag(value: object) -> bool:
     return value is True
 
 
-def individual_appointment_row(raw: dict) -> dict:
+def individual_appointment_row(raw: dict[str, Any]) -> dict[str, Any]:
     """A cliniko_individual_appointments row; related records are read from their link objects."""
     row = _common("individual_appointments", raw)
     row.update(
@@ -202,7 +202,7 @@ def individual_appointment_row(raw: dict) -> dict:
     return row
 
 
-def group_appointment_row(raw: dict) -> dict:
+def group_appointment_row(raw: dict[str, Any]) -> dict[str, Any]:
     """A cliniko_group_appointments row."""
     max_attendees = raw.get("max_attendees")
     row = _common("group_appointments", raw)
@@ -217,7 +217,7 @@ def group_appointment_row(raw: dict) -> dict:
     return row
 
 
-def attendee_row(raw: dict) -> dict:
+def attendee_row(raw: dict[str, Any]) -> dict[str, Any]:
     """A cliniko_attendees row; the group appointment comes from the booking link (booking id = group id)."""
     arrived = raw.get("arrived")
     row = _common("attendees", raw)
@@ -234,14 +234,14 @@ def attendee_row(raw: dict) -> dict:
     return row
 
 
-def appointment_type_row(raw: dict) -> dict:
+def appointment_type_row(raw: dict[str, Any]) -> dict[str, Any]:
     """A cliniko_appointment_types row."""
     row = _common("appointment_types", raw)
     row["name"] = _text(raw.get("name"))
     return row
 
 
-def practitioner_row(raw: dict) -> dict:
+def practitioner_row(raw: dict[str, Any]) -> dict[str, Any]:
     """A cliniko_practitioners row; the name is what the clinic shows (display name, else label, else full name)."""
     row = _common("practitioners", raw)
     row["name"] = _text(raw.get("display_name")) or _text(raw.get("label")) or _full_name(raw, "first_name")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from cliniko_sync.cli_help import examples
-from cliniko_sync.output import Format
+from cliniko_sync.output import Format, RowFormat
 
 app = typer.Typer(help="Store and rotate encrypted Cliniko API keys.", no_args_is_help=True)
 
@@ -72,13 +72,13 @@ def set_(
 
     with db.session(current_settings(), autocommit=True) as conn:
         # Refuse before asking for the key when it could not be stored anyway.
-        orgs.get_organization(conn, org_id)
+        organization = orgs.get_organization(conn, org_id)
         load_fernet()
-        keep = api_url if api_url is not None else stored_api_url(conn, org_id)
+        keep = api_url if api_url is not None else stored_api_url(conn, organization)
         credentials = store_credentials(conn, org_id, _read_api_key(), api_url=keep)
     typer.echo(
         f"stored Cliniko API key {key_hint(credentials.api_key)} for {org_id} "
-        f"(shard {credentials.region}, {base_url_for(credentials.api_key, credentials.api_url)}); "
+        f"(shard {credentials.shard}, {base_url_for(credentials.api_key, credentials.api_url)}); "
         f"check it with `cliniko-sync check-credentials {org_id}`"
     )
 
@@ -105,7 +105,7 @@ def rotate() -> None:
 def check_credentials(
     org_id: str | None = typer.Argument(None, metavar="ORG", help="Organization id (or --all)."),
     all_: bool = typer.Option(False, "--all", help="Check every enabled organization (disabled ones are skipped)."),
-    fmt: Format = typer.Option(
+    fmt: RowFormat = typer.Option(
         Format.table, "--format", metavar="[table|json|jsonl|csv]", help="Output format: table, json, jsonl or csv."
     ),
     deep: bool = typer.Option(
@@ -129,13 +129,15 @@ def check_credentials(
         raise UsageError("name one organization or give --all")
     with db.session(current_settings(), autocommit=True) as conn:
         # --all checks the organizations `sync --all` would sync: disabled ones are skipped, as there.
-        listed = orgs.list_organizations(conn, enabled_only=True) if all_ else []
-        org_ids = [org.id for org in listed] if all_ else [orgs.validate_org_id(org_id or "")]
+        if all_:
+            checked = orgs.list_organizations(conn, enabled_only=True)
+        else:
+            checked = [orgs.get_organization(conn, org_id or "")]
         if deep:
             from cliniko_sync.deep_check import deep_check, report
 
-            raise typer.Exit(report([deep_check(conn, each) for each in org_ids], fmt))
-        results = [check_credentials(conn, each) for each in org_ids]
+            raise typer.Exit(report([deep_check(conn, each) for each in checked], fmt))
+        results = [check_credentials(conn, each) for each in checked]
     render(
         (result.as_dict() for result in results),
         COLUMNS,

@@ -7,9 +7,8 @@ from typing import Any
 import typer
 
 from cliniko_sync.cli_help import examples
+from cliniko_sync.emulator import DEMO_API_KEY
 from cliniko_sync.emulator.quirks import BOOLEAN_QUIRKS
-
-DEMO_API_KEY = "demo-key-au1"
 
 EMULATOR_EXAMPLES = examples(
     "cliniko-sync emulator",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from cliniko_sync.cli_help import examples
-from cliniko_sync.output import Format
+from cliniko_sync.output import Format, RowFormat
 
 if TYPE_CHECKING:
     from cliniko_sync.orgs import Organization
@@ -94,7 +94,7 @@ def add(
     full_sync_interval: str = typer.Option(
         "1d", "--full-sync-interval", metavar="DURATION", help=FULL_SYNC_INTERVAL_HELP
     ),
-    fmt: Format = FORMAT_OPTION,
+    fmt: RowFormat = FORMAT_OPTION,
 ) -> None:
     """Add an organization (clinic); then store its API key with `credentials set ORG`."""
     from cliniko_sync import db, orgs
@@ -120,7 +120,7 @@ def add(
     epilog=examples("cliniko-sync org list", "cliniko-sync org list --wide", "cliniko-sync org list --format csv"),
 )
 def list_(
-    fmt: Format = FORMAT_OPTION,
+    fmt: RowFormat = FORMAT_OPTION,
     wide: bool = typer.Option(False, "--wide", help="Table: every column (default: fit the terminal)."),
 ) -> None:
     """List every organization."""
@@ -138,7 +138,7 @@ def list_(
 )
 def show(
     org_id: str = ORG_ARGUMENT,
-    fmt: Format = FORMAT_OPTION,
+    fmt: RowFormat = FORMAT_OPTION,
 ) -> None:
     """Show one organization's settings and whether its API key is stored and was last accepted."""
     _show(org_id, fmt)
@@ -170,7 +170,7 @@ def set_(
     full_sync_interval: str | None = typer.Option(
         None, "--full-sync-interval", metavar="DURATION", help=FULL_SYNC_INTERVAL_HELP
     ),
-    fmt: Format = FORMAT_OPTION,
+    fmt: RowFormat = FORMAT_OPTION,
 ) -> None:
     """Change an organization's settings; options not given stay as they are."""
     from cliniko_sync import db, orgs
@@ -204,7 +204,7 @@ def set_(
 def remove(
     org_id: str = ORG_ARGUMENT,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation (for scripts)."),
-    fmt: Format = FORMAT_OPTION,
+    fmt: RowFormat = FORMAT_OPTION,
 ) -> None:
     """Remove an organization and all its rows, in one transaction.
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from enum import Enum
-from typing import TYPE_CHECKING, Any
-
 import typer
 
 from cliniko_sync.cli_help import examples
-from cliniko_sync.output import Format
+from cliniko_sync.output import Format, RowFormat, StatusFormat, render_report
 from cliniko_sync.reports import SortKey
 
 LIST_EXAMPLES = examples(
@@ -23,39 +19,7 @@ STATUS_EXAMPLES = examples(
     "cliniko-sync status --max-age 2h --format prometheus",
 )
 
-if TYPE_CHECKING:
-    from cliniko_sync.reports import TableView
-
-
-class StatusFormat(str, Enum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-    csv = "csv"
-    prometheus = "prometheus"
-
-
 WIDE_OPTION = typer.Option(False, "--wide", help="Tables: every column, however wide (default: fit the terminal).")
-
-
-def render_report(
-    rows: Iterable[dict[str, Any]],
-    columns: Sequence[str],
-    view: TableView,
-    fmt: str,
-    *,
-    title: str,
-    drop_first: Sequence[str] = (),
-    wide: bool = False,
-) -> None:
-    """Tables show the short view, fitted to the terminal; json, jsonl and csv carry the full column names."""
-    from cliniko_sync.output import render
-    from cliniko_sync.reports import table_rows
-
-    if fmt == Format.table.value:
-        render(table_rows(rows, view), list(view), Format.table, title=title, drop_first=drop_first, wide=wide)
-    else:
-        render(rows, columns, fmt)
 
 
 def list_active(
@@ -72,7 +36,7 @@ def list_active(
     search: str | None = typer.Option(
         None, "--search", metavar="TEXT", help="Case-insensitive literal text in the name, email or phone."
     ),
-    fmt: Format = typer.Option(Format.table, "--format", metavar="[table|json|jsonl|csv]", help="Output format."),
+    fmt: RowFormat = typer.Option(Format.table, "--format", metavar="[table|json|jsonl|csv]", help="Output format."),
     wide: bool = WIDE_OPTION,
 ) -> None:
     """List an organization's active patients.
@@ -97,7 +61,7 @@ def list_active(
             rows,
             reports.LIST_COLUMNS,
             reports.LIST_TABLE,
-            fmt.value,
+            fmt,
             title=f"Active patients of {organization}",
             drop_first=reports.LIST_DROP_FIRST,
             wide=wide,
@@ -114,7 +78,7 @@ def status(
         help="Exit 1 when an enabled organization's last success is older (90s, 30m, 2h, 1d).",
     ),
     fmt: StatusFormat = typer.Option(
-        StatusFormat.table, "--format", metavar="[table|json|jsonl|csv|prometheus]", help="Output format."
+        Format.table, "--format", metavar="[table|json|jsonl|csv|prometheus]", help="Output format."
     ),
     wide: bool = WIDE_OPTION,
 ) -> None:
@@ -130,12 +94,12 @@ def status(
     from cliniko_sync.errors import ClinikoSyncError, UsageError
 
     limit = reports.parse_duration(max_age) if max_age is not None else None
-    if history is not None and fmt is StatusFormat.prometheus:
+    if history is not None and fmt is Format.prometheus:
         raise UsageError("--history cannot be combined with --format prometheus")
     with db.session(current_settings()) as conn:
         rows = reports.organization_status(conn, organization, max_age=limit)
         runs = reports.run_history(conn, organization, history) if history is not None else None
-    if fmt is StatusFormat.prometheus:
+    if fmt is Format.prometheus:
         sys.stdout.write(reports.prometheus_text(rows))
     elif runs is None:
         view = {**reports.STATUS_TABLE, **(reports.STALE_COLUMN if limit else {})}
@@ -143,7 +107,7 @@ def status(
             rows,
             reports.STATUS_COLUMNS,
             view,
-            fmt.value,
+            fmt,
             title="Sync status",
             drop_first=reports.STATUS_DROP_FIRST,
             wide=wide,
@@ -153,7 +117,7 @@ def status(
             runs,
             reports.HISTORY_COLUMNS,
             reports.HISTORY_TABLE,
-            fmt.value,
+            fmt,
             title="Sync runs",
             drop_first=reports.HISTORY_DROP_FIRST,
             wide=wide,

@@ -6,12 +6,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
 from typing import Any
 
 import typer
 
 from cliniko_sync.cli_help import examples
+from cliniko_sync.output import Format, SummaryFormat
 
 # Set by the first SIGTERM/SIGINT: every running sync stops after its current page (passed to each run).
 STOP = threading.Event()
@@ -21,12 +21,6 @@ EXAMPLES = examples(
     "cliniko-sync --log-format json sync --due --jobs 4 --max-runtime 10m",
     "cliniko-sync sync surf-rehab --dry-run --format json",
 )
-
-
-class SyncFormat(str, Enum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
 
 
 JOBS_HELP = "With --all or --due: organizations synced at once, 1 to 16 (default 1; each uses up to 6 connections)."
@@ -53,7 +47,7 @@ def sync(
         help="Stop after a checkpoint once this long has passed: seconds (600) or 90s, 10m, 1h (exit 3; with --due "
         "claim nothing after it, exit 0).",
     ),
-    fmt: SyncFormat = typer.Option(
+    fmt: SummaryFormat = typer.Option(
         None,
         "--format",
         metavar="[table|json|jsonl]",
@@ -132,7 +126,7 @@ def _sync_due(
     dry_run: bool,
     as_of: Any,
     max_runtime: float | None,
-    fmt: SyncFormat | None,
+    fmt: SummaryFormat | None,
     wide: bool,
 ) -> None:
     """`sync --due`: always exits (typer.Exit) with the code exit_code_for_due decides."""
@@ -322,24 +316,24 @@ def _summary_row(result: Any) -> dict[str, Any]:
     return {key: values[key] for key in SUMMARY_KEYS}
 
 
-def _print_summary(results: list[Any], fmt: SyncFormat | None, *, as_array: bool, wide: bool) -> None:
+def _print_summary(results: list[Any], fmt: SummaryFormat | None, *, as_array: bool, wide: bool) -> None:
     """The summary is data, so it goes to stdout whatever -q says (-q silences stderr only).
 
     json: one object per run that started (failed and partial runs included), or under --all one array of them;
     jsonl: one object per line.
     """
-    from cliniko_sync.output import Format, dumps, render
+    from cliniko_sync.output import dumps, render
 
     if fmt is None:
         if not sys.stdout.isatty():
             return
-        fmt = SyncFormat.table
+        fmt = Format.table
     rows = [_summary_row(result) for result in results]
-    if fmt is SyncFormat.jsonl:
+    if fmt is Format.jsonl:
         for row in rows:
             sys.stdout.write(dumps(row) + "\n")
         return
-    if fmt is SyncFormat.json:
+    if fmt is Format.json:
         if as_array:
             render(rows, list(SUMMARY_KEYS), Format.json)
         else:

@@ -230,7 +230,9 @@ DEFAULT_RULES = QueryRules()
 
 
 @dataclass(frozen=True)
-class Filter:
+class Condition:
+    """One parsed `q[]` condition, as the emulator checks it against stored records (the client's side is Filter)."""
+
     field: str
     operator: str
     kind: str
@@ -298,7 +300,7 @@ def _parse_value(kind: str, operator: str, text: str) -> tuple[Any, ...]:
     return (text,)
 
 
-def parse_filter(text: str, spec: ResourceSpec, refused: frozenset[str] = frozenset()) -> Filter:
+def parse_condition(text: str, spec: ResourceSpec, refused: frozenset[str] = frozenset()) -> Condition:
     """One `q[]` condition. Error messages name the column and operator, never the value (it may be an email)."""
     match = FILTER_SYNTAX.fullmatch(text)
     if not match:
@@ -312,11 +314,11 @@ def parse_filter(text: str, spec: ResourceSpec, refused: frozenset[str] = frozen
     if operator in VALUELESS:
         if value:
             raise QueryError(f"Invalid filter on {name}: operator {operator} takes no value")
-        return Filter(name, operator, kind, ())
+        return Condition(name, operator, kind, ())
     if not value:
         raise QueryError(f"Invalid filter on {name}: operator {operator} needs a value")
     try:
-        return Filter(name, operator, kind, _parse_value(kind, operator, value))
+        return Condition(name, operator, kind, _parse_value(kind, operator, value))
     except ValueError as exc:
         raise QueryError(f"Invalid filter on {name}: the value {exc}") from None
 
@@ -331,7 +333,7 @@ def filter_field(text: str) -> str | None:
 class ListQuery:
     """A parsed list request. `filter_texts`/`sort_text` can be echoed in the envelope's links (a quirk)."""
 
-    filters: tuple[Filter, ...]
+    filters: tuple[Condition, ...]
     sort: tuple[tuple[str, bool], ...]  # (field, descending), always ending with id
     page: int
     per_page: int
@@ -367,7 +369,7 @@ def parse_list_query(
         else:
             values[name] = value
     applied = [text for text in filter_texts if filter_field(text) not in rules.ignored]
-    filters = tuple(parse_filter(text, spec, rules.refused) for text in applied)
+    filters = tuple(parse_condition(text, spec, rules.refused) for text in applied)
     sort_text = values.get("sort")
     sort: list[tuple[str, bool]] = []
     if rules.ignore_sort:
@@ -393,10 +395,10 @@ def parse_list_query(
     )
 
 
-def visibility_filters(spec: ResourceSpec, filters: Iterable[Filter]) -> tuple[Filter, ...]:
+def visibility_conditions(spec: ResourceSpec, filters: Iterable[Condition]) -> tuple[Condition, ...]:
     """The default exclusions left in force: a field is hidden-when-set unless some filter names it."""
     named = {f.field for f in filters}
-    return tuple(Filter(name, "!?", spec.fields[name], ()) for name in spec.hidden_unless_named if name not in named)
+    return tuple(Condition(name, "!?", spec.fields[name], ()) for name in spec.hidden_unless_named if name not in named)
 
 
 @dataclass
@@ -413,7 +415,7 @@ class _Source:
         return max(0, self.hi - self.lo)
 
 
-def _range_source(index: SortedIndex, filters: Sequence[Filter]) -> _Source:
+def _range_source(index: SortedIndex, filters: Sequence[Condition]) -> _Source:
     """The slice of an index the range filters on its field allow (all of it when there are none)."""
     source = _Source(index, 0, len(index.entries), set())
     for position, f in enumerate(filters):
@@ -479,11 +481,11 @@ def _in_order(source: _Source, sort: tuple[tuple[str, bool], ...]) -> bool:
 
 
 def run_list_query(
-    clinic: Clinic, table: Table[Any], spec: ResourceSpec, query: ListQuery, extra: Sequence[Filter] = ()
+    clinic: Clinic, table: Table[Any], spec: ResourceSpec, query: ListQuery, extra: Sequence[Condition] = ()
 ) -> tuple[list[Any], int]:
     """The page of records and total_entries. Call with clinic.lock held."""
     filters = (*query.filters, *extra)
-    checks = (*filters, *visibility_filters(spec, filters))
+    checks = (*filters, *visibility_conditions(spec, filters))
     offset = (query.page - 1) * query.per_page
     records = table.records
     id_lists = [f for f in filters if f.field == "id" and f.operator == "="]
@@ -553,7 +555,7 @@ def _page_skipping(
 
 
 def _predicate(
-    spec: ResourceSpec, clinic: Clinic, checks: Sequence[Filter], satisfied: set[int]
+    spec: ResourceSpec, clinic: Clinic, checks: Sequence[Condition], satisfied: set[int]
 ) -> Callable[[Any], bool]:
     """A record test for the checks the index range has not already satisfied (positions in `satisfied`)."""
     remaining = [f for position, f in enumerate(checks) if position not in satisfied and f.operator != "*"]
@@ -575,7 +577,7 @@ def _records_in(source: _Source, records: dict[int, Any]) -> Iterable[Any]:
     return (records[entries[position][1]] for position in range(source.lo, source.hi))
 
 
-def _match_all(checks: Sequence[Filter]) -> int:
+def _match_all(checks: Sequence[Condition]) -> int:
     return sum(1 for f in checks if f.operator == "*")
 
 
@@ -590,7 +592,7 @@ def _sort_key(get: Getter, clinic: Clinic) -> Callable[[Any], tuple[bool, Any]]:
 
 
 def find_record(
-    clinic: Clinic, table: Table[Any], spec: ResourceSpec, record_id: str, filters: Sequence[Filter]
+    clinic: Clinic, table: Table[Any], spec: ResourceSpec, record_id: str, filters: Sequence[Condition]
 ) -> Any:
     """GET by id: the record, or None when unknown or left out by the default exclusions (an archived patient)."""
     if not record_id.isdigit():
@@ -598,7 +600,7 @@ def find_record(
     record = table.get(int(record_id))
     if record is None:
         return None
-    checks = (*filters, *visibility_filters(spec, filters))
+    checks = (*filters, *visibility_conditions(spec, filters))
     if all(f.matches(spec.getter(f.field)(record, clinic)) for f in checks):
         return record
     return None

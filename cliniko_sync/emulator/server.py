@@ -30,14 +30,14 @@ from cliniko_sync.emulator.query import (
     BOOLEAN,
     NUMERIC,
     SPECS,
-    Filter,
+    Condition,
     ListQuery,
     QueryError,
     QueryRules,
     ResourceSpec,
     filter_field,
     find_record,
-    parse_filter,
+    parse_condition,
     parse_list_query,
     permissive_spec,
     run_list_query,
@@ -164,6 +164,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+# The throwaway key the emulator accepts unless told otherwise (the demo, `cliniko-sync emulator`); never a Cliniko key.
+DEMO_API_KEY = "demo-key-au1"
+
+
 class EmulatorServer:
     """A local Cliniko API over `clinic`. `with EmulatorServer(clinic) as server:` starts and stops it."""
 
@@ -171,7 +175,7 @@ class EmulatorServer:
         self,
         clinic: Clinic,
         *,
-        api_keys: Iterable[str] = ("demo-key-au1",),
+        api_keys: Iterable[str] = (DEMO_API_KEY,),
         shard: str = "au1",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -388,11 +392,11 @@ class EmulatorServer:
             if resource == "practitioners" and record_id == "inactive":
                 if self.quirks.no_inactive_practitioners_endpoint:
                     return _not_found()
-                inactive = Filter("active", "=", BOOLEAN, (False,))
+                inactive = Condition("active", "=", BOOLEAN, (False,))
                 return self._list(resource, params, base, f"{base}/practitioners/inactive", faults, inactive)
             if record_id is not None:
                 return self._show(resource, record_id, params, base)
-            extra = (Filter("active", "=", BOOLEAN, (True,)),) if resource == "practitioners" else ()
+            extra = (Condition("active", "=", BOOLEAN, (True,)),) if resource == "practitioners" else ()
             return self._list(resource, params, base, f"{base}/{resource}", faults, *extra)
         except QueryError as exc:
             status = self.quirks.refused_status if exc.unsearchable else 400
@@ -420,7 +424,7 @@ class EmulatorServer:
             spec = ResourceSpec(resource, fields, documented.hidden_unless_named, documented.getters)
         rules = self._rules(f"{resource}/{{id}}")
         texts = [value for name, value in params if name == "q[]" and filter_field(value) not in rules.ignored]
-        filters = [parse_filter(text, spec, rules.refused) for text in texts]
+        filters = [parse_condition(text, spec, rules.refused) for text in texts]
         with self.clinic.lock:
             record = find_record(self.clinic, self.clinic.tables[resource], spec, record_id, filters)
             if record is None:
@@ -433,7 +437,7 @@ class EmulatorServer:
             group = self.clinic.group_appointments.get(int(group_id)) if group_id.isdigit() else None
             if group is None:
                 return _not_found()
-        booking = Filter("booking_id", "=", NUMERIC, (group.id,))
+        booking = Condition("booking_id", "=", NUMERIC, (group.id,))
         return self._list("attendees", params, base, f"{base}/group_appointments/{group_id}/attendees", faults, booking)
 
     def _list(
@@ -443,7 +447,7 @@ class EmulatorServer:
         base: str,
         url: str,
         faults: Faults,
-        *extra: Filter,
+        *extra: Condition,
     ) -> _Response:
         spec = self._spec(resource)
         endpoint = url.removeprefix(f"{base}/")
@@ -525,6 +529,7 @@ def serve_until_interrupted(
     """Generate a clinic and serve it on 127.0.0.1:port until Ctrl-C or SIGTERM (KeyboardInterrupt)."""
     from cliniko_sync.emulator.dataset import active_patient_ids, generate_clinic
     from cliniko_sync.errors import UnavailableError
+    from cliniko_sync.output import iso_utc
 
     clinic = generate_clinic(patients=patients, appointments=appointments, seed=seed)
     server = EmulatorServer(
@@ -541,10 +546,14 @@ def serve_until_interrupted(
     except OSError as exc:
         raise UnavailableError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
     total = len(clinic.individual_appointments.records) + len(clinic.attendees.records)
+    # The clinic's records are laid out around its clock, some exactly on the window's edges; a sync computes as of
+    # its own start, so the count is only comparable at the same moment: name it, and how a sync asks for it.
+    clock = iso_utc(clinic.now)
     active = len(active_patient_ids(clinic, clinic.now))
     announce(
-        f"Cliniko emulator: {len(clinic.patients.records):,} synthetic patients, {total:,} appointments "
-        f"({active} active in the last 45 days), seed {seed}\n"
+        f"Cliniko emulator: {len(clinic.patients.records):,} synthetic patients, {total:,} appointments, seed {seed}\n"
+        f"Clinic clock: {clock}; {active} patients active in the 45 days up to it "
+        f"(`cliniko-sync sync ORG --as-of {clock}` computes the same)\n"
         f"API: {server.base_url}   key: {api_key}   rate limit: "
         f"{f'{rate_limit} requests per {rate_window:g} s' if rate_limit else 'off'}\n"
         f"{_describe(server.quirks)}"

@@ -176,7 +176,7 @@ def _plan(
 
     db.require_current_schema(conn)
     organization = get_organization(conn, organization_id)
-    credentials = load_credentials(conn, organization_id)
+    credentials = load_credentials(conn, organization)
     make_client = partial(
         ClinikoClient,
         credentials.api_key,

@@ -57,7 +57,7 @@ def _reference_list(
         name=name,
         table=f"cliniko_{name}",
         columns=REFERENCE_COLUMNS,
-        parse=lambda raw, region: row(raw),
+        parse=lambda raw, country: row(raw),
         include_filters=include,
         incremental=False,
         paths=paths,
@@ -88,7 +88,7 @@ STREAMS: tuple[Stream, ...] = (
             "merged_at",
             "raw",
         ),
-        parse=lambda raw, region: records.patient_row(raw, default_region=region),
+        parse=lambda raw, country: records.patient_row(raw, default_region=country),
         include_filters=_everything("archived_at"),
     ),
     Stream(
@@ -110,7 +110,7 @@ STREAMS: tuple[Stream, ...] = (
             "updated_at",
             "raw",
         ),
-        parse=lambda raw, region: records.individual_appointment_row(raw),
+        parse=lambda raw, country: records.individual_appointment_row(raw),
         include_filters=_everything("archived_at", "cancelled_at", "deleted_at"),
     ),
     Stream(
@@ -130,7 +130,7 @@ STREAMS: tuple[Stream, ...] = (
             "updated_at",
             "raw",
         ),
-        parse=lambda raw, region: records.group_appointment_row(raw),
+        parse=lambda raw, country: records.group_appointment_row(raw),
         include_filters=_everything("archived_at", "deleted_at"),
     ),
     Stream(
@@ -149,7 +149,7 @@ STREAMS: tuple[Stream, ...] = (
             "updated_at",
             "raw",
         ),
-        parse=lambda raw, region: records.attendee_row(raw),
+        parse=lambda raw, country: records.attendee_row(raw),
         include_filters=_everything("archived_at", "cancelled_at", "deleted_at"),
     ),
 )

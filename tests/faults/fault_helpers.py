@@ -1,13 +1,12 @@
-"""Fixtures and helpers for the fault scenarios: the clinic, the summary line, rows lost or duplicated, a clean run.
+"""Fixtures and helpers for the fault scenarios: the clinic, the summary line, rows lost or duplicated. Running the
+sync, the environment and a clean run's snapshot are shared with the CLI tests (tests/sync_helpers.py).
 
-Each test module imports the fixtures (named fault_*, in_process_env): a conftest.py in this folder would take the
-`conftest` module name the other test folders import from.
+Each test module imports the fixtures (fault_*, and sync_env and in_process_env from sync_helpers): a conftest.py
+in this folder would take the `conftest` module name the other test folders import from.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,10 +14,16 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import CliResult, run_cli
-from emulator_fixtures import EMULATOR_API_KEY
-from psycopg.rows import dict_row
-from sync_helpers import SYNC_ENV, active_rows, expected_active, setup_org, snapshot
+from sync_helpers import (  # noqa: F401 (re-exported for the scenarios)
+    active_rows,
+    clean_run_snapshot,
+    expected_active,
+    in_process_env,
+    start_sync,
+    statuses,
+    sync,
+    sync_env,
+)
 
 from cliniko_sync.emulator import Clinic, generate_clinic
 from cliniko_sync.sync.streams import STREAMS
@@ -49,18 +54,6 @@ class ScenarioResult:
 
 def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def sync_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cliniko_sync", "sync", *args]
-
-
-def start_sync(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(sync_command(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def sync(env: dict[str, str], *args: str) -> CliResult:
-    return run_cli(["sync", *args], env, timeout=300)
 
 
 def listed_ids(clinic: Any, resource: str) -> set[str]:
@@ -101,21 +94,6 @@ def lost_and_duplicated(conn: psycopg.Connection, clinic: Any, org: str, as_of: 
     return lost + contacts["missing"], duplicated + contacts["doubled"]
 
 
-def clean_run_snapshot(make_database: Any, base_url: str, env: dict[str, str], org: str, as_of: str) -> Any:
-    """What one uninterrupted sync of the emulator's current data leaves in a fresh database."""
-    url = make_database()
-    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as fresh:
-        setup_org(fresh, base_url, EMULATOR_API_KEY, org)
-        result = sync({**env, "DATABASE_URL": url}, org, "--as-of", as_of)
-        assert result.returncode == 0, result.stderr
-        return snapshot(fresh, org)
-
-
-def statuses(conn: psycopg.Connection, org: str) -> list[str]:
-    rows = conn.execute("SELECT status FROM sync_log WHERE organization_id = %s ORDER BY id", (org,)).fetchall()
-    return [row["status"] for row in rows]
-
-
 # --- fixtures ---------------------------------------------------------------------------------------------
 
 
@@ -124,13 +102,6 @@ def fault_clinic(request: pytest.FixtureRequest) -> Clinic:
     """The fault scenarios' clinic: 300 patients / 3,000 appointments, or size S with --runslow."""
     patients, appointments = S_SIZE if request.config.getoption("--runslow") else CI_SIZE
     return generate_clinic(patients=patients, appointments=appointments, seed=CLINIC_SEED)
-
-
-@pytest.fixture(autouse=True)
-def in_process_env(monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str]) -> None:
-    """Setting organizations up in-process encrypts credentials with the same key the CLI subprocesses use."""
-    for name in ("CREDENTIALS_ENCRYPTION_KEY", "CLINIKO_SYNC_CONTACT_EMAIL"):
-        monkeypatch.setenv(name, cli_env[name])
 
 
 @pytest.fixture(name="fault_report")
@@ -161,9 +132,3 @@ class _SummaryPlugin:
         terminalreporter.write_sep("=", "fault scenarios")
         for line in self.lines:
             terminalreporter.write_line(line)
-
-
-@pytest.fixture(name="env")
-def fault_env(cli_env: dict[str, str]) -> dict[str, str]:
-    """The CLI's environment for syncs: no client-side rate limit (the emulator's faults decide), 2 s HTTP timeout."""
-    return {**cli_env, **SYNC_ENV, "CLINIKO_SYNC_HTTP_TIMEOUT": "2"}

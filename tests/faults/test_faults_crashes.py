@@ -23,7 +23,6 @@ from fault_helpers import (  # noqa: F401 (fixtures)
     ScenarioResult,
     clean_run_snapshot,
     fault_clinic,
-    fault_env,
     fault_report_fixture,
     in_process_env,
     iso,
@@ -31,6 +30,7 @@ from fault_helpers import (  # noqa: F401 (fixtures)
     start_sync,
     statuses,
     sync,
+    sync_env,
 )
 from psycopg.rows import dict_row
 from sync_helpers import setup_org, snapshot

@@ -14,15 +14,15 @@ from fault_helpers import (  # noqa: F401 (fixtures)
     ScenarioResult,
     clean_run_snapshot,
     fault_clinic,
-    fault_env,
     fault_report_fixture,
     in_process_env,
     iso,
     lost_and_duplicated,
     statuses,
     sync,
+    sync_env,
 )
-from sync_helpers import setup_org, snapshot
+from sync_helpers import quick_retries, setup_org, snapshot  # noqa: F401 (fixture)
 
 from cliniko_sync.emulator.server import Faults
 
@@ -53,6 +53,7 @@ def _finish(conn: psycopg.Connection, clinic: Any, emulator: Any, make_database:
     return ScenarioResult(faults, runs, lost, duplicated, snapshot(conn, ORG) == clean, note)
 
 
+@pytest.mark.usefixtures("quick_retries")
 @pytest.mark.parametrize("name", sorted(FAULTS))
 def test_faulty_api_still_completes(name: str, conn: psycopg.Connection, env: dict[str, str], emulator: Any,
                                     clinic: Any, make_database: Any, fault_report: Any) -> None:  # fmt: skip

@@ -9,18 +9,19 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import TEST_ENCRYPTION_KEY, run_cli
+from conftest import TEST_ENCRYPTION_KEY
+from conftest import run_cli_in_process as run_cli
 from emulator_fixtures import EMULATOR_API_KEY
 from fault_helpers import (  # noqa: F401 (fixtures)
     ScenarioResult,
     clean_run_snapshot,
     fault_clinic,
-    fault_env,
     fault_report_fixture,
     in_process_env,
     iso,
     lost_and_duplicated,
     sync,
+    sync_env,
 )
 from sync_helpers import expected_active, setup_org, snapshot
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
-from conftest import run_cli
+from conftest import run_cli_in_process
 
 from cliniko_sync import __version__
 
@@ -16,6 +18,11 @@ def test_version(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"cliniko-sync {__version__}"
+
+
+def test_version_is_the_one_written_in_pyproject() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert __version__ == pyproject["project"]["version"]
 
 
 def test_help_lists_every_command(cli) -> None:  # type: ignore[no-untyped-def]
@@ -35,7 +42,7 @@ def test_console_script_and_module_agree(cli_env: dict[str, str]) -> None:
 
 
 def test_unreachable_database_is_one_line_and_exit_69(cli_env: dict[str, str]) -> None:
-    result = run_cli(["--database-url", UNREACHABLE, "db", "status"], cli_env)
+    result = run_cli_in_process(["--database-url", UNREACHABLE, "db", "status"], cli_env)
     assert result.returncode == 69
     assert result.stderr.strip().splitlines() == [
         "cliniko-sync: error: cannot connect to the database at 127.0.0.1:1/clinic"
@@ -44,13 +51,13 @@ def test_unreachable_database_is_one_line_and_exit_69(cli_env: dict[str, str]) -
 
 
 def test_database_url_from_environment(cli_env: dict[str, str]) -> None:
-    result = run_cli(["db", "status"], {**cli_env, "DATABASE_URL": UNREACHABLE})
+    result = run_cli_in_process(["db", "status"], {**cli_env, "DATABASE_URL": UNREACHABLE})
     assert result.returncode == 69
     assert "127.0.0.1:1" in result.stderr
 
 
 def test_debug_shows_a_traceback(cli_env: dict[str, str]) -> None:
-    result = run_cli(["--debug", "--database-url", UNREACHABLE, "db", "status"], cli_env)
+    result = run_cli_in_process(["--debug", "--database-url", UNREACHABLE, "db", "status"], cli_env)
     assert result.returncode == 69
     assert "Traceback" in result.stderr
     assert "sup3r-secret" not in result.stderr

@@ -12,7 +12,7 @@ from emulator_fixtures import EMULATOR_API_KEY
 from cliniko_sync.config import ENV_ENCRYPTION_KEY
 from cliniko_sync.crypto import load_credentials, rotate_credentials, store_credentials
 from cliniko_sync.errors import EXIT_CONFIG, EXIT_USAGE, ConfigError, UsageError
-from cliniko_sync.orgs import add_organization
+from cliniko_sync.orgs import add_organization, get_organization
 
 API_KEY = "MS0xMjM0NTY3ODkwMTIzNDU2Nzg5MC1zZWNyZXQtdGVzdC1rZXk-au4"
 OTHER_API_KEY = "T3RoZXJLZXlGb3JUZXN0aW5nT25seVBsZWFzZQ-uk1"
@@ -51,13 +51,25 @@ def assert_one_line_error(result, code: int, fragment: str) -> None:  # type: ig
 def test_round_trip_keeps_key_shard_and_url(conn, org: str, encryption_key: str) -> None:
     stored = store_credentials(conn, org, API_KEY)
 
-    loaded = load_credentials(conn, org)
+    loaded = load_credentials(conn, get_organization(conn, org))
 
     assert loaded == stored
-    assert (loaded.api_key, loaded.region, loaded.api_url) == (API_KEY, "au4", None)
+    assert (loaded.api_key, loaded.shard, loaded.api_url) == (API_KEY, "au4", None)
     token = stored_token(conn, org)
     payload = json.loads(Fernet(encryption_key.encode()).decrypt(token.encode()))
-    assert payload == {"api_key": API_KEY, "region": "au4", "api_url": None}
+    assert payload == {"api_key": API_KEY, "shard": "au4", "api_url": None}
+
+
+def test_a_token_stored_by_0_1_0_names_the_shard_region(conn, org: str, encryption_key: str) -> None:
+    payload = {"api_key": API_KEY, "region": "au4", "api_url": None}
+    token = Fernet(encryption_key.encode()).encrypt(json.dumps(payload).encode()).decode()
+    conn.execute(
+        "INSERT INTO api_credentials (organization_id, service, token) VALUES (%s, 'cliniko', %s)", (org, token)
+    )
+
+    loaded = load_credentials(conn, get_organization(conn, org))
+
+    assert (loaded.api_key, loaded.shard, loaded.api_url) == (API_KEY, "au4", None)
 
 
 def test_storing_again_replaces_the_key(conn, org: str, encryption_key: str) -> None:
@@ -66,12 +78,12 @@ def test_storing_again_replaces_the_key(conn, org: str, encryption_key: str) -> 
 
     loaded = load_credentials(conn, org)
 
-    assert (loaded.api_key, loaded.region, loaded.api_url) == (OTHER_API_KEY, "uk1", "http://127.0.0.1:8765/v1")
+    assert (loaded.api_key, loaded.shard, loaded.api_url) == (OTHER_API_KEY, "uk1", "http://127.0.0.1:8765/v1")
     assert conn.execute("SELECT count(*) AS n FROM api_credentials").fetchone()["n"] == 1
 
 
 def test_a_key_without_suffix_belongs_to_au1(conn, org: str, encryption_key: str) -> None:
-    assert store_credentials(conn, org, "bGVnYWN5LWtleS13aXRob3V0LXNoYXJk").region == "au1"
+    assert store_credentials(conn, org, "bGVnYWN5LWtleS13aXRob3V0LXNoYXJk").shard == "au1"
 
 
 def test_wrong_encryption_key_is_a_configuration_error(

@@ -1,4 +1,5 @@
-"""`cliniko-sync demo` end to end in a subprocess: zero configuration, the emulator, a full sync, run twice."""
+"""`cliniko-sync demo` end to end: zero configuration, the emulator, a full sync, run twice. On a fresh machine in a
+subprocess (the embedded PostgreSQL lives as long as the process); the rest in this process."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_cli_in_process
 
 DEMO_ORG = "demo-clinic"
 
@@ -86,14 +87,14 @@ def test_demo_on_a_fresh_machine_needs_no_configuration(fresh_machine: dict[str,
 
 
 def test_demo_with_an_unreachable_database_is_one_line_and_exit_69(fresh_machine: dict[str, str]) -> None:
-    result = run_cli(["demo"], {**fresh_machine, "DATABASE_URL": "postgresql://demo@127.0.0.1:1/nowhere"})
+    result = run_cli_in_process(["demo"], {**fresh_machine, "DATABASE_URL": "postgresql://demo@127.0.0.1:1/nowhere"})
     assert result.returncode == 69
     assert result.stderr.splitlines()[-1].startswith("cliniko-sync: error: cannot connect to the database")
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
 def test_demo_with_an_unusable_data_dir_is_a_configuration_error(fresh_machine: dict[str, str]) -> None:
-    result = run_cli(["demo"], {**fresh_machine, "CLINIKO_SYNC_DATA_DIR": "/dev/null/cliniko-sync"})
+    result = run_cli_in_process(["demo"], {**fresh_machine, "CLINIKO_SYNC_DATA_DIR": "/dev/null/cliniko-sync"})
     assert result.returncode == 78
     assert result.stderr.startswith("cliniko-sync: error: cannot write the demo key")
     assert len(result.stderr.splitlines()) == 1 and result.stdout == ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -177,3 +178,27 @@ def test_an_unknown_or_non_boolean_quirk_is_a_usage_error(name: str) -> None:
     assert result.returncode == 2
     assert f"unknown quirk {name}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_banner_count_is_what_a_sync_at_the_clinic_clock_computes(
+    processes: list[subprocess.Popen[str]],
+    cli,  # type: ignore[no-untyped-def]
+) -> None:
+    # The default clinic has a patient whose only recent appointment is on the window's start: one second later
+    # they lapse, so only a sync at the banner's moment can agree with it.
+    process, announcement = start("--rate-limit", "0")
+    processes.append(process)
+    match = re.search(r"Clinic clock: (\S+); (\d+) patients active in the 45 days up to it", announcement)
+    assert match, announcement
+    clock, announced = match.group(1), int(match.group(2))
+    assert f"sync ORG --as-of {clock}" in announcement
+    assert cli("org", "add", "try-out", "--name", "Trying the emulator").returncode == 0
+    stored = cli("credentials", "set", "try-out", "--api-url", base_url(announcement), input="demo-key-au1\n")
+    assert stored.returncode == 0, stored.stderr
+
+    synced = cli("sync", "try-out", "--as-of", clock, "--format", "json", env={"CLINIKO_SYNC_RATE_LIMIT": "off"})
+
+    assert synced.returncode == 0, synced.stderr
+    assert json.loads(synced.stdout)["active_patients"] == announced
+    listed = cli("list-active", "try-out", "--format", "json")
+    assert len(json.loads(listed.stdout)) == announced

@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import TEST_CONTACT_EMAIL, TEST_ENCRYPTION_KEY, run_cli
+from conftest import TEST_CONTACT_EMAIL, run_cli, run_cli_in_process
 from emulator_fixtures import EMULATOR_API_KEY
 from psycopg.types.json import Jsonb
 from sync_helpers import SYNC_ENV, setup_org
@@ -30,7 +30,6 @@ from sync_helpers import SYNC_ENV, setup_org
 from cliniko_sync import cli
 from cliniko_sync.cliniko.client import ClinikoClient
 from cliniko_sync.cliniko.waits import StopRequested, Wait
-from cliniko_sync.commands.sync import STOP as STOP_REQUESTED
 from cliniko_sync.emulator.server import Faults
 from cliniko_sync.orgs import add_organization, update_organization
 from cliniko_sync.sync.pipeline import LOCK_NAMESPACE
@@ -46,34 +45,18 @@ class Seen:
 
 
 @pytest.fixture
-def run(database_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
-    """`run("status", columns=80)`: the CLI in this process, as a user would run it, with COLUMNS set."""
-    for name in list(os.environ):
-        if name.startswith(("CLINIKO_SYNC_", "CREDENTIALS_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("CREDENTIALS_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
-    monkeypatch.setenv("CLINIKO_SYNC_CONTACT_EMAIL", TEST_CONTACT_EMAIL)
-    monkeypatch.setenv("CLINIKO_SYNC_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("CLINIKO_SYNC_RATE_LIMIT", "off")
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+def run(cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """`run("status", columns=80)`: the CLI in this process (conftest.run_cli_in_process), as a user would run it,
+    with COLUMNS set and no client-side rate limit. Organizations set up in the test use the same key."""
+    for name in ("DATABASE_URL", "CREDENTIALS_ENCRYPTION_KEY", "CLINIKO_SYNC_CONTACT_EMAIL"):
+        monkeypatch.setenv(name, cli_env[name])
 
     def invoke(*args: str, columns: int = 200, stdin: str | None = None) -> Seen:
-        monkeypatch.setenv("COLUMNS", str(columns))
-        if stdin is not None:
-            import io
+        env = {**cli_env, "CLINIKO_SYNC_RATE_LIMIT": "off", "COLUMNS": str(columns)}
+        result = run_cli_in_process(list(args), env, input=stdin)
+        return Seen(result.returncode, result.stdout, result.stderr)
 
-            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exited:
-            cli.main(list(args))
-        out, err = capsys.readouterr()
-        return Seen(int(exited.value.code or 0), out, err)
-
-    yield invoke
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler)
-    STOP_REQUESTED.clear()
+    return invoke
 
 
 def table_cells(text: str) -> list[list[str]]:
@@ -327,7 +310,7 @@ def test_a_second_ctrl_c_aborts_at_once_saying_what_was_kept(
     org = setup_org(conn, emulator.base_url, EMULATOR_API_KEY)
     emulator.set_faults(Faults(hang_rate=1.0, hang_seconds=30))  # every answer takes 30 s: only an abort is quick
     process, master = terminal_sync(org)
-    _read_until(master, r"patients", time.monotonic() + 30)
+    _read_until(master, r"appointment_types", time.monotonic() + 30)  # its bar shows as its first page is asked for
     process.send_signal(signal.SIGINT)
     _read_until(master, r"stopping after the current page", time.monotonic() + 10)
     process.send_signal(signal.SIGINT)
@@ -349,8 +332,8 @@ def test_list_active_into_head_exits_0_quietly(conn: Any, cli_env: dict[str, str
         "INSERT INTO active_patients (organization_id, cliniko_patient_id, search_date_from, search_date_to,"
         " recent_appointment_count, last_appointment_date)"
         " SELECT 'big-clinic', n::text, now(), now(), 1, now() - n * interval '1 minute'"
-        " FROM generate_series(1, 4000) AS n"
-    )  # more than a pipe holds, so the reader's going away is felt
+        " FROM generate_series(1, 1500) AS n"
+    )  # over 64 KiB in every format, more than a pipe holds, so the reader's going away is felt
     process = subprocess.Popen(
         [sys.executable, "-m", "cliniko_sync", "list-active", "big-clinic", "--format", fmt],
         env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -20,7 +20,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import TEMPLATE_DB, TEST_ENCRYPTION_KEY, run_cli, url_for_database
+from conftest import TEMPLATE_DB, TEST_ENCRYPTION_KEY, url_for_database
+from conftest import run_cli_in_process as run_cli
 from emulator_fixtures import EMULATOR_API_KEY
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -529,7 +530,7 @@ def test_a_non_superuser_owner_migrates_syncs_and_grants(
         monkeypatch.setenv("CREDENTIALS_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
         with psycopg.connect(owner_url, autocommit=True, row_factory=dict_row) as as_owner:
             org = setup_org(as_owner, emulator.base_url, EMULATOR_API_KEY)
-            synced = run_cli(["sync", org], env, timeout=300)
+            synced = run_cli(["sync", org], env)
             assert synced.returncode == 0, synced.stderr
             active = as_owner.execute("SELECT count(*) AS n FROM active_patients").fetchone()
             assert active is not None and active["n"] > 0

@@ -73,7 +73,7 @@ def test_malformed_key_is_refused_unechoed(monkeypatch: pytest.MonkeyPatch, valu
 
 def test_credentials_repr_hides_the_api_key() -> None:
     api_key = "MxJrZXkiOiI1Njd1amJmZTQ1NyJ9-au2"
-    credentials = Credentials(api_key=api_key, region="au2", api_url=None)
+    credentials = Credentials(api_key=api_key, shard="au2", api_url=None)
 
     for text in (repr(credentials), str(credentials), f"{credentials}", repr([credentials])):
         assert api_key not in text
