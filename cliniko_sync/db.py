@@ -135,6 +135,15 @@ def migrations() -> tuple[Migration, ...]:
 
 
 @cache
+def definitions() -> tuple[tuple[str, str], ...]:
+    """sql/views/*.sql, in name order: the views and functions every `db upgrade` re-applies (CREATE OR REPLACE),
+    so a definition changes in its one file, not in a new migration that repeats it."""
+    folder = _sql_root() / "views"
+    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    return tuple((f.name, f.read_text(encoding="utf-8")) for f in files)
+
+
+@cache
 def query(name: str) -> str:
     """The text of sql/queries/<name>.sql."""
     text: str = (_sql_root() / "queries" / f"{name}.sql").read_text(encoding="utf-8")
@@ -179,7 +188,8 @@ def _check_known(applied: dict[str, dict[str, Any]], known: tuple[Migration, ...
 
 
 def upgrade(url: str) -> list[str]:
-    """Apply pending migrations in order, each in its own transaction, under an advisory lock."""
+    """Apply pending migrations in order, each in its own transaction, then the definitions in sql/views, all under
+    an advisory lock."""
     known = migrations()
     with connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
@@ -199,6 +209,9 @@ def upgrade(url: str) -> list[str]:
                     )
                 log.info("applied migration %s", migration.name)
                 done.append(migration.name)
+            with conn.transaction():
+                for _name, text in definitions():
+                    conn.execute(text.encode())
             return done
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))

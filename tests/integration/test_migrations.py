@@ -150,3 +150,17 @@ def test_reader_role_sees_only_its_granted_organizations(conn: psycopg.Connectio
     finally:
         conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
         conn.execute(f"DROP ROLE {role}")
+
+
+def test_upgrade_reapplies_the_definitions_in_sql_views(database_url: str, conn: psycopg.Connection) -> None:
+    """The views and functions live in sql/views and every `db upgrade` re-applies them: a definition changes in its
+    one file, a dropped view comes back, and a new tenant table gets its policy."""
+    conn.execute("DROP VIEW qualifying_appointments")
+    conn.execute("CREATE TABLE cliniko_later_table (organization_id text NOT NULL, id text)")
+    assert db.upgrade(database_url) == []  # no migration was pending
+    names = {row["viewname"] for row in conn.execute("SELECT viewname FROM pg_views WHERE schemaname = 'public'")}
+    assert {"current_patients", "qualifying_appointments", "reader_organizations"} <= names
+    definition = conn.execute("SELECT pg_get_viewdef('current_patients') AS sql").fetchone()["sql"]
+    assert "removed_at IS NULL" in definition and "raw" not in definition
+    policies = conn.execute("SELECT tablename FROM pg_policies WHERE policyname = 'tenant_isolation'").fetchall()
+    assert "cliniko_later_table" in {row["tablename"] for row in policies}  # a new tenant table gets the policy
