@@ -15,6 +15,7 @@ from cliniko_sync.emulator import EmulatorServer, generate_clinic
 API_KEY = "bench-key-au1"
 STREAMS = (
     "appointment_types",
+    "businesses",
     "practitioners",
     "patients",
     "individual_appointments",

@@ -177,7 +177,7 @@ def snapshot(conn: psycopg.Connection, org_id: str) -> dict[str, Any]:
     state: dict[str, Any] = {}
     for table in (
         "cliniko_patients", "cliniko_individual_appointments", "cliniko_group_appointments", "cliniko_attendees",
-        "cliniko_appointment_types", "cliniko_practitioners",
+        "cliniko_appointment_types", "cliniko_practitioners", "cliniko_businesses",
     ):  # fmt: skip
         state[table] = conn.execute(
             f"SELECT id, updated_at, raw, removed_at IS NOT NULL AS removed FROM {table} "

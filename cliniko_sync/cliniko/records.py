@@ -241,6 +241,13 @@ def appointment_type_row(raw: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def business_row(raw: dict[str, Any]) -> dict[str, Any]:
+    """A cliniko_businesses row (one of the clinic's locations); the name is its business name, else its label."""
+    row = _common("businesses", raw)
+    row["name"] = _text(raw.get("business_name")) or _text(raw.get("label"))
+    return row
+
+
 def practitioner_row(raw: dict[str, Any]) -> dict[str, Any]:
     """A cliniko_practitioners row; the name is what the clinic shows (display name, else label, else full name)."""
     row = _common("practitioners", raw)

@@ -66,6 +66,8 @@ def _reference_list(
 
 STREAMS: tuple[Stream, ...] = (
     _reference_list("appointment_types", records.appointment_type_row, include=_everything("archived_at")),
+    # The clinic's locations, so an appointment's details can say where it is.
+    _reference_list("businesses", records.business_row, include=_everything("archived_at", "deleted_at")),
     # Practitioners are never archived, only made inactive: Cliniko lists those on a second endpoint.
     _reference_list(
         "practitioners", records.practitioner_row, include=(), paths=("practitioners", "practitioners/inactive")

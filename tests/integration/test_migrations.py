@@ -22,6 +22,7 @@ TENANT_TABLES = [
     "cliniko_attendees",
     "cliniko_appointment_types",
     "cliniko_practitioners",
+    "cliniko_businesses",
     "sync_state",
     "sync_log",
     "active_patients",
