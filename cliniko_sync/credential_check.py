@@ -79,6 +79,7 @@ def check_credentials(conn: DictConnection, organization: Organization) -> Check
     """
     from cliniko_sync.cliniko.client import base_url_for, key_hint
     from cliniko_sync.crypto import load_credentials
+    from cliniko_sync.db import query
 
     org_id = organization.id
     shard = host = hint = None
@@ -93,13 +94,7 @@ def check_credentials(conn: DictConnection, organization: Organization) -> Check
     except ClinikoSyncError as exc:  # messages of the tool's errors are safe: at most the key's last 4 characters
         error, exit_code = str(exc), exc.exit_code
     with conn.transaction():
-        conn.execute(
-            "INSERT INTO organization_services (organization_id, service, last_validated_at, last_validation_error)"
-            " VALUES (%(org)s, %(service)s, now(), %(error)s)"
-            " ON CONFLICT (organization_id, service) DO UPDATE"
-            " SET last_validated_at = now(), last_validation_error = %(error)s, updated_at = now()",
-            {"org": org_id, "service": SERVICE, "error": error},
-        )
+        conn.execute(query("credentials_checked"), {"org": org_id, "service": SERVICE, "error": error})
     return CheckResult(
         organization_id=org_id,
         ok=exit_code == EXIT_OK,

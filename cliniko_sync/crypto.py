@@ -91,6 +91,7 @@ def stored_api_url(conn: DictConnection, organization: Organization) -> str | No
 def store_credentials(conn: DictConnection, org_id: str, api_key: str, *, api_url: str | None = None) -> Credentials:
     """Check the key's shape offline, encrypt it, and store it as the organization's Cliniko credentials."""
     from cliniko_sync.cliniko.client import check_api_url, shard_for_key, validate_api_key_shape
+    from cliniko_sync.db import query
 
     validate_api_key_shape(api_key)
     if api_url is not None:
@@ -103,17 +104,8 @@ def store_credentials(conn: DictConnection, org_id: str, api_key: str, *, api_ur
     get_organization(conn, org_id)
     with conn.transaction():
         # A new key has not been checked yet: forget the previous key's validation result.
-        conn.execute(
-            "INSERT INTO organization_services (organization_id, service) VALUES (%(org)s, %(service)s)"
-            " ON CONFLICT (organization_id, service) DO UPDATE"
-            " SET last_validated_at = NULL, last_validation_error = NULL, updated_at = now()",
-            {"org": org_id, "service": SERVICE},
-        )
-        conn.execute(
-            "INSERT INTO api_credentials (organization_id, service, token) VALUES (%(org)s, %(service)s, %(token)s)"
-            " ON CONFLICT (organization_id, service) DO UPDATE SET token = EXCLUDED.token, updated_at = now()",
-            {"org": org_id, "service": SERVICE, "token": token},
-        )
+        conn.execute(query("credentials_forget_check"), {"org": org_id, "service": SERVICE})
+        conn.execute(query("credentials_store"), {"org": org_id, "service": SERVICE, "token": token})
     return credentials
 
 
@@ -161,11 +153,11 @@ def rotate_credentials(conn: DictConnection) -> int:
     """Re-encrypt every stored token with the first key in CREDENTIALS_ENCRYPTION_KEY; all or nothing."""
     from cryptography.fernet import InvalidToken
 
+    from cliniko_sync.db import query
+
     fernet = load_fernet()
     with conn.transaction():
-        rows = conn.execute(
-            "SELECT id, organization_id, token FROM api_credentials ORDER BY organization_id, service FOR UPDATE"
-        ).fetchall()
+        rows = conn.execute(query("credentials_for_rotation")).fetchall()
         for row in rows:
             try:
                 token = fernet.rotate(row["token"].encode()).decode()

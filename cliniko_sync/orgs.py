@@ -176,6 +176,8 @@ def add_organization(
     """Create an organization and its Cliniko service row; an existing id is a usage error."""
     import psycopg
 
+    from cliniko_sync.db import query
+
     values = {
         "id": validate_org_id(org_id),
         "name": validate_name(name),
@@ -188,14 +190,7 @@ def add_organization(
     }
     try:
         with conn.transaction():
-            row = conn.execute(
-                "INSERT INTO organizations (id, name, country, time_zone, window_days, include_upcoming,"
-                " sync_interval, full_sync_interval)"
-                " VALUES (%(id)s, %(name)s, %(country)s, %(time_zone)s, %(window_days)s, %(include_upcoming)s,"
-                " %(sync_interval)s, %(full_sync_interval)s)"
-                " RETURNING *",
-                values,
-            ).fetchone()
+            row = conn.execute(query("organization_add"), values).fetchone()
             conn.execute(
                 "INSERT INTO organization_services (organization_id, service) VALUES (%s, %s)", (org_id, SERVICE)
             )
@@ -268,14 +263,9 @@ def update_organization(conn: DictConnection, org_id: str, **changes: Any) -> Or
 
 def credential_status(conn: DictConnection) -> dict[str, dict[str, Any]]:
     """Per organization: whether a Cliniko key is stored, and the last `check-credentials` result."""
-    rows = conn.execute(
-        "SELECT s.organization_id, c.id IS NOT NULL AS credentials_stored, s.last_validated_at,"
-        " s.last_validation_error"
-        " FROM organization_services s"
-        " LEFT JOIN api_credentials c ON c.organization_id = s.organization_id AND c.service = s.service"
-        " WHERE s.service = %s",
-        (SERVICE,),
-    ).fetchall()
+    from cliniko_sync.db import query
+
+    rows = conn.execute(query("credential_status"), {"service": SERVICE}).fetchall()
     return {row.pop("organization_id"): row for row in rows}
 
 
@@ -340,11 +330,7 @@ def remove_organization(conn: DictConnection, org_id: str, *, dry_run: bool = Fa
             (org_id, CREATED_BY_US),
         ).fetchone()
         keep_organization = bool(foreign and foreign["n"])
-        unlinked = conn.execute(
-            "UPDATE contacts SET cliniko_patient_id = NULL, updated_at = now()"
-            " WHERE organization_id = %s AND created_by <> %s AND cliniko_patient_id IS NOT NULL",
-            (org_id, CREATED_BY_US),
-        ).rowcount
+        unlinked = conn.execute(query("contacts_unlink_foreign"), {"org": org_id, "us": CREATED_BY_US}).rowcount
         for table in _deletion_order(tables):
             extra: sql.Composable = sql.SQL("")
             if table == "contacts":
