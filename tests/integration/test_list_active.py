@@ -226,11 +226,13 @@ def test_csv_parses_with_one_row_per_patient(clinic: Any, cli: Any) -> None:
     assert list(rows[0]) == [
         "organization_id", "cliniko_patient_id", "contact_id", "name", "phone", "email", "recent_appointment_count",
         "upcoming_appointment_count", "total_appointment_count", "last_appointment_date", "next_appointment_date",
+        "history_complete",
     ]  # fmt: skip
     by_id = {row["cliniko_patient_id"]: row for row in rows}
     assert by_id["1000000000000000003"]["name"] == "Łukasz 100% Kowalski"
     assert by_id["1000000000000000001"]["last_appointment_date"] == "2024-05-30T00:00:00Z"
     assert by_id["1000000000000000006"]["last_appointment_date"] == ""
+    assert {row["history_complete"] for row in rows} == {"true"}
 
 
 def test_jsonl_is_one_object_per_line(clinic: Any, cli: Any) -> None:
