@@ -9,12 +9,14 @@ WITH described AS (
                'ends_at', to_char(q.ends_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
                'appointment_type', at.name,
                'practitioner', pr.name,
+               'business', b.name,
                'did_not_arrive', q.did_not_arrive
            ) AS details
     FROM qualifying_appointments q
     JOIN active_now n ON n.patient_id = q.patient_id
     LEFT JOIN cliniko_appointment_types at ON at.organization_id = q.organization_id AND at.id = q.appointment_type_id
     LEFT JOIN cliniko_practitioners pr ON pr.organization_id = q.organization_id AND pr.id = q.practitioner_id
+    LEFT JOIN cliniko_businesses b ON b.organization_id = q.organization_id AND b.id = q.business_id
     WHERE q.organization_id = %(org)s AND q.starts_at >= %(window_from)s
 )
 SELECT patient_id,

@@ -5,6 +5,7 @@ practitioners who have left the clinic. Incremental from any checkpoint must equ
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from emulator_fixtures import EMULATOR_API_KEY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sync_helpers import SYNC_ENV, active_rows, setup_org, snapshot
+from sync_helpers import SYNC_ENV, active_rows, expected_active, setup_org, snapshot
 
 from cliniko_sync.emulator import Faults, generate_clinic
 from cliniko_sync.sync.pipeline import sync_organization
@@ -147,3 +148,28 @@ def test_an_inactive_practitioner_is_still_named_in_the_details(
     paths = [entry.path.split("?")[0] for entry in emulator.request_log]
     assert "/v1/practitioners" in paths and "/v1/practitioners/inactive" in paths
     assert not any("practitioners" in entry.path and "archived_at" in entry.path for entry in emulator.request_log)
+
+
+def test_appointment_details_name_the_business(
+    conn: psycopg.Connection, database_url: str, emulator: Any, clinic: Any
+) -> None:
+    """A clinic with two locations: each appointment in the JSON details says where it is."""
+    with clinic.lock:
+        first = next(iter(clinic.businesses.records.values()))
+        second = replace(first, id=first.id + 1, business_name="Northside Rehab (synthetic)")
+        clinic.businesses.add(second)
+    patient = sorted(expected_active(clinic, clinic.now))[0]
+    booked = clinic.book(patient, clinic.now - timedelta(days=2), business_id=second.id)
+    setup_org(conn, emulator.base_url, EMULATOR_API_KEY, ORG)
+    assert sync_organization(database_url, ORG, as_of=clinic.now).status == "success"
+    with clinic.lock:
+        names = {str(b.id): b.business_name for b in clinic.businesses.records.values()}
+        where = {str(a.id): names[str(a.business_id)] for a in clinic.individual_appointments.records.values()}
+        groups = {g.id: names[str(g.business_id)] for g in clinic.group_appointments.records.values()}
+        where |= {str(t.id): groups[t.booking_id] for t in clinic.attendees.records.values()}
+    mirrored = conn.execute("SELECT count(*) AS n FROM cliniko_businesses WHERE organization_id = %s", (ORG,))
+    assert mirrored.fetchone()["n"] == len(names)
+    details = [a for row in active_rows(conn, ORG).values() for a in row["recent_appointments"]]
+    assert details and all(a["business"] == where[a["id"]] for a in details)
+    assert {a["business"] for a in details if a["id"] == booked} == {"Northside Rehab (synthetic)"}
+    assert len({a["business"] for a in details}) == 2

@@ -56,6 +56,7 @@ def test_missing_key_says_how_to_make_one(monkeypatch: pytest.MonkeyPatch, value
         (f"{NEW_KEY},hunter2-secretish-value", 2),
         ("ÄÖÜ" * 15, 1),  # not ASCII
     ],
+    ids=["not-a-key", "truncated", "not-base64", "second-of-two", "not-ascii"],  # the keys are random per process
 )
 def test_malformed_key_is_refused_unechoed(monkeypatch: pytest.MonkeyPatch, value: str, position: int) -> None:
     monkeypatch.setenv(ENV_ENCRYPTION_KEY, value)
