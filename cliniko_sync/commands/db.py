@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import typer
 
+from cliniko_sync.cli_help import examples
 from cliniko_sync.output import Format
 
 app = typer.Typer(help="Create and upgrade the database schema; grant reader roles.", no_args_is_help=True)
 
 
-@app.command("upgrade")
+@app.command(
+    "upgrade",
+    epilog=examples("cliniko-sync db upgrade", "DATABASE_URL=postgresql://sync@db/clinics cliniko-sync db upgrade"),
+)
 def upgrade() -> None:
     """Apply pending schema migrations (idempotent; safe to run concurrently)."""
     from cliniko_sync import db
@@ -24,7 +28,7 @@ def upgrade() -> None:
         typer.echo("schema is up to date: nothing pending")
 
 
-@app.command("status")
+@app.command("status", epilog=examples("cliniko-sync db status", "cliniko-sync db status --format json"))
 def status(
     fmt: Format = typer.Option(Format.table, "--format", help="Output format."),
 ) -> None:
@@ -55,7 +59,14 @@ def _read_password() -> str:
     return password
 
 
-@app.command("grant")
+@app.command(
+    "grant",
+    epilog=examples(
+        "cliniko-sync db grant crm_reader --org surf-rehab",
+        "cliniko-sync db grant bi_dashboard --org surf-rehab --org harbour-physio --with-mirrors",
+        'echo "$PASSWORD" | cliniko-sync db grant frontdesk --org surf-rehab --create',
+    ),
+)
 def grant(
     role: str = ROLE_ARGUMENT,
     orgs: list[str] = typer.Option(..., "--org", metavar="ORG", help="An organization ROLE may read; repeatable."),
@@ -80,7 +91,10 @@ def grant(
     typer.echo(f"{created}{result.role} may read {', '.join(result.organizations)} in: {', '.join(result.relations)}")
 
 
-@app.command("revoke")
+@app.command(
+    "revoke",
+    epilog=examples("cliniko-sync db revoke crm_reader --org surf-rehab", "cliniko-sync db revoke bi_dashboard"),
+)
 def revoke(
     role: str = ROLE_ARGUMENT,
     orgs: list[str] = typer.Option(
@@ -103,7 +117,7 @@ def revoke(
     typer.echo(f"revoked from {result.role}: {removed}; {after}")
 
 
-@app.command("grants")
+@app.command("grants", epilog=examples("cliniko-sync db grants", "cliniko-sync db grants --format json"))
 def grants(
     fmt: Format = typer.Option(Format.table, "--format", help="Output format: table, json, jsonl or csv."),
 ) -> None:
