@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import psycopg
 
 from cliniko_sync import db
+from cliniko_sync.cliniko import records
 from cliniko_sync.cliniko.waits import StopRequested
 from cliniko_sync.errors import (
     EXIT_FAILURE,
@@ -27,7 +28,7 @@ from cliniko_sync.errors import (
     LockedError,
 )
 from cliniko_sync.sync import crawl
-from cliniko_sync.sync.active import recompute_active_patients
+from cliniko_sync.sync.active import recompute_active_patients, take_changed_patients
 from cliniko_sync.sync.contacts import match_contacts, valid_phone_share
 from cliniko_sync.sync.mirror import StreamState, load_state, remove_unseen, save_state, write_rows
 from cliniko_sync.sync.streams import STREAMS, Stream
@@ -200,7 +201,7 @@ class _Run:
                 fetch=lambda request: client.list_page(
                     request.path, filters=request.filters, sort=request.sort, page=request.page
                 ),
-                parse=lambda raw: stream.parse(raw, self.region),
+                parse=records.listing_row,  # [ingest] id and updated_at only: the mirror's SQL reads the rest
             )
             self.check_stop()
             for page, step in listing:
@@ -209,7 +210,12 @@ class _Run:
                 started = self._writer_starts()
                 with work.transaction():
                     counts = write_rows(
-                        work, stream, self.organization_id, step.new_rows, pass_id if mode == "full" else None
+                        work,
+                        stream,
+                        self.organization_id,
+                        step.new_rows,
+                        pass_id if mode == "full" else None,
+                        region=self.region,  # [ingest] patients' local phone numbers
                     )
                     new_state = StreamState(pass_id, mode, step.complete, step.position, state.cursor_updated_at)
                     if step.complete:
@@ -432,13 +438,24 @@ def _execute(run: _Run, organization: Any, result: SyncResult) -> None:
         run.crawl_streams([stream for stream in STREAMS if stream.incremental])
         run.check_stop()
         with run.work.transaction():
-            contacts = match_contacts(run.work, run.organization_id)
+            # [ingest] Only the patients who can have changed: drained from active_dirty_patients, plus window-edge
+            # crossings since the last recompute; everyone on --full (and on a settings change or a first run).
+            scope = take_changed_patients(
+                run.work,
+                run.organization_id,
+                as_of=run.as_of,
+                window_days=organization.window_days,
+                include_upcoming=organization.include_upcoming,
+                everything=run.full,
+            )
+            contacts = match_contacts(run.work, run.organization_id, scope)
             active = recompute_active_patients(
                 run.work,
                 run.organization_id,
                 as_of=run.as_of,
                 window_days=organization.window_days,
                 include_upcoming=organization.include_upcoming,
+                scope=scope,
             )
             share = valid_phone_share(run.work, run.organization_id)
         result.active_patients = active.active
@@ -448,6 +465,8 @@ def _execute(run: _Run, organization: Any, result: SyncResult) -> None:
             active_added=active.added,
             active_updated=active.updated,
             active_removed=active.removed,
+            # [ingest] how much the recompute had to look at
+            recomputed=dict(everything=scope.everything, written=scope.written, crossing=scope.crossing),
             valid_phone_share=share,
         )
 

@@ -1,5 +1,6 @@
 -- The organization's active patients as of %(as_of)s (DESIGN §2) with their counts, into a temp table dropped at
--- commit: one hash aggregate over every qualifying appointment, no sort.
+-- commit: one hash aggregate over every qualifying appointment, no sort. The scope condition limits it to the
+-- patients being recomputed (TRUE: every patient).
 CREATE TEMP TABLE active_now ON COMMIT DROP AS
 SELECT q.patient_id,
        count(*) FILTER (WHERE q.starts_at >= %(window_from)s AND q.starts_at <= %(as_of)s) AS recent_appointment_count,
@@ -9,7 +10,7 @@ SELECT q.patient_id,
        min(q.starts_at) FILTER (WHERE q.starts_at > %(as_of)s) AS next_appointment_date
 FROM qualifying_appointments q
 JOIN current_patients p ON p.organization_id = q.organization_id AND p.id = q.patient_id
-WHERE q.organization_id = %(org)s
+WHERE q.organization_id = %(org)s AND {scope}
 GROUP BY q.patient_id
 HAVING count(*) FILTER (WHERE q.starts_at >= %(window_from)s AND q.starts_at <= %(as_of)s) > 0
     OR (%(include_upcoming)s AND count(*) FILTER (WHERE q.starts_at > %(as_of)s) > 0);
