@@ -133,7 +133,7 @@ def write_rows(
     }
     try:
         result = conn.execute(_statements(stream)[0], params, prepare=True).fetchone()
-    except psycopg.errors.DataException as exc:
+    except psycopg.DataError as exc:
         raise ClinikoAPIError(f"Cliniko sent a {stream.name} record with a field that cannot be read") from exc
     assert result is not None
     return WriteCounts(
