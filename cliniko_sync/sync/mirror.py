@@ -136,6 +136,11 @@ def write_rows(
         "derived": derived,
         "denied": records.denied_keys(stream.name, keys),
     }
+    # A generic plan, made without looking at the organization id: a custom plan trusts the statistics' row count
+    # for this organization, which during its first sync (another clinic's rows fill the table's statistics) says
+    # "about none", and then probes each id by walking the organization's rows through another index instead of
+    # the primary key: seconds per page once the organization holds tens of thousands of rows.
+    conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
     try:
         result = conn.execute(_statements(stream)[0], params, prepare=True).fetchone()
     except psycopg.DataError as exc:

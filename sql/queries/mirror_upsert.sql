@@ -15,10 +15,11 @@ WITH page AS (
     SELECT s.*, t.updated_at AS old_updated_at, t.raw AS old_raw, t.removed_at AS old_removed_at,
            t.old_patient_id
     FROM incoming s
-    -- LIMIT keeps this a per-row primary-key probe: a plain join would hash the whole organization.
+    -- OFFSET 0 keeps this a per-row probe (a plain join would hash the whole organization). It must be a primary-key
+    -- probe: the caller plans this statement generically (mirror.py says why).
     LEFT JOIN LATERAL (
         SELECT m.updated_at, m.raw, m.removed_at, {old_patient} AS old_patient_id FROM {table} m
-        WHERE m.organization_id = %(org)s AND m.id = s.id LIMIT 1
+        WHERE m.organization_id = %(org)s AND m.id = s.id OFFSET 0
     ) t ON true
 ), changed AS (
     SELECT * FROM prior
