@@ -136,11 +136,9 @@ def write_rows(
         "derived": derived,
         "denied": records.denied_keys(stream.name, keys),
     }
-    # A generic plan, made without looking at the organization id: a custom plan trusts the statistics' row count
-    # for this organization, which during its first sync (another clinic's rows fill the table's statistics) says
-    # "about none", and then probes each id by walking the organization's rows through another index instead of
-    # the primary key: seconds per page once the organization holds tens of thousands of rows.
-    conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+    # Planned afresh for every batch (prepared: parsed once): a plan cached while the table was small (a first
+    # sync) would go on scanning it when it is big.
+    conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
     try:
         result = conn.execute(_statements(stream)[0], params, prepare=True).fetchone()
     except psycopg.DataError as exc:

@@ -10,16 +10,18 @@ WITH page AS (
 ), typed AS (
     {rows}
 ), incoming AS (
-    SELECT DISTINCT ON (id) * FROM typed ORDER BY id, updated_at DESC, n DESC
+    SELECT DISTINCT ON (id) *, %(org)s::text AS organization_id FROM typed ORDER BY id, updated_at DESC, n DESC
 ), prior AS (
     SELECT s.*, t.updated_at AS old_updated_at, t.raw AS old_raw, t.removed_at AS old_removed_at,
            t.old_patient_id
     FROM incoming s
-    -- OFFSET 0 keeps this a per-row probe (a plain join would hash the whole organization). It must be a primary-key
-    -- probe: the caller plans this statement generically (mirror.py says why).
+    -- A per-row primary-key probe. OFFSET 0 keeps it one (a plain join would hash the whole organization). The
+    -- organization comes from the row, not the parameter: given the parameter, the planner trusts the statistics'
+    -- row count for it, which for an organization in its first sync says "about none", and probes each id by
+    -- walking the organization through another index (seconds per page once it holds tens of thousands of rows).
     LEFT JOIN LATERAL (
         SELECT m.updated_at, m.raw, m.removed_at, {old_patient} AS old_patient_id FROM {table} m
-        WHERE m.organization_id = %(org)s AND m.id = s.id OFFSET 0
+        WHERE m.organization_id = s.organization_id AND m.id = s.id OFFSET 0
     ) t ON true
 ), changed AS (
     SELECT * FROM prior
@@ -27,7 +29,7 @@ WITH page AS (
        OR (updated_at >= old_updated_at AND raw IS DISTINCT FROM old_raw)
 ), written AS (
     INSERT INTO {table} (organization_id, {columns}, last_full_pass, removed_at, synced_at)
-    SELECT %(org)s, {columns}, %(pass)s, NULL, now() FROM incoming
+    SELECT organization_id, {columns}, %(pass)s, NULL, now() FROM incoming
     ON CONFLICT (organization_id, id) DO UPDATE SET
         {assignments},
         last_full_pass = COALESCE(EXCLUDED.last_full_pass, {table}.last_full_pass),
