@@ -458,7 +458,7 @@ def report(f: dict[str, Any]) -> str:
         ("no-change incremental sync: wall time, database time",
          f"{f['incremental_wall_seconds']:.2f} s wall, {f['incremental_database_seconds']:.3f} s in PostgreSQL",
          "–", "–", "flat in size: L within 1.5 × S", "compare sizes"),
-        ("  of which writing the pages re-read inside the 5-minute overlap",
+        ("  the writers' time on pages re-read inside the 5-minute overlap (Python + database, summed over streams)",
          f"{f['incremental_db_write_seconds']:.3f} s", "–", "–", "–", "–"),
         ("no-change incremental sync, as_of 15 minutes later (as cron runs it)",
          f"{f['moved_wall_seconds']:.2f} s wall, {f['moved_database_seconds']:.3f} s in PostgreSQL; "

@@ -33,6 +33,19 @@ class RecomputeScope:
     written: int = 0
     crossing: int = 0
 
+    def appointments(self, patients: str) -> sql.Composable:
+        """The qualifying appointments (as q) of the patients in the temp table `patients` (patient_id column).
+        Everyone: a join, which hashes the organization's appointments. Otherwise each patient's by index, through
+        LATERAL: a plain join or IN does not reach into the view's UNION ALL, and reads the whole organization."""
+        if self.everything:
+            return sql.SQL("qualifying_appointments q JOIN {} n ON n.patient_id = q.patient_id").format(
+                sql.Identifier(patients)
+            )
+        return sql.SQL(
+            "{} n CROSS JOIN LATERAL (SELECT * FROM qualifying_appointments v "
+            "WHERE v.organization_id = %(org)s AND v.patient_id = n.patient_id) q"
+        ).format(sql.Identifier(patients))
+
     def patients(self, column: str) -> sql.Composable:
         """A condition on `column` (a Cliniko patient id) that holds for the patients in scope."""
         if self.everything:
@@ -80,10 +93,15 @@ def take_changed_patients(
     crossing = 0
     assert state is not None
     if state["as_of"] != as_of:
-        crossing = conn.execute(
-            query("active_scope_crossing"),
-            {**params, "previous": state["as_of"], "as_of": as_of, "window": timedelta(days=window_days)},
-        ).rowcount
+        near_low, near_high = sorted((state["as_of"], as_of))
+        window = timedelta(days=window_days)
+        edges = {
+            "near_low": near_low,
+            "near_high": near_high,
+            "far_low": near_low - window,
+            "far_high": near_high - window,
+        }
+        crossing = conn.execute(query("active_scope_crossing"), {**params, **edges}).rowcount
     conn.execute("ANALYZE recompute_patients")  # a few rows: let the planner probe by patient, not scan
     return RecomputeScope(everything=False, written=written, crossing=crossing)
 
@@ -114,8 +132,9 @@ def recompute_active_patients(
         "window_days": window_days,
     }
     conn.execute("SET LOCAL work_mem = '128MB'")  # the per-patient aggregate stays in memory
-    conn.execute(sql.SQL(query("active_counts")).format(scope=scope.patients("q.patient_id")), params)
-    conn.execute(query("active_details"), params)
+    counted = sql.SQL("qualifying_appointments q") if scope.everything else scope.appointments("recompute_patients")
+    conn.execute(sql.SQL(query("active_counts")).format(appointments=counted), params)
+    conn.execute(sql.SQL(query("active_details")).format(appointments=scope.appointments("active_now")), params)
     inserted = [row["inserted"] for row in conn.execute(query("active_apply"), params).fetchall()]
     remove = sql.SQL(query("active_remove")).format(scope=scope.patients("ap.cliniko_patient_id"))
     removed = conn.execute(remove, params).rowcount
