@@ -59,6 +59,13 @@ def _is_denied(resource: str, key: str) -> bool:
     return verdict
 
 
+def denied_keys(resource: str, keys: set[str]) -> list[str]:
+    """The deny-listed keys among `keys` (a page's key set): the mirror's SQL drops them with `raw - keys`."""
+    if resource not in DENY_LIST:
+        raise ValueError(f"no deny-list for resource {resource!r}")
+    return sorted(key for key in keys if _is_denied(resource, key))
+
+
 def scrub(resource: str, raw: dict[str, Any]) -> dict[str, Any]:
     """A copy of `raw` without the deny-listed top-level keys of `resource`."""
     if resource not in DENY_LIST:
@@ -153,6 +160,16 @@ def _common(resource: str, raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def listing_row(raw: dict[str, Any]) -> dict[str, Any]:
+    """What the crawl needs of a record (its id and updated_at), with the record itself for the mirror's SQL,
+    which reads every other column from the JSON (sql/queries/mirror_rows_*.sql)."""
+    created_at = parse_time(raw.get("created_at"))
+    updated_at = parse_time(raw.get("updated_at")) or created_at
+    if updated_at is None:
+        raise ClinikoAPIError("Cliniko sent a record without updated_at")
+    return {"id": _record_id(raw), "updated_at": updated_at, "raw": raw}
+
+
 def _text(value: object) -> str | None:
     if isinstance(value, str):
         value = value.strip()
@@ -165,16 +182,26 @@ def _full_name(raw: dict[str, Any], first_key: str) -> str | None:
     return " ".join(part for part in (first, _text(raw.get("last_name"))) if part) or None
 
 
+def patient_contact(raw: dict[str, Any], default_region: str) -> tuple[str | None, str | None, str | None]:
+    """A patient's name, email (lower-cased) and phone (E.164); `default_region` (ISO country, e.g. "AU") reads
+    local phone numbers. Worked out here, not in SQL: phonenumbers is the one phone rule (DESIGN §2)."""
+    email = _text(raw.get("email"))
+    return (
+        _text(raw.get("label")) or _full_name(raw, "preferred_first_name"),
+        email.lower() if email else None,
+        normalize_phone(raw.get("patient_phone_numbers"), default_region),
+    )
+
+
 def patient_row(raw: dict[str, Any], *, default_region: str) -> dict[str, Any]:
     """A cliniko_patients row; `default_region` (ISO country, e.g. "AU") reads local phone numbers."""
-    email = _text(raw.get("email"))
-    phone = normalize_phone(raw.get("patient_phone_numbers"), default_region)
+    name, email, phone = patient_contact(raw, default_region)
     row = _common("patients", raw)
     row.update(
         first_name=raw.get("first_name"),
         last_name=raw.get("last_name"),
-        name=_text(raw.get("label")) or _full_name(raw, "preferred_first_name"),
-        email=email.lower() if email else None,
+        name=name,
+        email=email,
         phone=phone,
         phone_valid=phone is not None,
         merged_at=parse_time(raw.get("merged_at")),
@@ -237,19 +264,33 @@ def attendee_row(raw: dict[str, Any]) -> dict[str, Any]:
 def appointment_type_row(raw: dict[str, Any]) -> dict[str, Any]:
     """A cliniko_appointment_types row."""
     row = _common("appointment_types", raw)
-    row["name"] = _text(raw.get("name"))
+    row["name"] = appointment_type_name(raw)
     return row
+
+
+def appointment_type_name(raw: dict[str, Any]) -> str | None:
+    return _text(raw.get("name"))
 
 
 def business_row(raw: dict[str, Any]) -> dict[str, Any]:
-    """A cliniko_businesses row (one of the clinic's locations); the name is its business name, else its label."""
+    """A cliniko_businesses row (one of the clinic's locations)."""
     row = _common("businesses", raw)
-    row["name"] = _text(raw.get("business_name")) or _text(raw.get("label"))
+    row["name"] = business_name(raw)
     return row
+
+
+def business_name(raw: dict[str, Any]) -> str | None:
+    """A location's name: its business name, else its label."""
+    return _text(raw.get("business_name")) or _text(raw.get("label"))
 
 
 def practitioner_row(raw: dict[str, Any]) -> dict[str, Any]:
     """A cliniko_practitioners row; the name is what the clinic shows (display name, else label, else full name)."""
     row = _common("practitioners", raw)
-    row["name"] = _text(raw.get("display_name")) or _text(raw.get("label")) or _full_name(raw, "first_name")
+    row["name"] = practitioner_name(raw)
     return row
+
+
+def practitioner_name(raw: dict[str, Any]) -> str | None:
+    """What the clinic shows: display name, else label, else full name."""
+    return _text(raw.get("display_name")) or _text(raw.get("label")) or _full_name(raw, "first_name")

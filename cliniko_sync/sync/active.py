@@ -1,9 +1,17 @@
-"""Recomputing an organization's active_patients from the mirror, set-based, in the caller's transaction."""
+"""Recomputing an organization's active_patients from the mirror, set-based, in the caller's transaction.
+
+Incremental: only the patients who can have changed are recomputed, with exactly the result of recomputing everyone.
+Those are the dirty patients (the mirror's upserts record them with each page, sql/queries/mirror_dirty_*.sql) and
+the patients with an appointment that crossed a window edge since the last recompute. Everyone is recomputed when
+asked (--full), when the window settings changed, when a reference list changed, or when there was no recompute yet.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from psycopg import sql
 
 from cliniko_sync.db import DictConnection, query
 
@@ -16,21 +24,135 @@ class ActiveCounts:
     removed: int = 0
 
 
+@dataclass(frozen=True)
+class RecomputeScope:
+    """Whom this transaction recomputes: everyone, or the patients in the temp table recompute_patients (written:
+    the dirty ones, whose contacts are matched too; crossing: a window edge moved over one of their appointments)."""
+
+    everything: bool
+    written: int = 0
+    crossing: int = 0
+
+    def appointments(self, patients: str) -> sql.Composable:
+        """The qualifying appointments (as q) of the patients in the temp table `patients` (patient_id column).
+        Everyone: a join, which hashes the organization's appointments. Otherwise each patient's by index, through
+        LATERAL: a plain join or IN does not reach into the view's UNION ALL, and reads the whole organization."""
+        if self.everything:
+            return sql.SQL("qualifying_appointments q JOIN {} n ON n.patient_id = q.patient_id").format(
+                sql.Identifier(patients)
+            )
+        return sql.SQL(
+            "{} n CROSS JOIN LATERAL (SELECT * FROM qualifying_appointments v "
+            "WHERE v.organization_id = %(org)s AND v.patient_id = n.patient_id) q"
+        ).format(sql.Identifier(patients))
+
+    def patients(self, column: str) -> sql.Composable:
+        """A condition on `column` (a Cliniko patient id) that holds for the patients in scope."""
+        if self.everything:
+            return sql.SQL("TRUE")
+        return sql.SQL("{} IN (SELECT patient_id FROM recompute_patients)").format(sql.SQL(column))
+
+    def written_patients(self, column: str) -> sql.Composable:
+        """A condition on `column` that holds for the patients whose records or appointments were written."""
+        if self.everything:
+            return sql.SQL("TRUE")
+        return sql.SQL("{} IN (SELECT patient_id FROM recompute_patients WHERE written)").format(sql.SQL(column))
+
+
+def take_changed_patients(
+    conn: DictConnection,
+    organization_id: str,
+    *,
+    as_of: datetime,
+    window_days: int,
+    include_upcoming: bool,
+    everything: bool = False,
+) -> RecomputeScope:
+    """Drain the dirty patients into this transaction's scope and decide whether everyone must be recomputed."""
+    state = conn.execute(
+        "SELECT as_of, window_days, include_upcoming, recompute_all FROM active_recompute_state "
+        "WHERE organization_id = %s FOR UPDATE",
+        (organization_id,),
+    ).fetchone()
+    everything = (
+        everything
+        or state is None
+        or state["as_of"] is None
+        or state["recompute_all"]
+        or (state["window_days"], state["include_upcoming"]) != (window_days, include_upcoming)
+    )
+    params = {"org": organization_id}
+    if everything:
+        conn.execute("DELETE FROM active_dirty_patients WHERE organization_id = %(org)s", params)
+        return RecomputeScope(everything=True)
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS recompute_patients (patient_id text PRIMARY KEY, written boolean NOT NULL)"
+        " ON COMMIT DROP"
+    )
+    written = conn.execute(query("active_scope_drain"), params).rowcount
+    crossing = 0
+    assert state is not None
+    if state["as_of"] != as_of:
+        near_low, near_high = sorted((state["as_of"], as_of))
+        window = timedelta(days=window_days)
+        edges = {
+            "near_low": near_low,
+            "near_high": near_high,
+            "far_low": near_low - window,
+            "far_high": near_high - window,
+        }
+        crossing = conn.execute(query("active_scope_crossing"), {**params, **edges}).rowcount
+    conn.execute("ANALYZE recompute_patients")  # a few rows: let the planner probe by patient, not scan
+    return RecomputeScope(everything=False, written=written, crossing=crossing)
+
+
 def recompute_active_patients(
-    conn: DictConnection, organization_id: str, *, as_of: datetime, window_days: int, include_upcoming: bool
+    conn: DictConnection,
+    organization_id: str,
+    *,
+    as_of: datetime,
+    window_days: int,
+    include_upcoming: bool,
+    scope: RecomputeScope | None = None,
 ) -> ActiveCounts:
-    """Make active_patients hold exactly the patients active as of `as_of`; the caller commits."""
+    """Make active_patients hold exactly the patients active as of `as_of`; the caller commits.
+
+    `scope` comes from take_changed_patients in the same transaction; without one, everyone is recomputed.
+    """
+    if scope is None:
+        scope = take_changed_patients(
+            conn, organization_id, as_of=as_of, window_days=window_days, include_upcoming=include_upcoming,
+            everything=True,
+        )  # fmt: skip
     params = {
         "org": organization_id,
         "as_of": as_of,
         "window_from": as_of - timedelta(days=window_days),
         "include_upcoming": include_upcoming,
+        "window_days": window_days,
     }
     conn.execute("SET LOCAL work_mem = '128MB'")  # the per-patient aggregate stays in memory
-    conn.execute(query("active_counts"), params)
-    conn.execute(query("active_details"), params)
+    counted = sql.SQL("qualifying_appointments q") if scope.everything else scope.appointments("recompute_patients")
+    conn.execute(sql.SQL(query("active_counts")).format(appointments=counted), params)
+    conn.execute(sql.SQL(query("active_details")).format(appointments=scope.appointments("active_now")), params)
     inserted = [row["inserted"] for row in conn.execute(query("active_apply"), params).fetchall()]
-    removed = conn.execute(query("active_remove"), params).rowcount
+    remove = sql.SQL(query("active_remove")).format(scope=scope.patients("ap.cliniko_patient_id"))
+    removed = conn.execute(remove, params).rowcount
+    if not scope.everything:
+        conn.execute(query("active_search_dates"), params)
+    conn.execute(query("active_state_save"), params)
     conn.execute("DROP TABLE active_now, active_details")
+    if not scope.everything:
+        conn.execute("DROP TABLE recompute_patients")
     added = sum(1 for flag in inserted if flag)
-    return ActiveCounts(active=len(inserted), added=added, updated=len(inserted) - added, removed=removed)
+    active = len(inserted)
+    if not scope.everything:
+        active = _count_active(conn, organization_id)
+    return ActiveCounts(active=active, added=added, updated=len(inserted) - added, removed=removed)
+
+
+def _count_active(conn: DictConnection, organization_id: str) -> int:
+    row = conn.execute(
+        "SELECT count(*) AS active FROM active_patients WHERE organization_id = %s", (organization_id,)
+    ).fetchone()
+    return row["active"] if row else 0

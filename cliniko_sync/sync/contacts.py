@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from cliniko_sync.db import DictConnection, query
+from cliniko_sync.sync.active import RecomputeScope
 
 
 @dataclass
@@ -17,29 +18,28 @@ class ContactCounts:
     created: int = 0
 
 
-def match_contacts(conn: DictConnection, organization_id: str) -> ContactCounts:
-    """Same Cliniko id, else exactly one free contact with the email, else with the phone, else a new contact."""
+def match_contacts(conn: DictConnection, organization_id: str, scope: RecomputeScope | None = None) -> ContactCounts:
+    """Same Cliniko id, else exactly one free contact with the email, else with the phone, else a new contact.
+
+    Only for the patients written since the last recompute (`scope`, from take_changed_patients in the same
+    transaction); every patient without one. Patients not written keep what the run that wrote them matched.
+    """
+    scope = scope or RecomputeScope(everything=True)
+    in_scope = scope.written_patients("p.id")
     params = {"org": organization_id}
     counts = ContactCounts()
-    counts.refreshed = conn.execute(query("contacts_refresh_linked"), params).rowcount
+    counts.refreshed = conn.execute(sql.SQL(query("contacts_refresh_linked")).format(scope=in_scope), params).rowcount
     match = sql.SQL(query("contacts_match"))  # our own file, composed with identifiers only
-    counts.linked_by_email = conn.execute(match.format(field=sql.Identifier("email")), params).rowcount
-    counts.linked_by_phone = conn.execute(match.format(field=sql.Identifier("phone")), params).rowcount
-    counts.created = conn.execute(query("contacts_create"), params).rowcount
+    email, phone = (match.format(field=sql.Identifier(name), scope=in_scope) for name in ("email", "phone"))
+    counts.linked_by_email = conn.execute(email, params).rowcount
+    counts.linked_by_phone = conn.execute(phone, params).rowcount
+    counts.created = conn.execute(sql.SQL(query("contacts_create")).format(scope=in_scope), params).rowcount
     return counts
 
 
 def valid_phone_share(conn: DictConnection, organization_id: str) -> float | None:
     """Share of current patients (not archived, merged or deleted) with a valid phone number."""
-    row = conn.execute(
-        """
-        SELECT count(*) AS patients, count(*) FILTER (WHERE phone_valid) AS with_phone
-        FROM cliniko_patients
-        WHERE organization_id = %s AND archived_at IS NULL AND merged_at IS NULL AND deleted_at IS NULL
-          AND removed_at IS NULL
-        """,
-        (organization_id,),
-    ).fetchone()
+    row = conn.execute(query("valid_phone_share"), {"org": organization_id}).fetchone()
     if not row or not row["patients"]:
         return None
-    return round(row["with_phone"] / row["patients"], 4)
+    return round(int(row["with_phone"]) / int(row["patients"]), 4)

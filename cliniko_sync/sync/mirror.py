@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
-from cliniko_sync.db import DictConnection
+from cliniko_sync.cliniko import records
+from cliniko_sync.db import DictConnection, query
+from cliniko_sync.errors import ClinikoAPIError
 from cliniko_sync.sync.crawl import Position
 from cliniko_sync.sync.streams import Stream
 
@@ -22,19 +26,44 @@ class WriteCounts:
     unchanged: int = 0
 
 
-def _stage_name(stream: Stream) -> str:
-    return f"stage_{stream.table}"
+@dataclass(frozen=True)
+class _Shape:
+    """How one stream's records become mirror rows: the SQL that types them (mirror_rows_*.sql), the column holding
+    the patient a row belongs to, which patients a changed row makes dirty (mirror_dirty_*.sql), and the values only
+    Python works out (phonenumbers, name rules), handed to SQL beside the records."""
+
+    rows: str
+    patient_column: str | None
+    dirty: str
+    derive: Callable[[dict[str, Any], str], list[Any]] | None = None
+
+
+def _patient_values(raw: dict[str, Any], region: str) -> list[Any]:
+    return list(records.patient_contact(raw, region))
+
+
+_SHAPES: dict[str, _Shape] = {
+    "patients": _Shape("mirror_rows_patients", None, "mirror_dirty_patients", _patient_values),
+    "individual_appointments": _Shape("mirror_rows_individual_appointments", "patient_id", "mirror_dirty_bookings"),
+    "group_appointments": _Shape("mirror_rows_group_appointments", None, "mirror_dirty_group_appointments"),
+    "attendees": _Shape("mirror_rows_attendees", "patient_id", "mirror_dirty_bookings"),
+    "appointment_types": _Shape(
+        "mirror_rows_reference", None, "mirror_dirty_reference", lambda raw, _: [records.appointment_type_name(raw)]
+    ),
+    "practitioners": _Shape(
+        "mirror_rows_reference", None, "mirror_dirty_reference", lambda raw, _: [records.practitioner_name(raw)]
+    ),
+    "businesses": _Shape(
+        "mirror_rows_reference", None, "mirror_dirty_reference", lambda raw, _: [records.business_name(raw)]
+    ),
+}
 
 
 @cache
-def _statements(stream: Stream) -> tuple[sql.Composed, sql.Composed, sql.Composed, sql.Composed, sql.Composed]:
+def _statements(stream: Stream) -> tuple[sql.Composed, sql.Composed]:
+    shape = _SHAPES[stream.name]
     table = sql.Identifier(stream.table)
-    stage = sql.Identifier(_stage_name(stream))
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in stream.columns)
-    create_stage = sql.SQL(
-        "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {columns} FROM {table} WITH NO DATA"
-    ).format(stage=stage, columns=columns, table=table)
-    copy = sql.SQL("COPY {stage} ({columns}) FROM STDIN").format(stage=stage, columns=columns)
     newer = sql.SQL("EXCLUDED.updated_at >= {table}.updated_at").format(table=table)
     assignments = sql.SQL(", ").join(
         sql.SQL("{col} = CASE WHEN {newer} THEN EXCLUDED.{col} ELSE {table}.{col} END").format(
@@ -43,58 +72,19 @@ def _statements(stream: Stream) -> tuple[sql.Composed, sql.Composed, sql.Compose
         for c in stream.columns
         if c != "id"
     )
-    # Never replace a newer row with an older one; skip no-op updates (no dead tuples for unchanged rows).
-    upsert = sql.SQL(
-        """
-        WITH prior AS (
-            SELECT s.updated_at, s.raw, t.updated_at AS old_updated_at, t.raw AS old_raw,
-                   t.removed_at AS old_removed_at
-            FROM {stage} s
-            -- LIMIT keeps this a per-row primary-key probe: a plain join would hash the whole organization.
-            LEFT JOIN LATERAL (
-                SELECT m.updated_at, m.raw, m.removed_at FROM {table} m
-                WHERE m.organization_id = %(org)s AND m.id = s.id LIMIT 1
-            ) t ON true
-        ), written AS (
-            INSERT INTO {table} (organization_id, {columns}, last_full_pass, removed_at, synced_at)
-            SELECT %(org)s, {columns}, %(pass)s, NULL, now() FROM {stage}
-            ON CONFLICT (organization_id, id) DO UPDATE SET
-                {assignments},
-                last_full_pass = COALESCE(EXCLUDED.last_full_pass, {table}.last_full_pass),
-                removed_at = NULL,
-                synced_at = now()
-            WHERE EXCLUDED.updated_at > {table}.updated_at
-               OR (EXCLUDED.updated_at = {table}.updated_at AND EXCLUDED.raw IS DISTINCT FROM {table}.raw)
-               OR {table}.removed_at IS NOT NULL
-               OR (EXCLUDED.last_full_pass IS NOT NULL
-                   AND EXCLUDED.last_full_pass IS DISTINCT FROM {table}.last_full_pass)
-            RETURNING 1
-        )
-        SELECT
-            count(*) FILTER (WHERE old_updated_at IS NULL) AS inserted,
-            count(*) FILTER (WHERE old_updated_at IS NOT NULL AND updated_at >= old_updated_at
-                             AND (raw IS DISTINCT FROM old_raw OR old_removed_at IS NOT NULL)) AS updated,
-            count(*) AS total,
-            (SELECT count(*) FROM written) AS written
-        FROM prior
-        """
-    ).format(stage=stage, table=table, columns=columns, assignments=assignments)
-    clear_stage = sql.SQL("DELETE FROM {stage}").format(stage=stage)
-    remove_unseen = sql.SQL(
-        "UPDATE {table} SET removed_at = now() "
-        "WHERE organization_id = %(org)s AND removed_at IS NULL AND last_full_pass IS DISTINCT FROM %(pass)s"
-    ).format(table=table)
-    return create_stage, copy, upsert, clear_stage, remove_unseen
-
-
-def latest_per_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A page may repeat a record (or carry two versions of it): keep the newest of each id."""
-    newest: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        kept = newest.get(row["id"])
-        if kept is None or row["updated_at"] >= kept["updated_at"]:
-            newest[row["id"]] = row
-    return list(newest.values())
+    patient = sql.SQL("m.{}").format(sql.Identifier(shape.patient_column)) if shape.patient_column else sql.SQL("NULL")
+    dirty = sql.SQL(query(shape.dirty))  # our own files: inserted as they are, never formatted
+    upsert = sql.SQL(query("mirror_upsert")).format(
+        table=table,
+        columns=columns,
+        assignments=assignments,
+        rows=sql.SQL(query(shape.rows)),
+        old_patient=patient,
+        dirty=dirty,
+    )
+    removed_patient = sql.Identifier(shape.patient_column) if shape.patient_column else sql.SQL("NULL::text")
+    remove = sql.SQL(query("mirror_remove_unseen")).format(table=table, patient=removed_patient, dirty=dirty)
+    return upsert, remove
 
 
 def _without_nul(value: Any) -> Any:
@@ -108,31 +98,54 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
-def _storable(row: dict[str, Any], column: str) -> Any:
-    value = row[column]
-    if column == "raw":
-        text = json.dumps(value, ensure_ascii=False)
-        return json.dumps(_without_nul(value), ensure_ascii=False) if "\\u0000" in text else text
-    if isinstance(value, str) and "\x00" in value:
-        return value.replace("\x00", "")
-    return value
+def _page_json(raws: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """The records as one JSON array, and the records it holds. One json.dumps per page, not per row; a page with
+    U+0000 anywhere (a rare, hostile page) is rebuilt without it. A false alarm (an escaped backslash before
+    "u0000") only costs the rebuild."""
+    text = _to_json(raws)
+    if "\\u0000" in text:
+        raws = _without_nul(raws)
+        text = _to_json(raws)
+    return text, raws
+
+
+def _to_json(value: Any) -> str:
+    # Records parsed from Cliniko's JSON hold no cycles: skipping the check halves json.dumps' time.
+    return json.dumps(value, separators=(",", ":"), check_circular=False)
 
 
 def write_rows(
-    conn: DictConnection, stream: Stream, organization_id: str, rows: list[dict[str, Any]], full_pass: int | None
+    conn: DictConnection,
+    stream: Stream,
+    organization_id: str,
+    rows: list[dict[str, Any]],
+    full_pass: int | None,
+    *,
+    region: str = "AU",
 ) -> WriteCounts:
-    """Upsert parsed rows through a temp staging table (COPY), returning what changed."""
+    """Upsert listing rows (records.listing_row: the Cliniko record under "raw") in one statement: PostgreSQL gets
+    the batch's JSON as one parameter and types it itself. Returns what changed. `region` reads patients' local
+    phone numbers. A record whose fields PostgreSQL cannot read as Cliniko documents them fails the batch."""
     if not rows:
         return WriteCounts()
-    create_stage, copy, upsert, clear_stage, _ = _statements(stream)
-    conn.execute(create_stage)
-    with conn.cursor() as cur:
-        with cur.copy(copy) as loader:
-            for row in latest_per_id(rows):
-                loader.write_row([_storable(row, c) for c in stream.columns])
-        cur.execute(upsert, {"org": organization_id, "pass": full_pass})
-        result = cur.fetchone()
-        cur.execute(clear_stage)  # a dry run keeps one transaction open: don't let pages pile up
+    shape = _SHAPES[stream.name]
+    page, raws = _page_json([row["raw"] for row in rows])
+    derived = "[]" if shape.derive is None else _to_json([shape.derive(raw, region) for raw in raws])
+    keys: set[str] = set().union(*raws)
+    params = {
+        "org": organization_id,
+        "pass": full_pass,
+        "page": page,
+        "derived": derived,
+        "denied": records.denied_keys(stream.name, keys),
+    }
+    # Planned afresh for every batch (prepared: parsed once): a plan cached while the table was small (a first
+    # sync) would go on scanning it when it is big.
+    conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+    try:
+        result = conn.execute(_statements(stream)[0], params, prepare=True).fetchone()
+    except psycopg.DataError as exc:
+        raise ClinikoAPIError(f"Cliniko sent a {stream.name} record with a field that cannot be read") from exc
     assert result is not None
     return WriteCounts(
         inserted=result["inserted"],
@@ -142,9 +155,9 @@ def write_rows(
 
 
 def remove_unseen(conn: DictConnection, stream: Stream, organization_id: str, full_pass: int) -> int:
-    """After a complete full pass: soft-delete mirror rows that the pass did not see."""
-    statement = _statements(stream)[4]
-    return conn.execute(statement, {"org": organization_id, "pass": full_pass}).rowcount
+    """After a complete full pass: soft-delete mirror rows that the pass did not see (their patients go dirty)."""
+    row = conn.execute(_statements(stream)[1], {"org": organization_id, "pass": full_pass}).fetchone()
+    return row["removed"] if row else 0
 
 
 # --- crawl state -------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from cliniko_sync.errors import (
     LockedError,
 )
 from cliniko_sync.sync import run_log, window
-from cliniko_sync.sync.active import recompute_active_patients
+from cliniko_sync.sync.active import recompute_active_patients, take_changed_patients
 from cliniko_sync.sync.contacts import match_contacts, valid_phone_share
 from cliniko_sync.sync.run_log import LOCK_NAMESPACE
 from cliniko_sync.sync.stream_pass import Progress, RunContext, RunTally, check_stop, crawl_stream, crawl_streams
@@ -301,13 +301,24 @@ def _contacts_and_active(
     Without the complete history the list is provisional: total_appointment_count is then a lower bound."""
     organization = plan.organization
     with work.transaction():
-        contacts = match_contacts(work, context.organization_id)
+        # Only the patients who can have changed: drained from active_dirty_patients, plus window-edge crossings
+        # since the last recompute; everyone on --full (and on a settings change or a first run).
+        scope = take_changed_patients(
+            work,
+            context.organization_id,
+            as_of=plan.as_of,
+            window_days=organization.window_days,
+            include_upcoming=organization.include_upcoming,
+            everything=context.full,
+        )
+        contacts = match_contacts(work, context.organization_id, scope)
         active = recompute_active_patients(
             work,
             context.organization_id,
             as_of=plan.as_of,
             window_days=organization.window_days,
             include_upcoming=organization.include_upcoming,
+            scope=scope,
         )
         share = valid_phone_share(work, context.organization_id)
         work.execute(
@@ -324,6 +335,7 @@ def _contacts_and_active(
         active_updated=active.updated,
         active_removed=active.removed,
         valid_phone_share=share,
+        recomputed=dict(everything=scope.everything, written=scope.written, crossing=scope.crossing),
         history_complete=history_complete,
     )
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from cliniko_sync import db
+from cliniko_sync.cliniko import records
 from cliniko_sync.cliniko.waits import StopRequested
 from cliniko_sync.sync import crawl
 from cliniko_sync.sync.mirror import StreamState, load_state, remove_unseen, save_state, write_rows
@@ -136,7 +137,8 @@ def _checkpoint(work: db.DictConnection, context: RunContext, stream: Stream, st
                 step: crawl.Step, mode: str, pass_id: int, stats: StreamStats) -> Any:  # fmt: skip
     """One page's rows and the stream's new position, in one transaction."""
     with work.transaction():
-        counts = write_rows(work, stream, context.organization_id, step.new_rows, pass_id if mode == "full" else None)
+        full_pass = pass_id if mode == "full" else None
+        counts = write_rows(work, stream, context.organization_id, step.new_rows, full_pass, region=context.country)
         new_state = StreamState(pass_id, mode, step.complete, step.position, state.cursor_updated_at)
         if step.complete:
             if mode == "full":
@@ -162,7 +164,7 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
             stream,
             position,
             fetch=lambda r: client.list_page(r.path, filters=r.filters, sort=r.sort, page=r.page),
-            parse=lambda raw: stream.parse(raw, context.country),
+            parse=records.listing_row,  # id and updated_at only: the mirror's SQL reads the rest
         )
         check_stop(context, tally)
         for page, step in listing:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cliniko_sync import db
+from cliniko_sync.cliniko import records
 from cliniko_sync.cliniko.client import Filter
 from cliniko_sync.sync import crawl
 from cliniko_sync.sync.mirror import write_rows
@@ -43,8 +44,9 @@ class WindowRead:
     def note(self, stream: Stream, rows: list[dict[str, Any]]) -> None:
         self.records += len(rows)
         for row in rows:
-            if row.get("patient_id"):
-                self.patient_ids.add(row["patient_id"])
+            patient_id = records.link_id(row["raw"].get("patient"))
+            if patient_id:
+                self.patient_ids.add(patient_id)
             if stream.name == "group_appointments":
                 self.group_ids.add(row["id"])
 
@@ -107,7 +109,7 @@ def _clock_probe(context: RunContext, tally: RunTally) -> datetime | None:
     stream = STREAMS_BY_NAME["individual_appointments"]
     with tally.new_client(context) as client:
         page = client.list_page(stream.paths[0], filters=stream.include_filters, sort="updated_at:desc", per_page=1)
-    rows = [stream.parse(raw, context.country) for raw in page.records]
+    rows = [records.listing_row(raw) for raw in page.records]
     return crawl.whole_second(rows[0]["updated_at"]) if rows else None
 
 
@@ -140,12 +142,12 @@ def _read(
         listing = crawl.run(
             pager,
             fetch=lambda r: client.list_page(r.path, filters=r.filters, sort=r.sort, page=r.page),
-            parse=lambda raw: stream.parse(raw, context.country),
+            parse=records.listing_row,
         )
         for _page, step in listing:
             started = tally.writer_starts()
             with work.transaction():
-                counts = write_rows(work, stream, context.organization_id, step.new_rows, None)
+                counts = write_rows(work, stream, context.organization_id, step.new_rows, None, region=context.country)
             seen.inserted[stream.name] = seen.inserted.get(stream.name, 0) + counts.inserted
             tally.writer_ends(started, len(step.new_rows))
             seen.note(stream, step.new_rows)

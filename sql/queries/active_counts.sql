@@ -1,5 +1,6 @@
 -- The organization's active patients as of %(as_of)s (DESIGN §2) with their counts, into a temp table dropped at
--- commit: one hash aggregate over every qualifying appointment, no sort.
+-- commit: one hash aggregate over every qualifying appointment, no sort. appointments: all the organization's
+-- qualifying appointments, or only those of the patients being recomputed (active.py).
 CREATE TEMP TABLE active_now ON COMMIT DROP AS
 SELECT q.patient_id,
        count(*) FILTER (WHERE q.starts_at >= %(window_from)s AND q.starts_at <= %(as_of)s) AS recent_appointment_count,
@@ -7,7 +8,7 @@ SELECT q.patient_id,
        count(*) AS total_appointment_count,
        max(q.starts_at) FILTER (WHERE q.starts_at <= %(as_of)s) AS last_appointment_date,
        min(q.starts_at) FILTER (WHERE q.starts_at > %(as_of)s) AS next_appointment_date
-FROM qualifying_appointments q
+FROM {appointments}
 JOIN current_patients p ON p.organization_id = q.organization_id AND p.id = q.patient_id
 WHERE q.organization_id = %(org)s
 GROUP BY q.patient_id

@@ -1,4 +1,5 @@
--- The JSON details of the active patients' appointments from the window's start on (recent and upcoming).
+-- The JSON details of the active patients' appointments from the window's start on (recent and upcoming);
+-- appointments: the qualifying appointments of the patients in active_now (active.py).
 CREATE TEMP TABLE active_details ON COMMIT DROP AS
 WITH described AS (
     SELECT q.patient_id, q.starts_at, q.id, q.starts_at <= %(as_of)s AS is_recent,
@@ -12,8 +13,7 @@ WITH described AS (
                'business', b.name,
                'did_not_arrive', q.did_not_arrive
            ) AS details
-    FROM qualifying_appointments q
-    JOIN active_now n ON n.patient_id = q.patient_id
+    FROM {appointments}
     LEFT JOIN cliniko_appointment_types at ON at.organization_id = q.organization_id AND at.id = q.appointment_type_id
     LEFT JOIN cliniko_practitioners pr ON pr.organization_id = q.organization_id AND pr.id = q.practitioner_id
     LEFT JOIN cliniko_businesses b ON b.organization_id = q.organization_id AND b.id = q.business_id

@@ -1,12 +1,12 @@
--- Link patients that have no contact yet to a contact with the same {field}, when exactly one contact that is not
+-- Link patients that have no contact yet to a contact with the same field, when exactly one contact that is not
 -- linked to another patient has it. If several patients claim one contact, the lowest Cliniko id wins. Only the
--- contact's empty fields are filled: it belongs to another system.
+-- contact's empty fields are filled: it belongs to another system. Scope: the patients written since the last
+-- recompute (TRUE: every patient; patients not written all have their contact already).
 WITH unlinked_patients AS (
     SELECT p.id, p.name, p.email, p.phone
-    FROM cliniko_patients p
-    WHERE p.organization_id = %(org)s
-      AND p.archived_at IS NULL AND p.merged_at IS NULL AND p.deleted_at IS NULL AND p.removed_at IS NULL
-      AND p.{field} IS NOT NULL
+    FROM current_patients p  -- DESIGN §2's current patients, defined once in sql/views
+    WHERE p.organization_id = %(org)s AND {scope}
+          AND p.{field} IS NOT NULL
       AND NOT EXISTS (
           SELECT 1 FROM contacts linked WHERE linked.organization_id = %(org)s AND linked.cliniko_patient_id = p.id
       )
