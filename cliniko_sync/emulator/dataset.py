@@ -122,8 +122,10 @@ class Clinic:
         self._fraction_rng = random.Random(seed * 104729 + 3)
         self.whole_seconds = False  # True: stamps carry no hidden fraction (stored == shown)
         self.patients: Table[Patient] = Table(patients, listed=lambda patient: patient.deleted_at is None)
-        self.individual_appointments: Table[IndividualAppointment] = Table(individual_appointments)
-        self.group_appointments: Table[GroupAppointment] = Table(group_appointments)
+        self.individual_appointments: Table[IndividualAppointment] = Table(
+            individual_appointments, extra=("starts_at",)
+        )
+        self.group_appointments: Table[GroupAppointment] = Table(group_appointments, extra=("starts_at",))
         self.attendees: Table[Attendee] = Table(attendees)
         self.appointment_types: Table[AppointmentType] = Table(appointment_types)
         self.practitioners: Table[Practitioner] = Table(practitioners)

@@ -23,7 +23,7 @@ from typing import Any
 
 from cliniko_sync.emulator import records as record_types
 from cliniko_sync.emulator.dataset import Clinic
-from cliniko_sync.emulator.store import INDEXES, SortedIndex, Table
+from cliniko_sync.emulator.store import SortedIndex, Table
 
 DATETIME, NUMERIC, STRING, BOOLEAN, ARRAY, DATE = "date-time", "numeric", "string", "boolean", "array", "date"
 
@@ -489,7 +489,7 @@ def run_list_query(
     offset = (query.page - 1) * query.per_page
     records = table.records
     id_lists = [f for f in filters if f.field == "id" and f.operator == "="]
-    sources = [_range_source(table.indexes[name], filters) for name in INDEXES]
+    sources = [_range_source(index, filters) for index in table.indexes.values()]
     for source in sources:
         source.ordered = _in_order(source, query.sort)
     exact = [s for s in sources if s.ordered and len(checks) == len(s.covered) + _match_all(checks)]

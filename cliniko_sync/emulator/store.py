@@ -49,15 +49,21 @@ class SortedIndex:
 class Table(Generic[R]):
     """Records by id, and the indexes over the ones the API lists (deleted patients are not listed at all)."""
 
-    def __init__(self, records: Iterable[R], *, listed: Callable[[R], bool] = lambda record: True) -> None:
+    def __init__(
+        self, records: Iterable[R], *, listed: Callable[[R], bool] = lambda record: True, extra: tuple[str, ...] = ()
+    ) -> None:
         self.records: dict[int, R] = {r.id: r for r in records}
         self._listed = listed
+        # More indexed fields for this table alone, e.g. appointments' starts_at (the window pass's range).
+        self._indexes = {**INDEXES, **{name: (name, False) for name in extra}}
         self.reindex()
 
     def reindex(self) -> None:
         """Rebuild every index from the records (after timestamps changed wholesale)."""
         visible = [r for r in self.records.values() if self._listed(r)]
-        self.indexes = {name: SortedIndex(field, visible, shown=shown) for name, (field, shown) in INDEXES.items()}
+        self.indexes = {
+            name: SortedIndex(field, visible, shown=shown) for name, (field, shown) in self._indexes.items()
+        }
 
     def __len__(self) -> int:
         return len(self.indexes["id"])
