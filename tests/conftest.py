@@ -227,3 +227,14 @@ def cli(cli_env: dict[str, str]):  # type: ignore[no-untyped-def]
         return run_cli_in_process(list(args), {**cli_env, **(env or {})}, input=input)
 
     return invoke
+
+
+@pytest.fixture
+def sync_environment(monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str]) -> None:
+    """What a sync run inside the test's own process needs: the encryption key, a contact email, no rate limit."""
+    from sync_helpers import SYNC_ENV
+
+    for name in ("CREDENTIALS_ENCRYPTION_KEY", "CLINIKO_SYNC_CONTACT_EMAIL"):
+        monkeypatch.setenv(name, cli_env[name])
+    for name, value in SYNC_ENV.items():
+        monkeypatch.setenv(name, value)

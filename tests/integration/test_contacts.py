@@ -7,17 +7,11 @@ from typing import Any
 import psycopg
 import pytest
 from emulator_fixtures import EMULATOR_API_KEY
-from sync_helpers import SYNC_ENV, expected_phone, setup_org
+from sync_helpers import expected_phone, setup_org
 
 from cliniko_sync.sync.pipeline import sync_organization
 
-
-@pytest.fixture(autouse=True)
-def sync_environment(monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str]) -> None:
-    for name in ("CREDENTIALS_ENCRYPTION_KEY", "CLINIKO_SYNC_CONTACT_EMAIL"):
-        monkeypatch.setenv(name, cli_env[name])
-    for name, value in SYNC_ENV.items():
-        monkeypatch.setenv(name, value)
+pytestmark = pytest.mark.usefixtures("sync_environment")
 
 
 def current_with(clinic: Any, *, email: bool, phone: bool) -> list[Any]:

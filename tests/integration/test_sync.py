@@ -12,19 +12,13 @@ from typing import Any
 import psycopg
 import pytest
 from emulator_fixtures import EMULATOR_API_KEY
-from sync_helpers import SYNC_ENV, active_rows, expected_active, expected_phone, setup_org, snapshot
+from sync_helpers import active_rows, expected_active, expected_phone, setup_org, snapshot
 
 from cliniko_sync.errors import LockedError
 from cliniko_sync.sync.pipeline import LOCK_NAMESPACE, sync_organization
 from cliniko_sync.sync.streams import STREAMS_BY_NAME
 
-
-@pytest.fixture(autouse=True)
-def sync_environment(monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str]) -> None:
-    for name in ("CREDENTIALS_ENCRYPTION_KEY", "CLINIKO_SYNC_CONTACT_EMAIL"):
-        monkeypatch.setenv(name, cli_env[name])
-    for name, value in SYNC_ENV.items():
-        monkeypatch.setenv(name, value)
+pytestmark = pytest.mark.usefixtures("sync_environment")
 
 
 def assert_matches_definitions(conn: psycopg.Connection, org: str, clinic: Any, *, window_days: int = 45,

@@ -14,7 +14,7 @@ import pytest
 from emulator_fixtures import EMULATOR_API_KEY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sync_helpers import SYNC_ENV, active_rows, expected_active, setup_org, snapshot
+from sync_helpers import active_rows, expected_active, setup_org, snapshot
 
 from cliniko_sync.emulator import Faults, generate_clinic
 from cliniko_sync.sync.pipeline import sync_organization
@@ -22,12 +22,7 @@ from cliniko_sync.sync.pipeline import sync_organization
 ORG = "strict-clinic"
 
 
-@pytest.fixture(autouse=True)
-def sync_environment(monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str]) -> None:
-    for name in ("CREDENTIALS_ENCRYPTION_KEY", "CLINIKO_SYNC_CONTACT_EMAIL"):
-        monkeypatch.setenv(name, cli_env[name])
-    for name, value in SYNC_ENV.items():
-        monkeypatch.setenv(name, value)
+pytestmark = pytest.mark.usefixtures("sync_environment")
 
 
 class StopAfter:
