@@ -53,9 +53,6 @@ def id_order(record_id: str) -> tuple[int, str]:
     return (int(record_id), record_id) if record_id.isdigit() else (-1, record_id)
 
 
-_id_key = id_order
-
-
 @dataclass(frozen=True)
 class Position:
     """How far a pass has read: the shown second it stands at (None: the beginning), the ids already read in that
@@ -119,7 +116,7 @@ class UpdatedAtPager:
             filters.append(Filter("updated_at", ">=", self.position.updated_at))
             if len(self.position.ids) <= MAX_EXCLUDED_IDS:
                 # The few records already read in this second are left out rather than read again.
-                filters += [Filter("id", "!=", record_id) for record_id in sorted(self.position.ids, key=_id_key)]
+                filters += [Filter("id", "!=", record_id) for record_id in sorted(self.position.ids, key=id_order)]
         return Request(self.stream.paths[0], tuple(filters), "updated_at,id")
 
     def advance(self, page: Listing, rows: list[dict[str, Any]]) -> Step:
@@ -170,10 +167,10 @@ class CrowdedSecondPager:
 
     def advance(self, page: Listing, rows: list[dict[str, Any]]) -> Step:
         path, position = self.stream.paths[0], self.position
-        ids = [_id_key(row["id"]) for row in rows]
+        ids = [id_order(row["id"]) for row in rows]
         if any(whole_second(row["updated_at"]) != self.second for row in rows):
             raise AssumptionViolatedError(path, ONE_SECOND_ONLY, "a record from another second came back")
-        if ids and self.after != SECOND_START and ids[0] <= _id_key(self.after):
+        if ids and self.after != SECOND_START and ids[0] <= id_order(self.after):
             raise AssumptionViolatedError(path, LARGE_IDS, "a record at or below the asked id came back")
         if any(later <= earlier for earlier, later in zip(ids, ids[1:], strict=False)):
             raise AssumptionViolatedError(path, ONE_SECOND_ONLY, "ids did not ascend")
@@ -268,8 +265,8 @@ class IdOrderPager:
         return Request(self.path, (*self.filters, *self._chunk(), *after), "id")
 
     def advance(self, page: Listing, rows: list[dict[str, Any]]) -> Step:
-        ids = [_id_key(row["id"]) for row in rows]
-        if any(later <= earlier for earlier, later in zip([_id_key(self.after), *ids], ids, strict=False)):
+        ids = [id_order(row["id"]) for row in rows]
+        if any(later <= earlier for earlier, later in zip([id_order(self.after), *ids], ids, strict=False)):
             raise AssumptionViolatedError(self.path, LARGE_IDS, "ids did not ascend past the last one read")
         if page.has_more():
             if not rows:
