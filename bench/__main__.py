@@ -234,7 +234,7 @@ def ingest_figures(url: str, api_url: str, batches: tuple[int, ...] = (1, 10)) -
     with ClinikoClient(API_KEY, contact_email=CONTACT_EMAIL, api_url=api_url, rate_limit=None) as client:
         listing = crawl.pages(
             stream, crawl.Position(),
-            fetch=lambda r: client.list_page(r.path, filters=r.filters, sort=r.sort, page=r.page),
+            fetch=crawl.fetcher(client),
             parse=records.listing_row,
         )  # fmt: skip
         for page, step in listing:

@@ -286,6 +286,16 @@ class IdOrderPager:
         return False
 
 
+def fetcher(client: Any) -> Callable[[Request], Listing]:
+    """The crawl's `fetch` for a Cliniko client: each Request sent exactly as the pager built it."""
+
+    def fetch(request: Request) -> Listing:
+        page: Listing = client.list_page(request.path, filters=request.filters, sort=request.sort, page=request.page)
+        return page
+
+    return fetch
+
+
 def keyset_pager(stream: Stream, position: Position) -> Pager:
     if position.tie_after_id is not None and position.updated_at is not None:
         return CrowdedSecondPager(stream, position)

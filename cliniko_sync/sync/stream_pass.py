@@ -163,7 +163,7 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
         listing = crawl.pages(
             stream,
             position,
-            fetch=lambda r: client.list_page(r.path, filters=r.filters, sort=r.sort, page=r.page),
+            fetch=crawl.fetcher(client),
             parse=records.listing_row,  # id and updated_at only: the mirror's SQL reads the rest
         )
         check_stop(context, tally)

@@ -141,7 +141,7 @@ def _read(
     with tally.new_client(context) as client:
         listing = crawl.run(
             pager,
-            fetch=lambda r: client.list_page(r.path, filters=r.filters, sort=r.sort, page=r.page),
+            fetch=crawl.fetcher(client),
             parse=records.listing_row,
         )
         for _page, step in listing:
