@@ -268,13 +268,21 @@ def _crawl_and_compute(
     for stream in STREAMS:
         if not stream.incremental:
             crawl_stream(context, tally, stream, work)
-    big = [stream for stream in STREAMS if stream.incremental]
-    if window.history_complete(work, context.organization_id):
-        crawl_streams(context, tally, big, work)
-        check_stop(context, tally)
-        _contacts_and_active(work, context, plan, result, history_complete=True)
-        return
-    # No complete history yet: the window first, a provisional active list at once, then the backfill.
+    was_complete = window.history_complete(work, context.organization_id)
+    if not was_complete:
+        _window_first(context, tally, plan, result, work)
+    crawl_streams(context, tally, [stream for stream in STREAMS if stream.incremental], work)
+    check_stop(context, tally)
+    complete = was_complete or window.history_complete(work, context.organization_id)
+    if complete and not was_complete:
+        window.forget_window(work, context.organization_id)
+    _contacts_and_active(work, context, plan, result, history_complete=complete)
+
+
+def _window_first(
+    context: RunContext, tally: RunTally, plan: _Plan, result: SyncResult, work: db.DictConnection
+) -> None:
+    """No complete history yet: read the window and commit a provisional active list before the backfill."""
     seen = window.read_window(context, tally, work, as_of=plan.as_of, window_days=plan.organization.window_days)
     _contacts_and_active(work, context, plan, result, history_complete=False)
     result.stats["window"] = {
@@ -286,12 +294,6 @@ def _crawl_and_compute(
         "first_active_requests": tally.stats()["requests"],
         "first_active_seconds": round(time.monotonic() - context.started, 3),
     }
-    crawl_streams(context, tally, big, work)
-    check_stop(context, tally)
-    complete = window.history_complete(work, context.organization_id)
-    if complete:
-        window.forget_window(work, context.organization_id)
-    _contacts_and_active(work, context, plan, result, history_complete=complete)
 
 
 def _contacts_and_active(
