@@ -28,12 +28,14 @@ def match_contacts(conn: DictConnection, organization_id: str, scope: RecomputeS
     in_scope = scope.written_patients("p.id")
     params = {"org": organization_id}
     counts = ContactCounts()
-    counts.refreshed = conn.execute(sql.SQL(query("contacts_refresh_linked")).format(scope=in_scope), params).rowcount
     match = sql.SQL(query("contacts_match"))  # our own file, composed with identifiers only
     email, phone = (match.format(field=sql.Identifier(name), scope=in_scope) for name in ("email", "phone"))
-    counts.linked_by_email = conn.execute(email, params).rowcount
-    counts.linked_by_phone = conn.execute(phone, params).rowcount
-    counts.created = conn.execute(sql.SQL(query("contacts_create")).format(scope=in_scope), params).rowcount
+    with scope.planned(conn):
+        refresh = sql.SQL(query("contacts_refresh_linked")).format(scope=in_scope)
+        counts.refreshed = conn.execute(refresh, params).rowcount
+        counts.linked_by_email = conn.execute(email, params).rowcount
+        counts.linked_by_phone = conn.execute(phone, params).rowcount
+        counts.created = conn.execute(sql.SQL(query("contacts_create")).format(scope=in_scope), params).rowcount
     return counts
 
 
