@@ -232,8 +232,9 @@ def test_a_429_that_happens_is_waited_out_and_its_headers_reported(
     cli: Any, conn: psycopg.Connection, make_emulator: Any, faults: Faults, status: str, detail: str
 ) -> None:
     # A tight server-side limit (a sync on the same key would have the same effect); the check itself is not
-    # throttled here (CLINIKO_SYNC_RATE_LIMIT=off), so it meets the 429 that the limit gives.
-    org_on(conn, make_emulator(rate_limit=12, rate_window=2.0, faults=faults))
+    # throttled here (CLINIKO_SYNC_RATE_LIMIT=off), so it meets the 429 that the limit gives: about 28 requests
+    # against 20 per 2 s, so one 429 and one wait.
+    org_on(conn, make_emulator(rate_limit=20, rate_window=2.0, faults=faults))
 
     result = deep(cli, ORG, "--format", "json")
 
