@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 import pytest
 from emulator_fixtures import EMULATOR_API_KEY
-from sync_helpers import SYNC_ENV, setup_org
+from sync_helpers import SYNC_ENV, quick_retries, setup_org  # noqa: F401 (fixture)
 
 from cliniko_sync.assumptions import ASSUMPTIONS
 from cliniko_sync.deep_check import COLUMNS
@@ -101,6 +101,7 @@ def test_a_rejected_key_stops_before_the_assumptions_with_77(cli: Any, emulator:
     assert "rejected the API key" in result.stderr and EMULATOR_API_KEY[:-4] not in result.stderr
 
 
+@pytest.mark.usefixtures("quick_retries")  # the wait before giving up is not what is checked
 def test_an_unreachable_cliniko_exits_69(cli: Any, emulator: Any, org: str) -> None:
     emulator.stop()
 
