@@ -11,6 +11,7 @@ import signal
 import sys
 import traceback
 from enum import Enum
+from functools import cache
 from typing import Any, NoReturn, TextIO, cast
 
 import typer
@@ -211,6 +212,7 @@ def usage_message(error: Any, args: list[str]) -> str:
     return str(error.format_message())
 
 
+@cache  # built once per process: Typer reads every command's signature and type hints (~6 ms)
 def command() -> Any:
     """The click command tree, with arguments shown as plain names: `ORG`, `[ORG]` (not `{ORG}`, `ORG <str>`)."""
     root = typer.main.get_command(app)

@@ -97,10 +97,16 @@ def validate_country(value: str) -> str:
     return country
 
 
-def validate_time_zone(value: str) -> str:
+@cache
+def _time_zones() -> frozenset[str]:
+    # Listing the zones walks the tz database on disk (about 20 ms); every organization added or changed asks.
     import zoneinfo
 
-    if value not in zoneinfo.available_timezones():
+    return frozenset(zoneinfo.available_timezones())
+
+
+def validate_time_zone(value: str) -> str:
+    if value not in _time_zones():
         raise UsageError(f"unknown time zone {_shown(value)}: use an IANA name such as Australia/Brisbane")
     return value
 

@@ -8,6 +8,7 @@ import pytest
 from conftest import TEST_ENCRYPTION_KEY
 from cryptography.fernet import Fernet
 from emulator_fixtures import EMULATOR_API_KEY
+from sync_helpers import quick_retries  # noqa: F401 (fixture)
 
 from cliniko_sync.config import ENV_ENCRYPTION_KEY
 from cliniko_sync.crypto import load_credentials, rotate_credentials, store_credentials
@@ -278,6 +279,7 @@ def _every_text_value(conn) -> list[str]:  # type: ignore[no-untyped-def]
     return values
 
 
+@pytest.mark.usefixtures("quick_retries")  # the wait before giving up is not what is checked
 def test_the_api_key_appears_nowhere(cli, cli_org: str, conn, emulator) -> None:
     # API_KEY names shard au4, so the (au1) emulator rejects it; EMULATOR_API_KEY is accepted.
     cli("org", "add", "demo", "--name", "Demo")

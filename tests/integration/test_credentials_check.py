@@ -7,6 +7,7 @@ import json
 import pytest
 import requests
 from emulator_fixtures import EMULATOR_API_KEY
+from sync_helpers import quick_retries  # noqa: F401 (fixture)
 
 from cliniko_sync.credential_check import worst_exit_code
 
@@ -83,6 +84,7 @@ def test_a_later_success_clears_the_recorded_error(cli, emulator, org_with_key: 
     assert validation(conn)["last_validation_error"] is None
 
 
+@pytest.mark.usefixtures("quick_retries")  # the wait before giving up is not what is checked
 def test_stopped_emulator_exits_69(cli, emulator, org_with_key: str) -> None:
     emulator.stop()
 

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 import pytest
 from emulator_fixtures import EMULATOR_API_KEY
-from sync_helpers import SYNC_ENV, setup_org
+from sync_helpers import SYNC_ENV, quick_retries, setup_org  # noqa: F401 (fixture)
 
 from cliniko_sync.assumptions import ASSUMPTIONS
 from cliniko_sync.deep_check import COLUMNS
@@ -101,6 +101,7 @@ def test_a_rejected_key_stops_before_the_assumptions_with_77(cli: Any, emulator:
     assert "rejected the API key" in result.stderr and EMULATOR_API_KEY[:-4] not in result.stderr
 
 
+@pytest.mark.usefixtures("quick_retries")  # the wait before giving up is not what is checked
 def test_an_unreachable_cliniko_exits_69(cli: Any, emulator: Any, org: str) -> None:
     emulator.stop()
 
@@ -232,8 +233,9 @@ def test_a_429_that_happens_is_waited_out_and_its_headers_reported(
     cli: Any, conn: psycopg.Connection, make_emulator: Any, faults: Faults, status: str, detail: str
 ) -> None:
     # A tight server-side limit (a sync on the same key would have the same effect); the check itself is not
-    # throttled here (CLINIKO_SYNC_RATE_LIMIT=off), so it meets the 429 that the limit gives.
-    org_on(conn, make_emulator(rate_limit=12, rate_window=2.0, faults=faults))
+    # throttled here (CLINIKO_SYNC_RATE_LIMIT=off), so it meets the 429 that the limit gives: about 28 requests
+    # against 20 per 2 s, so one 429 and one wait.
+    org_on(conn, make_emulator(rate_limit=20, rate_window=2.0, faults=faults))
 
     result = deep(cli, ORG, "--format", "json")
 

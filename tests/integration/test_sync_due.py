@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import run_cli
+from conftest import run_cli_in_process
 from emulator_fixtures import EMULATOR_API_KEY
 from sync_helpers import SYNC_ENV, setup_org
 
@@ -57,6 +57,12 @@ def finish(process: subprocess.Popen[str]) -> tuple[int, list[dict[str, Any]], s
     return process.returncode, json.loads(stdout), stderr
 
 
+def due(env: dict[str, str], *args: str) -> tuple[int, list[dict[str, Any]], str]:
+    """`sync --due` in this process, for what a run decides (what is due, which mode), not how processes share."""
+    result = run_cli_in_process(["sync", "--due", "--format", "json", *args], env)
+    return result.returncode, json.loads(result.stdout), result.stderr
+
+
 def runs(conn: psycopg.Connection) -> list[dict[str, Any]]:
     return conn.execute(
         "SELECT organization_id, status, mode, started_at, finished_at, pid FROM sync_log ORDER BY organization_id, id"
@@ -86,35 +92,36 @@ def time_passes(conn: psycopg.Connection, interval: str) -> None:
 def test_three_processes_sync_each_due_organization_once_per_interval(
     conn: psycopg.Connection, env: dict[str, str], small_emulator: Any
 ) -> None:
-    add_orgs(conn, small_emulator.base_url, ORGS)
+    orgs = ORGS[:18]  # six per process, three per job: enough that all three processes find work to share
+    add_orgs(conn, small_emulator.base_url, orgs)
     processes = [start_due(env, "--jobs", "2") for _ in range(3)]
     outcomes = [finish(p) for p in processes]
     for code, _, stderr in outcomes:
         assert code == 0, stderr
     synced = [row["organization_id"] for _, results, _ in outcomes for row in results]
-    assert sorted(synced) == ORGS  # each organization by exactly one process
+    assert sorted(synced) == orgs  # each organization by exactly one process
     assert all(row["status"] == "success" and row["mode"] == "full" for _, results, _ in outcomes for row in results)
     rows = runs(conn)
-    assert [row["organization_id"] for row in rows] == ORGS
+    assert [row["organization_id"] for row in rows] == orgs
     assert {row["status"] for row in rows} == {"success"}  # no 'skipped': nobody tried a taken organization
     assert len({row["pid"] for row in rows}) >= 2  # the work was shared
 
-    # Within the interval nothing is due: every process says so with an empty array, and adds no row.
-    again = [finish(start_due(env)) for _ in range(2)]
+    # Within the interval nothing is due: each later run says so with an empty array, and adds no row.
+    again = [due(env) for _ in range(2)]
     assert [(code, results) for code, results, _ in again] == [(0, []), (0, [])]
-    assert len(runs(conn)) == 30
+    assert len(runs(conn)) == len(orgs)
 
     # 20 minutes later (sync_interval 15m): one incremental run each; a day later: one full run each.
     time_passes(conn, "20 minutes")
     outcomes = [finish(p) for p in [start_due(env, "--jobs", "2") for _ in range(3)]]
-    assert sorted(r["organization_id"] for _, results, _ in outcomes for r in results) == ORGS
+    assert sorted(r["organization_id"] for _, results, _ in outcomes for r in results) == orgs
     assert {r["mode"] for _, results, _ in outcomes for r in results} == {"incremental"}
     time_passes(conn, "1 day")
     outcomes = [finish(p) for p in [start_due(env, "--jobs", "2") for _ in range(3)]]
-    assert sorted(r["organization_id"] for _, results, _ in outcomes for r in results) == ORGS
+    assert sorted(r["organization_id"] for _, results, _ in outcomes for r in results) == orgs
     assert {r["mode"] for _, results, _ in outcomes for r in results} == {"full"}
     rows = runs(conn)
-    assert len(rows) == 90 and {row["status"] for row in rows} == {"success"}
+    assert len(rows) == 3 * len(orgs) and {row["status"] for row in rows} == {"success"}
     assert_never_overlapping(rows)
 
 
@@ -148,6 +155,7 @@ def test_a_killed_process_holds_nothing_and_the_others_take_its_organizations(
     while claims_held(conn) and time.monotonic() < deadline:
         time.sleep(0.05)  # the server notices the closed connections and lets their locks go
     assert claims_held(conn) == 0
+    slow.latency_ms = 0  # the latency only kept the victim's syncs running until the kill; the others need none
     outcomes = [finish(p) for p in [start_due(env, "--jobs", "2") for _ in range(2)]]
     for code, _, stderr in outcomes:
         assert code == 0, stderr
@@ -172,11 +180,11 @@ def test_an_organization_being_synced_by_another_command_is_left_alone(
     conn.execute("UPDATE organizations SET enabled = false WHERE id = %s", (ORGS[2],))
     with psycopg.connect(conn.info.dsn, autocommit=True) as other:  # a `sync clinic-00` from a per-org cron line
         other.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (LOCK_NAMESPACE, ORGS[0]))
-        code, results, stderr = finish(start_due(env))
+        code, results, stderr = due(env)
     assert code == 0, stderr
     assert [r["organization_id"] for r in results] == [ORGS[1]]  # not the locked one, not the disabled one
     assert [(row["organization_id"], row["status"]) for row in runs(conn)] == [(ORGS[1], "success")]
-    code, results, _ = finish(start_due(env))
+    code, results, _ = due(env)
     assert (code, [r["organization_id"] for r in results]) == (0, [ORGS[0]])
 
 
@@ -188,7 +196,7 @@ def test_a_failure_before_the_run_is_recorded_and_waits_its_interval(
         "INSERT INTO organizations (id, name, sync_interval) VALUES ('no-key', 'No key', '1 hour');"
         "INSERT INTO organization_services (organization_id, service) VALUES ('no-key', 'cliniko')"
     )
-    code, results, stderr = finish(start_due(env))
+    code, results, stderr = due(env)
     assert code == 3
     by_org = {r["organization_id"]: r for r in results}
     assert by_org[ORGS[0]]["status"] == "success"
@@ -199,10 +207,10 @@ def test_a_failure_before_the_run_is_recorded_and_waits_its_interval(
     assert row is not None and row["status"] == "failed" and row["error_class"] == "ConfigError"
     assert "credentials set no-key" in row["error_message"]
     # `status` shows the reason, and the next minute's process does not try again within the interval.
-    assert run_cli(["status", "no-key", "--format", "json"], env).returncode == 0
-    assert finish(start_due(env))[:2] == (0, [])
+    assert run_cli_in_process(["status", "no-key", "--format", "json"], env).returncode == 0
+    assert due(env)[:2] == (0, [])
     time_passes(conn, "61 minutes")
-    code, results, _ = finish(start_due(env))
+    code, results, _ = due(env)
     assert code == 3 and sorted(r["organization_id"] for r in results) == [ORGS[0], "no-key"]
 
 
@@ -210,24 +218,29 @@ def test_per_organization_intervals_decide_what_is_due_and_what_is_full(
     conn: psycopg.Connection, env: dict[str, str], small_emulator: Any
 ) -> None:
     add_orgs(conn, small_emulator.base_url, ORGS[:2])
-    assert run_cli(["org", "set", ORGS[1], "--sync-interval", "2h", "--full-sync-interval", "30m"], env).returncode == 0
-    assert finish(start_due(env, "--jobs", "2"))[0] == 0
+    assert (
+        run_cli_in_process(
+            ["org", "set", ORGS[1], "--sync-interval", "2h", "--full-sync-interval", "30m"], env
+        ).returncode
+        == 0
+    )
+    assert due(env, "--jobs", "2")[0] == 0
     time_passes(conn, "40 minutes")  # clinic-00 (15m) is due, incremental; clinic-01 (2h) is not
-    code, results, _ = finish(start_due(env))
+    code, results, _ = due(env)
     assert (code, [(r["organization_id"], r["mode"]) for r in results]) == (0, [(ORGS[0], "incremental")])
     time_passes(conn, "2 hours")  # both due; clinic-01's full interval (30m) has passed, clinic-00's (1d) has not
-    code, results, _ = finish(start_due(env))
+    code, results, _ = due(env)
     assert sorted((r["organization_id"], r["mode"]) for r in results) == [(ORGS[0], "incremental"), (ORGS[1], "full")]
-    code, results, _ = finish(start_due(env, "--full"))  # nothing due: --full does not make anything due
+    code, results, _ = due(env, "--full")  # nothing due: --full does not make anything due
     assert (code, results) == (0, [])
 
 
 def test_a_partial_run_is_due_again_at_once(conn: psycopg.Connection, env: dict[str, str], small_emulator: Any) -> None:
     add_orgs(conn, small_emulator.base_url, ORGS[:1])
-    assert finish(start_due(env))[0] == 0
+    assert due(env)[0] == 0
     time_passes(conn, "20 minutes")
     conn.execute("UPDATE sync_log SET status = 'partial'")  # the last run was stopped by --max-runtime
-    code, results, _ = finish(start_due(env))
+    code, results, _ = due(env)
     assert (code, [r["organization_id"] for r in results]) == (0, [ORGS[0]])
 
 
@@ -246,22 +259,24 @@ def test_a_partial_run_is_due_again_at_once(conn: psycopg.Connection, env: dict[
 )
 def test_usage_errors(conn: psycopg.Connection, env: dict[str, str], args: list[str], message: str) -> None:
     setup_org(conn, "http://127.0.0.1:9", EMULATOR_API_KEY, "clinic-00")
-    result = run_cli(args, env)
+    result = run_cli_in_process(args, env)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert result.stdout == ""
 
 
 def test_org_show_and_list_give_intervals_as_durations(conn: psycopg.Connection, env: dict[str, str]) -> None:
-    added = run_cli(["org", "add", "big-clinic", "--name", "Big", "--sync-interval", "90m", "--format", "json"], env)
+    added = run_cli_in_process(
+        ["org", "add", "big-clinic", "--name", "Big", "--sync-interval", "90m", "--format", "json"], env
+    )
     assert added.returncode == 0, added.stderr
     assert {k: json.loads(added.stdout)[k] for k in ("sync_interval", "full_sync_interval")} == {
         "sync_interval": "90m",
         "full_sync_interval": "1d",
     }
-    changed = run_cli(["org", "set", "big-clinic", "--full-sync-interval", "168h", "--format", "json"], env)
+    changed = run_cli_in_process(["org", "set", "big-clinic", "--full-sync-interval", "168h", "--format", "json"], env)
     assert json.loads(changed.stdout)["full_sync_interval"] == "7d"
-    listed = json.loads(run_cli(["org", "list", "--format", "json"], env).stdout)
+    listed = json.loads(run_cli_in_process(["org", "list", "--format", "json"], env).stdout)
     assert [(o["id"], o["sync_interval"], o["full_sync_interval"]) for o in listed] == [("big-clinic", "90m", "7d")]
     row = conn.execute("SELECT sync_interval, full_sync_interval FROM organizations").fetchone()
     assert row is not None and (row["sync_interval"].total_seconds(), row["full_sync_interval"].days) == (5400, 7)
@@ -272,6 +287,6 @@ def test_max_runtime_takes_a_duration_and_plain_seconds(
 ) -> None:
     add_orgs(conn, small_emulator.base_url, ORGS[:1])
     for value in ("10m", "600"):
-        result = run_cli(["sync", ORGS[0], "--max-runtime", value, "--format", "json"], env)
+        result = run_cli_in_process(["sync", ORGS[0], "--max-runtime", value, "--format", "json"], env)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["status"] == "success"
