@@ -219,18 +219,19 @@ INGEST_PAGES = 2_000  # pages of individual appointments pre-fetched for the ing
 
 
 def ingest_figures(url: str, api_url: str, batches: tuple[int, ...] = (1, 10)) -> dict[str, Any]:
-    """Ingest with the emulator idle: pre-fetch up to INGEST_PAGES pages of individual appointments into memory, then
-    time only what the sync's writer does with them (records.listing_row, write_rows, save_state), into a fresh
-    organization, with `batch` pages and the cursor after the last one per transaction."""
+    """Ingest with the emulator idle: pre-fetch up to INGEST_PAGES pages of individual appointments into memory (as
+    the client gives them: parsed, with the body's text), then time only what the sync's writer does with them
+    (records.listing_row, write_pages, save_state), into a fresh organization, with `batch` pages and the cursor
+    after the last one per transaction."""
     from cliniko_sync.cliniko import records
     from cliniko_sync.cliniko.client import ClinikoClient
     from cliniko_sync.db import connect
     from cliniko_sync.sync import crawl
-    from cliniko_sync.sync.mirror import StreamState, save_state, write_rows
+    from cliniko_sync.sync.mirror import PageRows, StreamState, save_state, write_pages
     from cliniko_sync.sync.streams import STREAMS_BY_NAME
 
     stream = STREAMS_BY_NAME["individual_appointments"]
-    pages: list[tuple[list[dict[str, Any]], crawl.Position]] = []
+    pages: list[tuple[list[dict[str, Any]], str | None, crawl.Position]] = []
     with ClinikoClient(API_KEY, contact_email=CONTACT_EMAIL, api_url=api_url, rate_limit=None) as client:
         listing = crawl.pages(
             stream, crawl.Position(),
@@ -238,12 +239,12 @@ def ingest_figures(url: str, api_url: str, batches: tuple[int, ...] = (1, 10)) -
             parse=records.listing_row,
         )  # fmt: skip
         for page, step in listing:
-            pages.append((page.records, step.position))
+            pages.append((page.records, page.text, step.position))
             if len(pages) >= INGEST_PAGES:
                 break
         listing.close()
     time.sleep(1.0)  # the crawl's request for the next page, if any, ends before the clock starts
-    rows = sum(len(records_) for records_, _ in pages)
+    rows = sum(len(records_) for records_, _, _ in pages)
     figures: dict[str, Any] = {"ingest_rows": rows}
     for batch in batches:
         org_id = f"bench-ingest-{batch}"
@@ -253,9 +254,10 @@ def ingest_figures(url: str, api_url: str, batches: tuple[int, ...] = (1, 10)) -
             for first in range(0, len(pages), batch):
                 chunk = pages[first : first + batch]
                 with conn.transaction():
-                    parsed = [records.listing_row(raw) for raws, _ in chunk for raw in raws]
-                    write_rows(conn, stream, org_id, parsed, 1)
-                    save_state(conn, org_id, stream, StreamState(1, "full", False, chunk[-1][1], None))
+                    conn.execute("SET LOCAL synchronous_commit = off")  # as the sync's checkpoints do
+                    written = [PageRows([records.listing_row(raw) for raw in raws], text) for raws, text, _ in chunk]
+                    write_pages(conn, stream, org_id, written, 1)
+                    save_state(conn, org_id, stream, StreamState(1, "full", False, chunk[-1][2], None))
             figures[f"ingest_seconds_batch_{batch}"] = time.perf_counter() - started
     return figures
 
@@ -489,9 +491,9 @@ def report(f: dict[str, Any]) -> str:
          "≥ 50,000 rows/s", verdict(ingest >= 50_000)),
         ("ingest, pre-fetched pages, emulator idle (parse + write + cursor)",
          f"{f['ingest_rows'] / f['ingest_seconds_batch_1']:,.0f} rows/s one page per transaction; "
-         f"{f['ingest_rows'] / f['ingest_seconds_batch_10']:,.0f} rows/s ten pages per transaction "
-         f"({f['ingest_rows']:,} individual appointments)",
-         "–", "–", "≥ 50,000 rows/s", verdict(f["ingest_rows"] / f["ingest_seconds_batch_1"] >= 50_000)),
+         f"{f['ingest_rows'] / f['ingest_seconds_batch_10']:,.0f} rows/s ten pages per transaction, as the sync "
+         f"writes ({f['ingest_rows']:,} individual appointments)",
+         "–", "–", "≥ 50,000 rows/s", verdict(f["ingest_rows"] / f["ingest_seconds_batch_10"] >= 50_000)),
         ("no-change incremental sync: wall time, database time",
          f"{f['incremental_wall_seconds']:.2f} s wall, {f['incremental_database_seconds']:.3f} s in PostgreSQL",
          "–", "–", "flat in size: L within 1.5 × S", "compare sizes"),

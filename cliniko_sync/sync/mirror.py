@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from cliniko_sync.cliniko import records
+from cliniko_sync.cliniko.endpoints import endpoint
 from cliniko_sync.db import DictConnection, query
 from cliniko_sync.errors import ClinikoAPIError
 from cliniko_sync.sync.crawl import Position
@@ -72,7 +73,9 @@ def _statements(stream: Stream) -> tuple[sql.Composed, sql.Composed]:
         for c in stream.columns
         if c != "id"
     )
-    patient = sql.SQL("m.{}").format(sql.Identifier(shape.patient_column)) if shape.patient_column else sql.SQL("NULL")
+    patient = (
+        sql.SQL("old.{}").format(sql.Identifier(shape.patient_column)) if shape.patient_column else sql.SQL("NULL")
+    )
     dirty = sql.SQL(query(shape.dirty))  # our own files: inserted as they are, never formatted
     upsert = sql.SQL(query("mirror_upsert")).format(
         table=table,
@@ -114,6 +117,16 @@ def _to_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), check_circular=False)
 
 
+@dataclass(frozen=True)
+class PageRows:
+    """The listing rows to write from one page, and the page's JSON body as Cliniko sent it (client.Page.text) when
+    those rows are all of its records, in its order: PostgreSQL then reads the body itself, and Python serialises
+    nothing."""
+
+    rows: list[dict[str, Any]]
+    body: str | None = None
+
+
 def write_rows(
     conn: DictConnection,
     stream: Stream,
@@ -123,19 +136,47 @@ def write_rows(
     *,
     region: str = "AU",
 ) -> WriteCounts:
-    """Upsert listing rows (records.listing_row: the Cliniko record under "raw") in one statement: PostgreSQL gets
-    the batch's JSON as one parameter and types it itself. Returns what changed. `region` reads patients' local
-    phone numbers. A record whose fields PostgreSQL cannot read as Cliniko documents them fails the batch."""
-    if not rows:
-        return WriteCounts()
+    """Upsert listing rows (records.listing_row: the Cliniko record under "raw"): write_pages with one page."""
+    return write_pages(conn, stream, organization_id, [PageRows(rows)], full_pass, region=region)
+
+
+def write_pages(
+    conn: DictConnection,
+    stream: Stream,
+    organization_id: str,
+    pages: list[PageRows],
+    full_pass: int | None,
+    *,
+    region: str = "AU",
+) -> WriteCounts:
+    """Upsert the rows of several pages in one statement: PostgreSQL gets the batch's JSON as one parameter and
+    types it itself. Returns what changed. `region` reads patients' local phone numbers. A record whose fields
+    PostgreSQL cannot read as Cliniko documents them fails the batch."""
     shape = _SHAPES[stream.name]
-    page, raws = _page_json([row["raw"] for row in rows])
+    envelope = endpoint(stream.paths[0]).envelope
+    bodies: list[str] = []
+    raws: list[dict[str, Any]] = []
+    for page in pages:
+        if not page.rows:
+            continue
+        page_raws = [row["raw"] for row in page.rows]
+        # Derived values are worked out per record in Python, so those streams' records go through Python's JSON;
+        # so does a body holding an escaped U+0000 (PostgreSQL refuses it; _page_json drops it).
+        if page.body is not None and shape.derive is None and "\\u0000" not in page.body:
+            bodies.append(page.body)
+        else:
+            text, page_raws = _page_json(page_raws)
+            bodies.append(f"{{{_to_json(envelope)}:{text}}}")
+        raws += page_raws
+    if not raws:
+        return WriteCounts()
     derived = "[]" if shape.derive is None else _to_json([shape.derive(raw, region) for raw in raws])
     keys: set[str] = set().union(*raws)
     params = {
         "org": organization_id,
         "pass": full_pass,
-        "page": page,
+        "pages": f"[{','.join(bodies)}]",
+        "envelope": envelope,
         "derived": derived,
         "denied": records.denied_keys(stream.name, keys),
     }

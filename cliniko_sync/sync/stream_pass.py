@@ -14,10 +14,21 @@ from cliniko_sync import db
 from cliniko_sync.cliniko import records
 from cliniko_sync.cliniko.waits import StopRequested
 from cliniko_sync.sync import crawl
-from cliniko_sync.sync.mirror import StreamState, load_state, remove_unseen, save_state, write_rows
+from cliniko_sync.sync.mirror import (
+    PageRows,
+    StreamState,
+    WriteCounts,
+    load_state,
+    remove_unseen,
+    save_state,
+    write_pages,
+)
 from cliniko_sync.sync.streams import Stream
 
 OVERLAP = timedelta(minutes=5)  # incremental passes re-read this much before the cursor (late commits upstream)
+# Pages written per transaction, with the position after the last of them: one statement over more rows spreads
+# PostgreSQL's per-statement work (planning, the round trip, the commit). A crash re-reads at most this many pages.
+PAGES_PER_TRANSACTION = 10
 
 
 class SiblingFailed(StopRequested):
@@ -113,7 +124,7 @@ class RunTally:
 
 
 def check_stop(context: RunContext, tally: RunTally) -> None:
-    """Raise StopRequested when the run must end at this checkpoint."""
+    """Raise StopRequested when the run must end at this checkpoint (stop_requested says whether it would)."""
     if tally.aborted.is_set():
         raise SiblingFailed("another stream of this run failed")
     if context.stop.is_set():
@@ -133,12 +144,29 @@ def plan_pass(stream: Stream, state: StreamState, *, full: bool, pass_id: int) -
     return "incremental", pass_id, crawl.Position(state.cursor_updated_at - OVERLAP)
 
 
+def stop_requested(context: RunContext, tally: RunTally) -> bool:
+    """Whether check_stop would raise now."""
+    return (
+        tally.aborted.is_set()
+        or context.stop.is_set()
+        or (context.deadline is not None and time.monotonic() >= context.deadline)
+    )
+
+
 def _checkpoint(work: db.DictConnection, context: RunContext, stream: Stream, state: StreamState,
-                step: crawl.Step, mode: str, pass_id: int, stats: StreamStats) -> Any:  # fmt: skip
-    """One page's rows and the stream's new position, in one transaction."""
+                batch: list[tuple[crawl.Listing, crawl.Step]], mode: str, pass_id: int,
+                stats: StreamStats) -> WriteCounts:  # fmt: skip
+    """A batch of pages' rows and the stream's position after the last of them, in one transaction."""
+    step = batch[-1][1]
     with work.transaction():
+        # Rows and position commit together, so a commit lost in a crash of PostgreSQL or the host (the last few,
+        # at most) loses both: the next run reads those pages again. The run's last commit (sync_log) waits for the
+        # WAL as usual, and with it for every page before it.
+        work.execute("SET LOCAL synchronous_commit = off")
         full_pass = pass_id if mode == "full" else None
-        counts = write_rows(work, stream, context.organization_id, step.new_rows, full_pass, region=context.country)
+        # A page's body stands for its rows only when the crawl kept all of its records (it drops those already read).
+        pages = [PageRows(s.new_rows, page.text if len(s.new_rows) == len(page.records) else None) for page, s in batch]
+        counts = write_pages(work, stream, context.organization_id, pages, full_pass, region=context.country)
         new_state = StreamState(pass_id, mode, step.complete, step.position, state.cursor_updated_at)
         if step.complete:
             if mode == "full":
@@ -151,7 +179,8 @@ def _checkpoint(work: db.DictConnection, context: RunContext, stream: Stream, st
 
 
 def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.DictConnection) -> StreamStats:
-    """Read one stream from where its pass stands to its end, checkpointing every page."""
+    """Read one stream from where its pass stands to its end, checkpointing every few pages (and at once when the
+    run is asked to stop)."""
     state = load_state(work, context.organization_id, stream)
     mode, pass_id, position = plan_pass(stream, state, full=context.full, pass_id=context.pass_id)
     stats = tally.streams[stream.name] = StreamStats(mode=mode)
@@ -167,16 +196,22 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
             parse=records.listing_row,  # id and updated_at only: the mirror's SQL reads the rest
         )
         check_stop(context, tally)
+        batch: list[tuple[crawl.Listing, crawl.Step]] = []
         for page, step in listing:
             total = page.total_entries if total is None else total
+            batch.append((page, step))
+            if len(batch) < PAGES_PER_TRANSACTION and not step.complete and not stop_requested(context, tally):
+                continue
             started = tally.writer_starts()
-            counts = _checkpoint(work, context, stream, state, step, mode, pass_id, stats)
-            tally.writer_ends(started, len(step.new_rows))
-            stats.pages, stats.fetched = stats.pages + 1, stats.fetched + len(page.records)
+            counts = _checkpoint(work, context, stream, state, batch, mode, pass_id, stats)
+            tally.writer_ends(started, sum(len(s.new_rows) for _, s in batch))
+            fetched = sum(len(p.records) for p, _ in batch)
+            stats.pages, stats.fetched = stats.pages + len(batch), stats.fetched + fetched
             stats.inserted, stats.updated = stats.inserted + counts.inserted, stats.updated + counts.updated
             stats.unchanged, stats.requests = stats.unchanged + counts.unchanged, client.stats.requests
             if progress:
-                progress.page_done(org, stream.name, len(page.records), total)
+                progress.page_done(org, stream.name, fetched, total)
+            batch = []
             if not step.complete:
                 check_stop(context, tally)
         if progress:
