@@ -119,12 +119,13 @@ def _to_json(value: Any) -> str:
 
 @dataclass(frozen=True)
 class PageRows:
-    """The listing rows to write from one page, and the page's JSON body as Cliniko sent it (client.Page.text) when
-    those rows are all of its records, in its order: PostgreSQL then reads the body itself, and Python serialises
-    nothing."""
+    """The listing rows to write from one page. With `body`, the page's JSON text as Cliniko sent it
+    (client.Page.text): PostgreSQL then reads the records from it, and Python serialises nothing. The body's records
+    less those at the `skipped` positions (from 0; records the crawl had already read) are the rows, in order."""
 
     rows: list[dict[str, Any]]
     body: str | None = None
+    skipped: tuple[int, ...] = ()
 
 
 def write_rows(
@@ -156,6 +157,8 @@ def write_pages(
     envelope = endpoint(stream.paths[0]).envelope
     bodies: list[str] = []
     raws: list[dict[str, Any]] = []
+    skip_pages: list[int] = []
+    skip_items: list[int] = []
     for page in pages:
         if not page.rows:
             continue
@@ -164,6 +167,8 @@ def write_pages(
         # so does a body holding an escaped U+0000 (PostgreSQL refuses it; _page_json drops it).
         if page.body is not None and shape.derive is None and "\\u0000" not in page.body:
             bodies.append(page.body)
+            skip_pages += [len(bodies)] * len(page.skipped)
+            skip_items += [position + 1 for position in page.skipped]
         else:
             text, page_raws = _page_json(page_raws)
             bodies.append(f"{{{_to_json(envelope)}:{text}}}")
@@ -177,6 +182,8 @@ def write_pages(
         "pass": full_pass,
         "pages": f"[{','.join(bodies)}]",
         "envelope": envelope,
+        "skip_pages": skip_pages,
+        "skip_items": skip_items,
         "derived": derived,
         "denied": records.denied_keys(stream.name, keys),
     }

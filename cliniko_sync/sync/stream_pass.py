@@ -123,14 +123,22 @@ class RunTally:
         }
 
 
-def check_stop(context: RunContext, tally: RunTally) -> None:
-    """Raise StopRequested when the run must end at this checkpoint (stop_requested says whether it would)."""
+def _stop_reason(context: RunContext, tally: RunTally) -> StopRequested | None:
+    """Why the run must end at this checkpoint, if it must."""
     if tally.aborted.is_set():
-        raise SiblingFailed("another stream of this run failed")
+        return SiblingFailed("another stream of this run failed")
     if context.stop.is_set():
-        raise StopRequested("stopped by a signal after a checkpoint; the next run resumes from there")
+        return StopRequested("stopped by a signal after a checkpoint; the next run resumes from there")
     if context.deadline is not None and time.monotonic() >= context.deadline:
-        raise StopRequested("stopped by --max-runtime after a checkpoint; the next run resumes from there")
+        return StopRequested("stopped by --max-runtime after a checkpoint; the next run resumes from there")
+    return None
+
+
+def check_stop(context: RunContext, tally: RunTally) -> None:
+    """Raise StopRequested when the run must end at this checkpoint."""
+    reason = _stop_reason(context, tally)
+    if reason is not None:
+        raise reason
 
 
 def plan_pass(stream: Stream, state: StreamState, *, full: bool, pass_id: int) -> tuple[str, int, crawl.Position]:
@@ -144,13 +152,14 @@ def plan_pass(stream: Stream, state: StreamState, *, full: bool, pass_id: int) -
     return "incremental", pass_id, crawl.Position(state.cursor_updated_at - OVERLAP)
 
 
-def stop_requested(context: RunContext, tally: RunTally) -> bool:
-    """Whether check_stop would raise now."""
-    return (
-        tally.aborted.is_set()
-        or context.stop.is_set()
-        or (context.deadline is not None and time.monotonic() >= context.deadline)
-    )
+def _page_rows(page: crawl.Listing, step: crawl.Step) -> PageRows:
+    """What to write of one page: its new rows, and its body less the records the crawl had already read (the rows
+    hold the very record objects of the page, so identity says which)."""
+    new = {id(row["raw"]) for row in step.new_rows}
+    skipped = tuple(position for position, raw in enumerate(page.records) if id(raw) not in new)
+    if page.text is None or len(page.records) - len(skipped) != len(step.new_rows):
+        return PageRows(step.new_rows)
+    return PageRows(step.new_rows, page.text, skipped)
 
 
 def _checkpoint(work: db.DictConnection, context: RunContext, stream: Stream, state: StreamState,
@@ -164,8 +173,7 @@ def _checkpoint(work: db.DictConnection, context: RunContext, stream: Stream, st
         # WAL as usual, and with it for every page before it.
         work.execute("SET LOCAL synchronous_commit = off")
         full_pass = pass_id if mode == "full" else None
-        # A page's body stands for its rows only when the crawl kept all of its records (it drops those already read).
-        pages = [PageRows(s.new_rows, page.text if len(s.new_rows) == len(page.records) else None) for page, s in batch]
+        pages = [_page_rows(page, page_step) for page, page_step in batch]
         counts = write_pages(work, stream, context.organization_id, pages, full_pass, region=context.country)
         new_state = StreamState(pass_id, mode, step.complete, step.position, state.cursor_updated_at)
         if step.complete:
@@ -200,7 +208,7 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
         for page, step in listing:
             total = page.total_entries if total is None else total
             batch.append((page, step))
-            if len(batch) < PAGES_PER_TRANSACTION and not step.complete and not stop_requested(context, tally):
+            if len(batch) < PAGES_PER_TRANSACTION and not step.complete and _stop_reason(context, tally) is None:
                 continue
             started = tally.writer_starts()
             counts = _checkpoint(work, context, stream, state, batch, mode, pass_id, stats)

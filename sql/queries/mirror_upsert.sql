@@ -1,6 +1,7 @@
 -- Upsert one batch of Cliniko records into the mirror table. The batch comes as ONE jsonb array %(pages)s of listing
--- bodies (each holds its records under the key %(envelope)s, as Cliniko sent them), with %(derived)s the values
--- Python works out per record (same order, all pages), and is typed by the stream's mirror_rows_*.sql.
+-- bodies (each holds its records under the key %(envelope)s, as Cliniko sent them) less the records skipped, with
+-- %(derived)s the values Python works out per record (same order, all pages), and is typed by the stream's
+-- mirror_rows_*.sql.
 -- A batch may repeat a record: the newest version wins (the later one on a tie). Never replaces a newer row with an
 -- older one, skips no-op updates (no dead tuples for unchanged rows), and marks the patients whose rows changed
 -- dirty for the next recompute (mirror_dirty_*.sql), in this same transaction.
@@ -10,6 +11,11 @@ WITH page AS (
         SELECT e.r, row_number() OVER (ORDER BY b.p, e.i) AS n
         FROM jsonb_array_elements(%(pages)s::jsonb) WITH ORDINALITY AS b (body, p),
              jsonb_array_elements(b.body -> %(envelope)s::text) WITH ORDINALITY AS e (r, i)
+        -- Records of a body that the crawl had already read (page, position in the page; from 1).
+        WHERE NOT EXISTS (
+            SELECT 1 FROM unnest(%(skip_pages)s::bigint[], %(skip_items)s::bigint[]) AS k (p, i)
+            WHERE k.p = b.p AND k.i = e.i
+        )
     ) e
     LEFT JOIN jsonb_array_elements(%(derived)s::jsonb) WITH ORDINALITY AS d (d, n) ON d.n = e.n
 ), typed AS (
