@@ -3,6 +3,7 @@ the four big streams at once, each on its own connection (DESIGN §3)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -205,11 +206,8 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
         )
         check_stop(context, tally)
         batch: list[tuple[crawl.Listing, crawl.Step]] = []
-        for page, step in listing:
-            total = page.total_entries if total is None else total
-            batch.append((page, step))
-            if len(batch) < PAGES_PER_TRANSACTION and not step.complete and _stop_reason(context, tally) is None:
-                continue
+
+        def write_batch() -> None:
             started = tally.writer_starts()
             counts = _checkpoint(work, context, stream, state, batch, mode, pass_id, stats)
             tally.writer_ends(started, sum(len(s.new_rows) for _, s in batch))
@@ -219,7 +217,26 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
             stats.unchanged, stats.requests = stats.unchanged + counts.unchanged, client.stats.requests
             if progress:
                 progress.page_done(org, stream.name, fetched, total)
-            batch = []
+            batch.clear()
+
+        pages = iter(listing)
+        while True:
+            try:
+                page, step = next(pages)
+            except StopIteration:
+                break
+            except Exception:
+                # A page that failed (after its retries, or breaking an assumption) fails the run, and the pages
+                # read before it are kept. Should writing them fail too, the page's error is still the run's.
+                if batch:
+                    with contextlib.suppress(Exception):
+                        write_batch()
+                raise
+            total = page.total_entries if total is None else total
+            batch.append((page, step))
+            if len(batch) < PAGES_PER_TRANSACTION and not step.complete and _stop_reason(context, tally) is None:
+                continue
+            write_batch()
             if not step.complete:
                 check_stop(context, tally)
         if progress:
