@@ -61,7 +61,9 @@ _SHAPES: dict[str, _Shape] = {
 
 
 @cache
-def _statements(stream: Stream) -> tuple[sql.Composed, sql.Composed]:
+def _statements(stream: Stream) -> tuple[bytes, bytes]:
+    """The stream's upsert and soft-delete statements, composed once: composing them takes longer than PostgreSQL
+    takes to plan them. The names are our own ASCII identifiers, so no connection's encoding is needed to quote them."""
     shape = _SHAPES[stream.name]
     table = sql.Identifier(stream.table)
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in stream.columns)
@@ -87,7 +89,7 @@ def _statements(stream: Stream) -> tuple[sql.Composed, sql.Composed]:
     )
     removed_patient = sql.Identifier(shape.patient_column) if shape.patient_column else sql.SQL("NULL::text")
     remove = sql.SQL(query("mirror_remove_unseen")).format(table=table, patient=removed_patient, dirty=dirty)
-    return upsert, remove
+    return upsert.as_bytes(None), remove.as_bytes(None)
 
 
 def _without_nul(value: Any) -> Any:
