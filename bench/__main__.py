@@ -227,7 +227,7 @@ def ingest_figures(url: str, api_url: str, batches: tuple[int, ...] = (1, 10)) -
     from cliniko_sync.cliniko.client import ClinikoClient
     from cliniko_sync.db import connect
     from cliniko_sync.sync import crawl
-    from cliniko_sync.sync.mirror import PageRows, StreamState, save_state, write_pages
+    from cliniko_sync.sync.mirror import StreamState, page_rows, save_state, write_pages
     from cliniko_sync.sync.streams import STREAMS_BY_NAME
 
     stream = STREAMS_BY_NAME["individual_appointments"]
@@ -255,7 +255,9 @@ def ingest_figures(url: str, api_url: str, batches: tuple[int, ...] = (1, 10)) -
                 chunk = pages[first : first + batch]
                 with conn.transaction():
                     conn.execute("SET LOCAL synchronous_commit = off")  # as the sync's checkpoints do
-                    written = [PageRows([records.listing_row(raw) for raw in raws], text) for raws, text, _ in chunk]
+                    written = [
+                        page_rows(stream, [records.listing_row(raw) for raw in raws], text) for raws, text, _ in chunk
+                    ]
                     write_pages(conn, stream, org_id, written, 1)
                     save_state(conn, org_id, stream, StreamState(1, "full", False, chunk[-1][2], None))
             figures[f"ingest_seconds_batch_{batch}"] = time.perf_counter() - started

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -121,13 +121,28 @@ def _to_json(value: Any) -> str:
 
 @dataclass(frozen=True)
 class PageRows:
-    """The listing rows to write from one page. With `body`, the page's JSON text as Cliniko sent it
-    (client.Page.text): PostgreSQL then reads the records from it, and Python serialises nothing. The body's records
-    less those at the `skipped` positions (from 0; records the crawl had already read) are the rows, in order."""
+    """One page's records to write (make one with page_rows): the listing rows Python parsed, or, when PostgreSQL
+    can read the records itself, the page's JSON body as Cliniko sent it (client.Page.text) less the records at the
+    `skipped` positions (from 0: records the crawl had already read), with those records' count and top-level keys
+    (the deny-list is worked out from them)."""
 
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]] = field(default_factory=list)
     body: str | None = None
     skipped: tuple[int, ...] = ()
+    count: int = 0
+    keys: frozenset[str] = frozenset()
+
+
+def page_rows(stream: Stream, rows: list[dict[str, Any]], body: str | None = None,
+              skipped: tuple[int, ...] = ()) -> PageRows:  # fmt: skip
+    """What to keep of a page until its batch is written: `rows` (records.listing_row of each record written), and
+    `body` when it holds those records and the ones at the `skipped` positions, in order. A page PostgreSQL reads
+    from its body keeps no parsed record, so a batch of them costs little memory."""
+    # Values derived in Python go beside the records in their order, so those streams' records go through Python's
+    # JSON; so does a body holding an escaped U+0000 (PostgreSQL refuses it; _page_json drops it).
+    if body is None or _SHAPES[stream.name].derive is not None or "\\u0000" in body:
+        return PageRows(rows)
+    return PageRows(body=body, skipped=skipped, count=len(rows), keys=frozenset().union(*(row["raw"] for row in rows)))
 
 
 def write_rows(
@@ -159,26 +174,24 @@ def write_pages(
     envelope = endpoint(stream.paths[0]).envelope
     bodies: list[str] = []
     raws: list[dict[str, Any]] = []
+    keys: set[str] = set()
     skip_pages: list[int] = []
     skip_items: list[int] = []
     for page in pages:
-        if not page.rows:
-            continue
-        page_raws = [row["raw"] for row in page.rows]
-        # Derived values are worked out per record in Python, so those streams' records go through Python's JSON;
-        # so does a body holding an escaped U+0000 (PostgreSQL refuses it; _page_json drops it).
-        if page.body is not None and shape.derive is None and "\\u0000" not in page.body:
+        if page.body is not None and page.count:
             bodies.append(page.body)
+            keys |= page.keys
             skip_pages += [len(bodies)] * len(page.skipped)
             skip_items += [position + 1 for position in page.skipped]
-        else:
-            text, page_raws = _page_json(page_raws)
+        elif page.rows:
+            text, page_raws = _page_json([row["raw"] for row in page.rows])
             bodies.append(f"{{{_to_json(envelope)}:{text}}}")
-        raws += page_raws
-    if not raws:
+            keys = keys.union(*page_raws)
+            raws += page_raws
+    if not bodies:
         return WriteCounts()
+    # Only pages that went through Python carry derived values (page_rows), so `raws` is every record then.
     derived = "[]" if shape.derive is None else _to_json([shape.derive(raw, region) for raw in raws])
-    keys: set[str] = set().union(*raws)
     params = {
         "org": organization_id,
         "pass": full_pass,

@@ -20,6 +20,7 @@ from cliniko_sync.sync.mirror import (
     StreamState,
     WriteCounts,
     load_state,
+    page_rows,
     remove_unseen,
     save_state,
     write_pages,
@@ -153,29 +154,36 @@ def plan_pass(stream: Stream, state: StreamState, *, full: bool, pass_id: int) -
     return "incremental", pass_id, crawl.Position(state.cursor_updated_at - OVERLAP)
 
 
-def _page_rows(page: crawl.Listing, step: crawl.Step) -> PageRows:
-    """What to write of one page: its new rows, and its body less the records the crawl had already read (the rows
-    hold the very record objects of the page, so identity says which)."""
-    new = {id(row["raw"]) for row in step.new_rows}
-    skipped = tuple(position for position, raw in enumerate(page.records) if id(raw) not in new)
-    if page.text is None or len(page.records) - len(skipped) != len(step.new_rows):
-        return PageRows(step.new_rows)
-    return PageRows(step.new_rows, page.text, skipped)
+@dataclass
+class _Batch:
+    """Pages read but not yet written: what to write of each, and the step of the last one (where the pass stands)."""
+
+    pages: list[PageRows] = field(default_factory=list)
+    fetched: int = 0  # records Cliniko sent
+    rows: int = 0  # records to write (the crawl drops those it had already read)
+    last: crawl.Step | None = None
+
+    def add(self, stream: Stream, page: crawl.Listing, step: crawl.Step) -> None:
+        # The rows hold the very record objects of the page, so identity says which records the crawl dropped.
+        new = {id(row["raw"]) for row in step.new_rows}
+        skipped = tuple(position for position, raw in enumerate(page.records) if id(raw) not in new)
+        body = page.text if len(page.records) - len(skipped) == len(step.new_rows) else None
+        self.pages.append(page_rows(stream, step.new_rows, body, skipped))
+        self.fetched, self.rows, self.last = self.fetched + len(page.records), self.rows + len(step.new_rows), step
 
 
-def _checkpoint(work: db.DictConnection, context: RunContext, stream: Stream, state: StreamState,
-                batch: list[tuple[crawl.Listing, crawl.Step]], mode: str, pass_id: int,
-                stats: StreamStats) -> WriteCounts:  # fmt: skip
+def _checkpoint(work: db.DictConnection, context: RunContext, stream: Stream, state: StreamState, batch: _Batch,
+                mode: str, pass_id: int, stats: StreamStats) -> WriteCounts:  # fmt: skip
     """A batch of pages' rows and the stream's position after the last of them, in one transaction."""
-    step = batch[-1][1]
+    step = batch.last
+    assert step is not None
     with work.transaction():
         # Rows and position commit together, so a commit lost in a crash of PostgreSQL or the host (the last few,
         # at most) loses both: the next run reads those pages again. The run's last commit (sync_log) waits for the
         # WAL as usual, and with it for every page before it.
         work.execute("SET LOCAL synchronous_commit = off")
         full_pass = pass_id if mode == "full" else None
-        pages = [_page_rows(page, page_step) for page, page_step in batch]
-        counts = write_pages(work, stream, context.organization_id, pages, full_pass, region=context.country)
+        counts = write_pages(work, stream, context.organization_id, batch.pages, full_pass, region=context.country)
         new_state = StreamState(pass_id, mode, step.complete, step.position, state.cursor_updated_at)
         if step.complete:
             if mode == "full":
@@ -205,19 +213,19 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
             parse=records.listing_row,  # id and updated_at only: the mirror's SQL reads the rest
         )
         check_stop(context, tally)
-        batch: list[tuple[crawl.Listing, crawl.Step]] = []
+        batch = _Batch()
 
         def write_batch() -> None:
+            nonlocal batch
             started = tally.writer_starts()
             counts = _checkpoint(work, context, stream, state, batch, mode, pass_id, stats)
-            tally.writer_ends(started, sum(len(s.new_rows) for _, s in batch))
-            fetched = sum(len(p.records) for p, _ in batch)
-            stats.pages, stats.fetched = stats.pages + len(batch), stats.fetched + fetched
+            tally.writer_ends(started, batch.rows)
+            stats.pages, stats.fetched = stats.pages + len(batch.pages), stats.fetched + batch.fetched
             stats.inserted, stats.updated = stats.inserted + counts.inserted, stats.updated + counts.updated
             stats.unchanged, stats.requests = stats.unchanged + counts.unchanged, client.stats.requests
             if progress:
-                progress.page_done(org, stream.name, fetched, total)
-            batch.clear()
+                progress.page_done(org, stream.name, batch.fetched, total)
+            batch = _Batch()
 
         pages = iter(listing)
         while True:
@@ -228,13 +236,13 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
             except Exception:
                 # A page that failed (after its retries, or breaking an assumption) fails the run, and the pages
                 # read before it are kept. Should writing them fail too, the page's error is still the run's.
-                if batch:
+                if batch.pages:
                     with contextlib.suppress(Exception):
                         write_batch()
                 raise
             total = page.total_entries if total is None else total
-            batch.append((page, step))
-            if len(batch) < PAGES_PER_TRANSACTION and not step.complete and _stop_reason(context, tally) is None:
+            batch.add(stream, page, step)
+            if len(batch.pages) < PAGES_PER_TRANSACTION and not step.complete and _stop_reason(context, tally) is None:
                 continue
             write_batch()
             if not step.complete:
