@@ -218,19 +218,21 @@ def recompute_seconds(url: str, org_id: str, as_of: str, runs: int = 3) -> float
 INGEST_PAGES = 2_000  # pages of individual appointments pre-fetched for the ingest measurement (200,000 rows)
 
 
-def ingest_figures(url: str, api_url: str, batches: tuple[int, ...] = (1, 10)) -> dict[str, Any]:
-    """Ingest with the emulator idle: pre-fetch up to INGEST_PAGES pages of individual appointments into memory, then
-    time only what the sync's writer does with them (records.listing_row, write_rows, save_state), into a fresh
-    organization, with `batch` pages and the cursor after the last one per transaction."""
+def ingest_figures(url: str, api_url: str) -> dict[str, Any]:
+    """Ingest with the emulator idle: pre-fetch up to INGEST_PAGES pages of individual appointments into memory (as
+    the client gives them: parsed, with the body's text), then time only what the sync's writer does with them
+    (records.listing_row, write_pages, save_state), into a fresh organization, with `batch` pages and the cursor
+    after the last one per transaction."""
     from cliniko_sync.cliniko import records
     from cliniko_sync.cliniko.client import ClinikoClient
     from cliniko_sync.db import connect
     from cliniko_sync.sync import crawl
-    from cliniko_sync.sync.mirror import StreamState, save_state, write_rows
+    from cliniko_sync.sync.mirror import StreamState, page_rows, save_state, write_pages
+    from cliniko_sync.sync.stream_pass import PAGES_PER_TRANSACTION
     from cliniko_sync.sync.streams import STREAMS_BY_NAME
 
     stream = STREAMS_BY_NAME["individual_appointments"]
-    pages: list[tuple[list[dict[str, Any]], crawl.Position]] = []
+    pages: list[tuple[list[dict[str, Any]], str | None, crawl.Position]] = []
     with ClinikoClient(API_KEY, contact_email=CONTACT_EMAIL, api_url=api_url, rate_limit=None) as client:
         listing = crawl.pages(
             stream, crawl.Position(),
@@ -238,14 +240,14 @@ def ingest_figures(url: str, api_url: str, batches: tuple[int, ...] = (1, 10)) -
             parse=records.listing_row,
         )  # fmt: skip
         for page, step in listing:
-            pages.append((page.records, step.position))
+            pages.append((page.records, page.text, step.position))
             if len(pages) >= INGEST_PAGES:
                 break
         listing.close()
     time.sleep(1.0)  # the crawl's request for the next page, if any, ends before the clock starts
-    rows = sum(len(records_) for records_, _ in pages)
-    figures: dict[str, Any] = {"ingest_rows": rows}
-    for batch in batches:
+    rows = sum(len(records_) for records_, _, _ in pages)
+    figures: dict[str, Any] = {"ingest_rows": rows, "ingest_pages_per_transaction": PAGES_PER_TRANSACTION}
+    for batch in (1, PAGES_PER_TRANSACTION):
         org_id = f"bench-ingest-{batch}"
         setup_organization(url, org_id, api_url)
         with connect(url, autocommit=True) as conn:
@@ -253,10 +255,13 @@ def ingest_figures(url: str, api_url: str, batches: tuple[int, ...] = (1, 10)) -
             for first in range(0, len(pages), batch):
                 chunk = pages[first : first + batch]
                 with conn.transaction():
-                    parsed = [records.listing_row(raw) for raws, _ in chunk for raw in raws]
-                    write_rows(conn, stream, org_id, parsed, 1)
-                    save_state(conn, org_id, stream, StreamState(1, "full", False, chunk[-1][1], None))
-            figures[f"ingest_seconds_batch_{batch}"] = time.perf_counter() - started
+                    conn.execute("SET LOCAL synchronous_commit = off")  # as the sync's checkpoints do
+                    written = [
+                        page_rows(stream, [records.listing_row(raw) for raw in raws], text) for raws, text, _ in chunk
+                    ]
+                    write_pages(conn, stream, org_id, written, 1)
+                    save_state(conn, org_id, stream, StreamState(1, "full", False, chunk[-1][2], None))
+            figures["ingest_seconds_batch" if batch > 1 else "ingest_seconds_page"] = time.perf_counter() - started
     return figures
 
 
@@ -488,10 +493,10 @@ def report(f: dict[str, Any]) -> str:
          f"{baseline_ingest:,.0f} rows/s ({f['baseline_rows']:,} rows)", ratio(ingest, baseline_ingest),
          "≥ 50,000 rows/s", verdict(ingest >= 50_000)),
         ("ingest, pre-fetched pages, emulator idle (parse + write + cursor)",
-         f"{f['ingest_rows'] / f['ingest_seconds_batch_1']:,.0f} rows/s one page per transaction; "
-         f"{f['ingest_rows'] / f['ingest_seconds_batch_10']:,.0f} rows/s ten pages per transaction "
-         f"({f['ingest_rows']:,} individual appointments)",
-         "–", "–", "≥ 50,000 rows/s", verdict(f["ingest_rows"] / f["ingest_seconds_batch_1"] >= 50_000)),
+         f"{f['ingest_rows'] / f['ingest_seconds_page']:,.0f} rows/s one page per transaction; "
+         f"{f['ingest_rows'] / f['ingest_seconds_batch']:,.0f} rows/s {f['ingest_pages_per_transaction']} pages per "
+         f"transaction, as the sync writes ({f['ingest_rows']:,} individual appointments)",
+         "–", "–", "≥ 50,000 rows/s", verdict(f["ingest_rows"] / f["ingest_seconds_batch"] >= 50_000)),
         ("no-change incremental sync: wall time, database time",
          f"{f['incremental_wall_seconds']:.2f} s wall, {f['incremental_database_seconds']:.3f} s in PostgreSQL",
          "–", "–", "flat in size: L within 1.5 × S", "compare sizes"),

@@ -118,6 +118,9 @@ class Page:
     next_url: str | None  # only a "more pages" signal: never followed (it may lack our filters and sort)
     number: int
     per_page: int = MAX_PER_PAGE
+    # The body as it came, for the mirror's SQL to read itself (no json.dumps of what json.loads just built); None
+    # when it is not plain UTF-8 text.
+    text: str | None = None
 
     def has_more(self) -> bool:
         """Whether the listing goes on after this page: a next link, or a total beyond the records up to this page."""
@@ -440,7 +443,7 @@ class ClinikoClient:
 
     def _page(self, url: str, params: list[tuple[str, str]], *, envelope: str, number: int, per_page: int) -> Page:
         where = f"{_redact(url)} (page {number})"
-        body = self._request_json(url, params, where=where)
+        body, content = self._request_json(url, params, where=where)
         if not isinstance(body, dict):
             raise ClinikoAPIError(f"Cliniko sent a body that is not a listing for GET {where}")
         records = body.get(envelope)
@@ -455,11 +458,13 @@ class ClinikoClient:
             next_url=next_url if isinstance(next_url, str) and next_url else None,
             number=number,
             per_page=per_page,
+            text=_body_text(content),
         )
 
     # -- one request, with its retries ------------------------------------------------------------------------
 
-    def _request_json(self, url: str, params: list[tuple[str, str]] | None, *, where: str) -> Any:
+    def _request_json(self, url: str, params: list[tuple[str, str]] | None, *, where: str) -> tuple[Any, bytes]:
+        """The parsed JSON body of a GET, and its bytes."""
         from tenacity import Retrying
 
         policy = _Attempts(self)
@@ -484,7 +489,9 @@ class ClinikoClient:
             message = f"Cliniko did not answer GET {where} after {attempts}: {error.reason}"
             raise ClinikoUnavailableError(message) from None
 
-    def _attempt(self, url: str, params: list[tuple[str, str]] | None, where: str, policy: _Attempts) -> Any:
+    def _attempt(
+        self, url: str, params: list[tuple[str, str]] | None, where: str, policy: _Attempts
+    ) -> tuple[Any, bytes]:
         try:
             return self._send(url, params, where)
         except _Transient:
@@ -495,7 +502,7 @@ class ClinikoClient:
             self.stats.rate_limited += 1
             raise
 
-    def _send(self, url: str, params: list[tuple[str, str]] | None, where: str) -> Any:
+    def _send(self, url: str, params: list[tuple[str, str]] | None, where: str) -> tuple[Any, bytes]:
         started = time.monotonic()
         if self._limiter is None:
             response = self._exchange(url, params)
@@ -529,7 +536,7 @@ class ClinikoClient:
         if status != 200:
             raise ClinikoAPIError(f"Cliniko answered HTTP {status} for GET {where}")
         try:
-            return json.loads(response.content)
+            return json.loads(response.content), response.content
         except ValueError:
             raise _Transient("a body that is not valid JSON", malformed=True) from None
 
@@ -547,6 +554,16 @@ class ClinikoClient:
         except requests.exceptions.ConnectionError:
             raise _Transient("connection failed") from None
         return response
+
+
+def _body_text(content: bytes) -> str | None:
+    """A body as text PostgreSQL reads the way json.loads did: UTF-8 without a byte-order mark (json.loads also
+    takes UTF-16 and UTF-32, and skips the mark)."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if text.startswith("\ufeff") else text
 
 
 def _refusal_message(content: bytes) -> str:

@@ -93,6 +93,7 @@ class Listing(Protocol):
 
     records: list[dict[str, Any]]
     total_entries: int | None
+    text: str | None  # the body as it came (client.Page.text), for the mirror's SQL to read
 
     def has_more(self) -> bool: ...
 

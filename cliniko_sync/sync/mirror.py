@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from cliniko_sync.cliniko import records
+from cliniko_sync.cliniko.endpoints import endpoint
 from cliniko_sync.db import DictConnection, query
 from cliniko_sync.errors import ClinikoAPIError
 from cliniko_sync.sync.crawl import Position
@@ -60,7 +61,9 @@ _SHAPES: dict[str, _Shape] = {
 
 
 @cache
-def _statements(stream: Stream) -> tuple[sql.Composed, sql.Composed]:
+def _statements(stream: Stream) -> tuple[bytes, bytes]:
+    """The stream's upsert and soft-delete statements, composed once: composing them takes longer than PostgreSQL
+    takes to plan them. The names are our own ASCII identifiers, so no connection's encoding is needed to quote them."""
     shape = _SHAPES[stream.name]
     table = sql.Identifier(stream.table)
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in stream.columns)
@@ -72,7 +75,9 @@ def _statements(stream: Stream) -> tuple[sql.Composed, sql.Composed]:
         for c in stream.columns
         if c != "id"
     )
-    patient = sql.SQL("m.{}").format(sql.Identifier(shape.patient_column)) if shape.patient_column else sql.SQL("NULL")
+    patient = (
+        sql.SQL("old.{}").format(sql.Identifier(shape.patient_column)) if shape.patient_column else sql.SQL("NULL")
+    )
     dirty = sql.SQL(query(shape.dirty))  # our own files: inserted as they are, never formatted
     upsert = sql.SQL(query("mirror_upsert")).format(
         table=table,
@@ -84,7 +89,7 @@ def _statements(stream: Stream) -> tuple[sql.Composed, sql.Composed]:
     )
     removed_patient = sql.Identifier(shape.patient_column) if shape.patient_column else sql.SQL("NULL::text")
     remove = sql.SQL(query("mirror_remove_unseen")).format(table=table, patient=removed_patient, dirty=dirty)
-    return upsert, remove
+    return upsert.as_bytes(None), remove.as_bytes(None)
 
 
 def _without_nul(value: Any) -> Any:
@@ -114,6 +119,32 @@ def _to_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), check_circular=False)
 
 
+@dataclass(frozen=True)
+class PageRows:
+    """One page's records to write (make one with page_rows): the listing rows Python parsed, or, when PostgreSQL
+    can read the records itself, the page's JSON body as Cliniko sent it (client.Page.text) less the records at the
+    `skipped` positions (from 0: records the crawl had already read), with those records' count and top-level keys
+    (the deny-list is worked out from them)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    body: str | None = None
+    skipped: tuple[int, ...] = ()
+    count: int = 0
+    keys: frozenset[str] = frozenset()
+
+
+def page_rows(stream: Stream, rows: list[dict[str, Any]], body: str | None = None,
+              skipped: tuple[int, ...] = ()) -> PageRows:  # fmt: skip
+    """What to keep of a page until its batch is written: `rows` (records.listing_row of each record written), and
+    `body` when it holds those records and the ones at the `skipped` positions, in order. A page PostgreSQL reads
+    from its body keeps no parsed record, so a batch of them costs little memory."""
+    # Values derived in Python go beside the records in their order, so those streams' records go through Python's
+    # JSON; so does a body holding an escaped U+0000 (PostgreSQL refuses it; _page_json drops it).
+    if body is None or _SHAPES[stream.name].derive is not None or "\\u0000" in body:
+        return PageRows(rows)
+    return PageRows(body=body, skipped=skipped, count=len(rows), keys=frozenset().union(*(row["raw"] for row in rows)))
+
+
 def write_rows(
     conn: DictConnection,
     stream: Stream,
@@ -123,19 +154,51 @@ def write_rows(
     *,
     region: str = "AU",
 ) -> WriteCounts:
-    """Upsert listing rows (records.listing_row: the Cliniko record under "raw") in one statement: PostgreSQL gets
-    the batch's JSON as one parameter and types it itself. Returns what changed. `region` reads patients' local
-    phone numbers. A record whose fields PostgreSQL cannot read as Cliniko documents them fails the batch."""
-    if not rows:
-        return WriteCounts()
+    """Upsert listing rows (records.listing_row: the Cliniko record under "raw"): write_pages with one page."""
+    return write_pages(conn, stream, organization_id, [PageRows(rows)], full_pass, region=region)
+
+
+def write_pages(
+    conn: DictConnection,
+    stream: Stream,
+    organization_id: str,
+    pages: list[PageRows],
+    full_pass: int | None,
+    *,
+    region: str = "AU",
+) -> WriteCounts:
+    """Upsert the rows of several pages in one statement: PostgreSQL gets the batch's JSON as one parameter and
+    types it itself. Returns what changed. `region` reads patients' local phone numbers. A record whose fields
+    PostgreSQL cannot read as Cliniko documents them fails the batch."""
     shape = _SHAPES[stream.name]
-    page, raws = _page_json([row["raw"] for row in rows])
+    envelope = endpoint(stream.paths[0]).envelope
+    bodies: list[str] = []
+    raws: list[dict[str, Any]] = []
+    keys: set[str] = set()
+    skip_pages: list[int] = []
+    skip_items: list[int] = []
+    for page in pages:
+        if page.body is not None and page.count:
+            bodies.append(page.body)
+            keys |= page.keys
+            skip_pages += [len(bodies)] * len(page.skipped)
+            skip_items += [position + 1 for position in page.skipped]
+        elif page.rows:
+            text, page_raws = _page_json([row["raw"] for row in page.rows])
+            bodies.append(f"{{{_to_json(envelope)}:{text}}}")
+            keys = keys.union(*page_raws)
+            raws += page_raws
+    if not bodies:
+        return WriteCounts()
+    # Only pages that went through Python carry derived values (page_rows), so `raws` is every record then.
     derived = "[]" if shape.derive is None else _to_json([shape.derive(raw, region) for raw in raws])
-    keys: set[str] = set().union(*raws)
     params = {
         "org": organization_id,
         "pass": full_pass,
-        "page": page,
+        "pages": f"[{','.join(bodies)}]",
+        "envelope": envelope,
+        "skip_pages": skip_pages,
+        "skip_items": skip_items,
         "derived": derived,
         "denied": records.denied_keys(stream.name, keys),
     }

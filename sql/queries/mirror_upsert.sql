@@ -1,33 +1,30 @@
--- Upsert one batch of Cliniko records into the mirror table. The records come as ONE jsonb array %(page)s (as Cliniko sent
--- them), with %(derived)s the values Python works out per record (same order), and are typed by the stream's mirror_rows_*.sql.
+-- Upsert one batch of Cliniko records into the mirror table. The batch comes as ONE jsonb array %(pages)s of listing
+-- bodies (each holds its records under the key %(envelope)s, as Cliniko sent them) less the records skipped, with
+-- %(derived)s the values Python works out per record (same order, all pages), and is typed by the stream's
+-- mirror_rows_*.sql.
 -- A batch may repeat a record: the newest version wins (the later one on a tie). Never replaces a newer row with an
 -- older one, skips no-op updates (no dead tuples for unchanged rows), and marks the patients whose rows changed
 -- dirty for the next recompute (mirror_dirty_*.sql), in this same transaction.
 WITH page AS (
-    SELECT e.r, e.d, e.n
-    FROM ROWS FROM (jsonb_array_elements(%(page)s::jsonb), jsonb_array_elements(%(derived)s::jsonb))
-        WITH ORDINALITY AS e (r, d, n)
+    SELECT e.r, d.d, e.n
+    FROM (
+        SELECT e.r, row_number() OVER (ORDER BY b.p, e.i) AS n
+        FROM jsonb_array_elements(%(pages)s::jsonb) WITH ORDINALITY AS b (body, p),
+             jsonb_array_elements(b.body -> %(envelope)s::text) WITH ORDINALITY AS e (r, i)
+        -- Records of a body that the crawl had already read (page, position in the page; from 1).
+        WHERE NOT EXISTS (
+            SELECT 1 FROM unnest(%(skip_pages)s::bigint[], %(skip_items)s::bigint[]) AS k (p, i)
+            WHERE k.p = b.p AND k.i = e.i
+        )
+    ) e
+    LEFT JOIN jsonb_array_elements(%(derived)s::jsonb) WITH ORDINALITY AS d (d, n) ON d.n = e.n
 ), typed AS (
     {rows}
 ), incoming AS (
     SELECT DISTINCT ON (id) *, %(org)s::text AS organization_id FROM typed ORDER BY id, updated_at DESC, n DESC
-), prior AS (
-    SELECT s.*, t.updated_at AS old_updated_at, t.raw AS old_raw, t.removed_at AS old_removed_at,
-           t.old_patient_id
-    FROM incoming s
-    -- A per-row primary-key probe. OFFSET 0 keeps it one (a plain join would hash the whole organization). The
-    -- organization comes from the row, not the parameter: given the parameter, the planner trusts the statistics'
-    -- row count for it, which for an organization in its first sync says "about none", and probes each id by
-    -- walking the organization through another index (seconds per page once it holds tens of thousands of rows).
-    LEFT JOIN LATERAL (
-        SELECT m.updated_at, m.raw, m.removed_at, {old_patient} AS old_patient_id FROM {table} m
-        WHERE m.organization_id = s.organization_id AND m.id = s.id OFFSET 0
-    ) t ON true
-), changed AS (
-    SELECT * FROM prior
-    WHERE old_updated_at IS NULL OR old_removed_at IS NOT NULL
-       OR (updated_at >= old_updated_at AND raw IS DISTINCT FROM old_raw)
 ), written AS (
+    -- The conflict check is the only probe of the table: what the row held before comes back as `old`
+    -- (nothing for a row inserted), and a row the WHERE leaves alone comes back not at all (unchanged).
     INSERT INTO {table} (organization_id, {columns}, last_full_pass, removed_at, synced_at)
     SELECT organization_id, {columns}, %(pass)s, NULL, now() FROM incoming
     ON CONFLICT (organization_id, id) DO UPDATE SET
@@ -39,14 +36,23 @@ WITH page AS (
        OR (EXCLUDED.updated_at = {table}.updated_at AND EXCLUDED.raw IS DISTINCT FROM {table}.raw)
        OR {table}.removed_at IS NOT NULL
        OR (EXCLUDED.last_full_pass IS NOT NULL AND EXCLUDED.last_full_pass IS DISTINCT FROM {table}.last_full_pass)
-    RETURNING 1
+    RETURNING new.id, old.id IS NULL AS fresh, old.updated_at AS old_updated_at, old.removed_at AS old_removed_at,
+              -- new.raw is the incoming record's whenever it is not older than the row (the assignments above)
+              old.raw IS DISTINCT FROM new.raw AS raw_changed, {old_patient} AS old_patient_id
+), outcome AS (
+    -- Every inserted, updated or changed record was written (the WHERE above lets each through), so the written
+    -- rows with their incoming records are all the counts and the dirty marks need.
+    SELECT s.*, w.fresh, w.old_updated_at, w.old_removed_at, w.raw_changed, w.old_patient_id
+    FROM written w JOIN incoming s ON s.id = w.id
+), changed AS (
+    SELECT * FROM outcome
+    WHERE fresh OR old_removed_at IS NOT NULL OR (updated_at >= old_updated_at AND raw_changed)
 ), dirty AS (
     {dirty}
 )
 SELECT
-    count(*) FILTER (WHERE old_updated_at IS NULL) AS inserted,
-    count(*) FILTER (WHERE old_updated_at IS NOT NULL AND updated_at >= old_updated_at
-                     AND (raw IS DISTINCT FROM old_raw OR old_removed_at IS NOT NULL)) AS updated,
-    count(*) AS total,
-    (SELECT count(*) FROM written) AS written
-FROM prior
+    count(*) FILTER (WHERE fresh) AS inserted,
+    count(*) FILTER (WHERE NOT fresh AND updated_at >= old_updated_at
+                     AND (raw_changed OR old_removed_at IS NOT NULL)) AS updated,
+    (SELECT count(*) FROM incoming) AS total
+FROM outcome

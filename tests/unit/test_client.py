@@ -461,3 +461,21 @@ def test_connection_errors_do_not_leak_the_query(mocked: responses.RequestsMock,
         client.list_page("patients", filters=[Filter("email", "=", "jo@example.test")])
     assert "jo@example.test" not in str(raised.value)
     assert raised.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("content", "text"),
+    [
+        ('{"patients": [{"id": "1", "first_name": "Zoë \\u00e9"}], "total_entries": 1}'.encode(), "same"),
+        ('\ufeff{"patients": [{"id": "1"}], "total_entries": 1}'.encode(), None),  # a byte-order mark
+        ('{"patients": [{"id": "1"}], "total_entries": 1}'.encode("utf-16"), None),  # json.loads reads UTF-16 too
+    ],
+    ids=["utf-8", "byte-order-mark", "utf-16"],
+)
+def test_a_page_keeps_its_body_text_only_when_postgresql_reads_it_as_json_loads_did(
+    mocked: responses.RequestsMock, client: ClinikoClient, content: bytes, text: str | None
+) -> None:
+    mocked.get(f"{BASE}/patients", body=content, content_type="application/json")
+    page = client.list_page("patients")
+    assert [record["id"] for record in page.records] == ["1"]
+    assert page.text == (content.decode() if text == "same" else None)
