@@ -26,6 +26,18 @@ log = logging.getLogger(__name__)
 
 DictConnection = psycopg.Connection[dict[str, Any]]
 MIGRATION_LOCK_KEY = 0x636C696E  # "clin": the advisory lock held while migrating
+# The mirror's upsert reads each row's previous version from RETURNING old.* (new in PostgreSQL 18).
+MINIMUM_SERVER_VERSION = 180000
+
+
+def server_version_problem(version_num: int) -> str | None:
+    """Why a server of this version (server_version_num) cannot hold cliniko-sync's schema, or None."""
+    if version_num >= MINIMUM_SERVER_VERSION:
+        return None
+    return (
+        f"cliniko-sync needs PostgreSQL {MINIMUM_SERVER_VERSION // 10000} or later; this server is "
+        f"{version_num // 10000}.{version_num % 100}: upgrade it, or leave DATABASE_URL unset for the embedded one"
+    )
 _embedded_server: Any = None
 
 
@@ -192,6 +204,10 @@ def upgrade(url: str) -> list[str]:
     an advisory lock."""
     known = migrations()
     with connect(url, autocommit=True) as conn:
+        version = conn.execute("SELECT current_setting('server_version_num')::int AS v").fetchone()
+        problem = server_version_problem(version["v"] if version else 0)
+        if problem:
+            raise ConfigError(problem)
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
             conn.execute(_CREATE_MIGRATIONS_TABLE)

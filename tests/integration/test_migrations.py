@@ -165,3 +165,14 @@ def test_upgrade_reapplies_the_definitions_in_sql_views(database_url: str, conn:
     assert "removed_at IS NULL" in definition and "raw" not in definition
     policies = conn.execute("SELECT tablename FROM pg_policies WHERE policyname = 'tenant_isolation'").fetchall()
     assert "cliniko_later_table" in {row["tablename"] for row in policies}  # a new tenant table gets the policy
+
+
+def test_a_server_older_than_postgresql_18_is_refused_with_one_line() -> None:
+    # No older server is at hand here: the rule itself, with the message `db upgrade` exits 78 with.
+    assert db.server_version_problem(180006) is None
+    assert db.server_version_problem(190000) is None
+    problem = db.server_version_problem(160004)
+    assert problem == (
+        "cliniko-sync needs PostgreSQL 18 or later; this server is 16.4: upgrade it, or leave DATABASE_URL unset "
+        "for the embedded one"
+    )
