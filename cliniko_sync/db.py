@@ -38,6 +38,8 @@ def server_version_problem(version_num: int) -> str | None:
         f"cliniko-sync needs PostgreSQL {MINIMUM_SERVER_VERSION // 10000} or later; this server is "
         f"{version_num // 10000}.{version_num % 100}: upgrade it, or leave DATABASE_URL unset for the embedded one"
     )
+
+
 _embedded_server: Any = None
 
 
