@@ -4,6 +4,8 @@ Incremental: only the patients who can have changed are recomputed, with exactly
 Those are the dirty patients (the mirror's upserts record them with each page, sql/queries/mirror_dirty_*.sql) and
 the patients with an appointment that crossed a window edge since the last recompute. Everyone is recomputed when
 asked (--full), when the window settings changed, when a reference list changed, or when there was no recompute yet.
+Recomputing everyone reads the appointments in the window (by the starts_at indexes) to find who can be active,
+then only those patients' appointments, by patient: never every appointment of the organization.
 """
 
 from __future__ import annotations
@@ -34,15 +36,11 @@ class RecomputeScope:
     crossing: int = 0
 
     def appointments(self, patients: str) -> sql.Composable:
-        """The qualifying appointments (as q) of the patients in the temp table `patients` (patient_id column).
-        Everyone: a join, which hashes the organization's appointments. Otherwise each patient's by index, through
-        LATERAL: a plain join or IN does not reach into the view's UNION ALL, and reads the whole organization. OFFSET 0
-        keeps the subquery a subquery: pulled up into a join, its patient condition became a join filter or a hash
-        over every appointment of the organization (130 ms for two patients at S, whatever the statistics said)."""
-        if self.everything:
-            return sql.SQL("qualifying_appointments q JOIN {} n ON n.patient_id = q.patient_id").format(
-                sql.Identifier(patients)
-            )
+        """The qualifying appointments (as q) of the patients in the temp table `patients` (patient_id column), each
+        patient's by index, through LATERAL: a plain join or IN does not reach into the view's UNION ALL, and hashes
+        every appointment of the organization. OFFSET 0 keeps the subquery a subquery: pulled up into a join, its
+        patient condition became a join filter or a hash over the whole organization (130 ms for two patients at S,
+        whatever the statistics said)."""
         return sql.SQL(
             "{} n CROSS JOIN LATERAL (SELECT * FROM qualifying_appointments v "
             "WHERE v.organization_id = %(org)s AND v.patient_id = n.patient_id OFFSET 0) q"
@@ -84,13 +82,10 @@ def take_changed_patients(
         or (state["window_days"], state["include_upcoming"]) != (window_days, include_upcoming)
     )
     params = {"org": organization_id}
+    _create_scope_table(conn)
     if everything:
         conn.execute("DELETE FROM active_dirty_patients WHERE organization_id = %(org)s", params)
         return RecomputeScope(everything=True)
-    conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS recompute_patients (patient_id text PRIMARY KEY, written boolean NOT NULL)"
-        " ON COMMIT DROP"
-    )
     written = conn.execute(query("active_scope_drain"), params).rowcount
     crossing = 0
     assert state is not None
@@ -106,6 +101,13 @@ def take_changed_patients(
         crossing = conn.execute(query("active_scope_crossing"), {**params, **edges}).rowcount
     conn.execute("ANALYZE recompute_patients")  # a few rows: let the planner probe by patient, not scan
     return RecomputeScope(everything=False, written=written, crossing=crossing)
+
+
+def _create_scope_table(conn: DictConnection) -> None:
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS recompute_patients (patient_id text PRIMARY KEY, written boolean NOT NULL)"
+        " ON COMMIT DROP"
+    )
 
 
 def recompute_active_patients(
@@ -133,9 +135,14 @@ def recompute_active_patients(
         "include_upcoming": include_upcoming,
         "window_days": window_days,
     }
+    if scope.everything:
+        # Everyone: the candidates come from the window (active_scope_window.sql); the rest of the organization
+        # cannot be active and is only removed (active_remove with scope TRUE).
+        _create_scope_table(conn)
+        conn.execute(query("active_scope_window"), params)
+        conn.execute("ANALYZE recompute_patients")
     conn.execute("SET LOCAL work_mem = '128MB'")  # the per-patient aggregate stays in memory
-    counted = sql.SQL("qualifying_appointments q") if scope.everything else scope.appointments("recompute_patients")
-    conn.execute(sql.SQL(query("active_counts")).format(appointments=counted), params)
+    conn.execute(sql.SQL(query("active_counts")).format(appointments=scope.appointments("recompute_patients")), params)
     conn.execute(sql.SQL(query("active_details")).format(appointments=scope.appointments("active_now")), params)
     inserted = [row["inserted"] for row in conn.execute(query("active_apply"), params).fetchall()]
     remove = sql.SQL(query("active_remove")).format(scope=scope.patients("ap.cliniko_patient_id"))
@@ -143,9 +150,7 @@ def recompute_active_patients(
     if not scope.everything:
         conn.execute(query("active_search_dates"), params)
     conn.execute(query("active_state_save"), params)
-    conn.execute("DROP TABLE active_now, active_details")
-    if not scope.everything:
-        conn.execute("DROP TABLE recompute_patients")
+    conn.execute("DROP TABLE active_now, active_details, recompute_patients")
     added = sum(1 for flag in inserted if flag)
     active = len(inserted)
     if not scope.everything:
