@@ -34,6 +34,7 @@ class RecomputeScope:
     everything: bool
     written: int = 0
     crossing: int = 0
+    moved: bool = False  # as_of differs from the last recompute's: every active row's window bounds change
 
     def appointments(self, patients: str) -> sql.Composable:
         """The qualifying appointments (as q) of the patients in the temp table `patients` (patient_id column), each
@@ -100,7 +101,7 @@ def take_changed_patients(
         }
         crossing = conn.execute(query("active_scope_crossing"), {**params, **edges}).rowcount
     conn.execute("ANALYZE recompute_patients")  # a few rows: let the planner probe by patient, not scan
-    return RecomputeScope(everything=False, written=written, crossing=crossing)
+    return RecomputeScope(everything=False, written=written, crossing=crossing, moved=state["as_of"] != as_of)
 
 
 def _create_scope_table(conn: DictConnection) -> None:
@@ -147,7 +148,9 @@ def recompute_active_patients(
     inserted = [row["inserted"] for row in conn.execute(query("active_apply"), params).fetchall()]
     remove = sql.SQL(query("active_remove")).format(scope=scope.patients("ap.cliniko_patient_id"))
     removed = conn.execute(remove, params).rowcount
-    if not scope.everything:
+    if scope.moved:
+        # Only when as_of moved: otherwise every row already carries this recompute's bounds (reading them all to
+        # find none to change cost more than the rest of a no-change recompute at L).
         conn.execute(query("active_search_dates"), params)
     conn.execute(query("active_state_save"), params)
     conn.execute("DROP TABLE active_now, active_details, recompute_patients")

@@ -322,10 +322,10 @@ def _contacts_and_active(
             include_upcoming=organization.include_upcoming,
             scope=scope,
         )
-        share = valid_phone_share(work, context.organization_id)
-        work.execute(
-            db.query("active_history_complete"), {"org": context.organization_id, "complete": history_complete}
-        )
+        share = valid_phone_share(work, context.organization_id, scope)
+        # Exact rows once the history is complete (a no-op found by index in the steady state); else provisional.
+        marks = "active_history_complete" if history_complete else "active_provisional"
+        work.execute(db.query(marks), {"org": context.organization_id})
     result.active_patients = active.active
     result.history_complete = history_complete
     if not history_complete:
