@@ -36,16 +36,18 @@ class RecomputeScope:
     crossing: int = 0
     moved: bool = False  # as_of differs from the last recompute's: every active row's window bounds change
 
-    def appointments(self, patients: str) -> sql.Composable:
+    def appointments(self, patients: str, *, in_window: bool = False) -> sql.Composable:
         """The qualifying appointments (as q) of the patients in the temp table `patients` (patient_id column), each
         patient's by index, through LATERAL: a plain join or IN does not reach into the view's UNION ALL, and hashes
         every appointment of the organization. OFFSET 0 keeps the subquery a subquery: pulled up into a join, its
         patient condition became a join filter or a hash over the whole organization (130 ms for two patients at S,
-        whatever the statistics said)."""
+        whatever the statistics said). The same fence keeps outer conditions out, so `in_window` (from the window's
+        start on) is stated inside, where it narrows each patient's index range."""
+        since = sql.SQL(" AND v.starts_at >= %(window_from)s" if in_window else "")
         return sql.SQL(
             "{} n CROSS JOIN LATERAL (SELECT * FROM qualifying_appointments v "
-            "WHERE v.organization_id = %(org)s AND v.patient_id = n.patient_id OFFSET 0) q"
-        ).format(sql.Identifier(patients))
+            "WHERE v.organization_id = %(org)s AND v.patient_id = n.patient_id{} OFFSET 0) q"
+        ).format(sql.Identifier(patients), since)
 
     def patients(self, column: str) -> sql.Composable:
         """A condition on `column` (a Cliniko patient id) that holds for the patients in scope."""
@@ -144,7 +146,9 @@ def recompute_active_patients(
         conn.execute("ANALYZE recompute_patients")
     conn.execute("SET LOCAL work_mem = '128MB'")  # the per-patient aggregate stays in memory
     conn.execute(sql.SQL(query("active_counts")).format(appointments=scope.appointments("recompute_patients")), params)
-    conn.execute(sql.SQL(query("active_details")).format(appointments=scope.appointments("active_now")), params)
+    conn.execute(
+        sql.SQL(query("active_details")).format(appointments=scope.appointments("active_now", in_window=True)), params
+    )
     inserted = [row["inserted"] for row in conn.execute(query("active_apply"), params).fetchall()]
     remove = sql.SQL(query("active_remove")).format(scope=scope.patients("ap.cliniko_patient_id"))
     removed = conn.execute(remove, params).rowcount
@@ -155,9 +159,8 @@ def recompute_active_patients(
     conn.execute(query("active_state_save"), params)
     conn.execute("DROP TABLE active_now, active_details, recompute_patients")
     added = sum(1 for flag in inserted if flag)
-    active = len(inserted)
-    if not scope.everything:
-        active = _count_active(conn, organization_id)
+    # active_apply returns only the rows it wrote (unchanged ones are left alone): count the table.
+    active = _count_active(conn, organization_id)
     return ActiveCounts(active=active, added=added, updated=len(inserted) - added, removed=removed)
 
 
