@@ -32,3 +32,8 @@ CREATE INDEX cliniko_group_appointments_qualifying_idx
 CREATE INDEX cliniko_patients_current_idx
     ON cliniko_patients (organization_id, id) INCLUDE (phone_valid)
     WHERE archived_at IS NULL AND merged_at IS NULL AND deleted_at IS NULL AND removed_at IS NULL;
+
+-- When as_of moves, every active row gets the new window bounds (unindexed columns): with room left in each page,
+-- PostgreSQL writes the new row versions in place (HOT updates, no index entries), about five times faster at L.
+-- Existing pages get the room when the table is next rewritten; new pages at once.
+ALTER TABLE active_patients SET (fillfactor = 45);
