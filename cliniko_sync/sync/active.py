@@ -85,10 +85,10 @@ def take_changed_patients(
         or (state["window_days"], state["include_upcoming"]) != (window_days, include_upcoming)
     )
     params = {"org": organization_id}
-    _create_scope_table(conn)
     if everything:
         conn.execute("DELETE FROM active_dirty_patients WHERE organization_id = %(org)s", params)
         return RecomputeScope(everything=True)
+    _create_scope_table(conn)
     written = conn.execute(query("active_scope_drain"), params).rowcount
     crossing = 0
     assert state is not None
