@@ -31,7 +31,7 @@ from cliniko_sync.errors import (
     LockedError,
 )
 from cliniko_sync.sync import run_log, window
-from cliniko_sync.sync.active import recompute_active_patients, take_changed_patients
+from cliniko_sync.sync.active import recompute_active_patients, refresh_statistics, take_changed_patients
 from cliniko_sync.sync.contacts import match_contacts, valid_phone_share
 from cliniko_sync.sync.run_log import LOCK_NAMESPACE
 from cliniko_sync.sync.stream_pass import Progress, RunContext, RunTally, check_stop, crawl_stream, crawl_streams
@@ -302,6 +302,8 @@ def _contacts_and_active(
     """Match contacts and recompute active patients in one transaction: readers never see one without the other.
     Without the complete history the list is provisional: total_appointment_count is then a lower bound."""
     organization = plan.organization
+    if not context.dry_run:
+        result.stats.setdefault("analyzed", []).extend(refresh_statistics(work))
     with work.transaction():
         # Only the patients who can have changed: drained from active_dirty_patients, plus window-edge crossings
         # since the last recompute; everyone on --full (and on a settings change or a first run).
