@@ -4,6 +4,8 @@ Incremental: only the patients who can have changed are recomputed, with exactly
 Those are the dirty patients (the mirror's upserts record them with each page, sql/queries/mirror_dirty_*.sql) and
 the patients with an appointment that crossed a window edge since the last recompute. Everyone is recomputed when
 asked (--full), when the window settings changed, when a reference list changed, or when there was no recompute yet.
+Recomputing everyone reads the appointments in the window (by the starts_at indexes) to find who can be active,
+then only those patients' appointments, by patient: never every appointment of the organization.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ class RecomputeScope:
     everything: bool
     written: int = 0
     crossing: int = 0
+    moved: bool = False  # as_of differs from the last recompute's: every active row's window bounds change
 
     @contextmanager
     def planned(self, conn: DictConnection) -> Iterator[None]:
-        """Statements over everyone are whole-organization joins, which must hash or merge: statistics taken while
-        the organization had no rows yet (a new clinic in a database that holds others) put it at about one row,
-        and the planner's nested loops over its patients, appointments and contacts then run for minutes instead of
+        """Contact matching over everyone joins whole-organization sets, which must hash or merge: statistics taken
+        while the organization had no rows yet (a new clinic in a database that holds others) put it at about one
+        row, and the planner's nested loops over its patients and contacts then run for minutes instead of
         milliseconds. A few patients (the incremental scope) are best probed by index, as planned."""
         if not self.everything:
             yield
@@ -48,18 +51,18 @@ class RecomputeScope:
         yield  # on an error the transaction rolls back, and the setting with it
         conn.execute("SET LOCAL enable_nestloop = DEFAULT")
 
-    def appointments(self, patients: str) -> sql.Composable:
-        """The qualifying appointments (as q) of the patients in the temp table `patients` (patient_id column).
-        Everyone: a join, which hashes the organization's appointments. Otherwise each patient's by index, through
-        LATERAL: a plain join or IN does not reach into the view's UNION ALL, and reads the whole organization."""
-        if self.everything:
-            return sql.SQL("qualifying_appointments q JOIN {} n ON n.patient_id = q.patient_id").format(
-                sql.Identifier(patients)
-            )
+    def appointments(self, patients: str, *, in_window: bool = False) -> sql.Composable:
+        """The qualifying appointments (as q) of the patients in the temp table `patients` (patient_id column), each
+        patient's by index, through LATERAL: a plain join or IN does not reach into the view's UNION ALL, and hashes
+        every appointment of the organization. OFFSET 0 keeps the subquery a subquery: pulled up into a join, its
+        patient condition became a join filter or a hash over the whole organization (130 ms for two patients at S,
+        whatever the statistics said). The same fence keeps outer conditions out, so `in_window` (from the window's
+        start on) is stated inside, where it narrows each patient's index range."""
+        since = sql.SQL(" AND v.starts_at >= %(window_from)s" if in_window else "")
         return sql.SQL(
             "{} n CROSS JOIN LATERAL (SELECT * FROM qualifying_appointments v "
-            "WHERE v.organization_id = %(org)s AND v.patient_id = n.patient_id) q"
-        ).format(sql.Identifier(patients))
+            "WHERE v.organization_id = %(org)s AND v.patient_id = n.patient_id{} OFFSET 0) q"
+        ).format(sql.Identifier(patients), since)
 
     def patients(self, column: str) -> sql.Composable:
         """A condition on `column` (a Cliniko patient id) that holds for the patients in scope."""
@@ -100,10 +103,7 @@ def take_changed_patients(
     if everything:
         conn.execute("DELETE FROM active_dirty_patients WHERE organization_id = %(org)s", params)
         return RecomputeScope(everything=True)
-    conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS recompute_patients (patient_id text PRIMARY KEY, written boolean NOT NULL)"
-        " ON COMMIT DROP"
-    )
+    _create_scope_table(conn)
     written = conn.execute(query("active_scope_drain"), params).rowcount
     crossing = 0
     assert state is not None
@@ -118,7 +118,54 @@ def take_changed_patients(
         }
         crossing = conn.execute(query("active_scope_crossing"), {**params, **edges}).rowcount
     conn.execute("ANALYZE recompute_patients")  # a few rows: let the planner probe by patient, not scan
-    return RecomputeScope(everything=False, written=written, crossing=crossing)
+    return RecomputeScope(everything=False, written=written, crossing=crossing, moved=state["as_of"] != as_of)
+
+
+RECOMPUTE_TABLES = (
+    "cliniko_patients", "cliniko_individual_appointments", "cliniko_group_appointments", "cliniko_attendees",
+    "contacts", "active_patients",
+)  # fmt: skip
+
+
+ORGANIZATION_ROWS_PROBED = 1_000  # an organization with this many rows must not be planned as "about none"
+
+
+def refresh_statistics(conn: DictConnection, organization_id: str) -> list[str]:
+    """ANALYZE the tables the recompute reads when their statistics are missing or stale (after a first sync or a
+    big backfill, before autovacuum comes round), or do not know this organization: the recompute reads each
+    patient's rows by index, and a planner that believes a table (or the organization's part of it) empty probes
+    it with a scan per patient (20 minutes instead of a second at L). Statistics are table-wide, so a new clinic in
+    a database that holds big ones stays "about none" until the tenth of the table autovacuum waits for has changed.
+    Nothing to do on a quiet incremental run. Outside the recompute's transaction: its lock is then held only
+    briefly."""
+    stale = {row["name"] for row in conn.execute(query("statistics_stale"), {"tables": list(RECOMPUTE_TABLES)})}
+    for name in RECOMPUTE_TABLES:
+        if name not in stale and _unknown_organization(conn, name, organization_id):
+            stale.add(name)
+    for name in sorted(stale):
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(name)))
+    return sorted(stale)
+
+
+def _unknown_organization(conn: DictConnection, table: str, organization_id: str) -> bool:
+    """The planner estimates this organization's rows at under a tenth of what it has (counted up to a bound)."""
+    where = sql.SQL("SELECT 1 FROM {} WHERE organization_id = %(org)s").format(sql.Identifier(table))
+    params = {"org": organization_id, "enough": ORGANIZATION_ROWS_PROBED}
+    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + where, params).fetchone()
+    estimate = float(plan["QUERY PLAN"][0]["Plan"]["Plan Rows"]) if plan else 0.0
+    if estimate * 10 >= ORGANIZATION_ROWS_PROBED:
+        return False
+    counted = conn.execute(sql.SQL(query("statistics_organization_rows")).format(table=sql.Identifier(table)), params)
+    row = counted.fetchone()
+    rows = int(row["rows"]) if row else 0
+    return rows >= ORGANIZATION_ROWS_PROBED and rows > estimate * 10
+
+
+def _create_scope_table(conn: DictConnection) -> None:
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS recompute_patients (patient_id text PRIMARY KEY, written boolean NOT NULL)"
+        " ON COMMIT DROP"
+    )
 
 
 def recompute_active_patients(
@@ -146,24 +193,29 @@ def recompute_active_patients(
         "include_upcoming": include_upcoming,
         "window_days": window_days,
     }
+    if scope.everything:
+        # Everyone: the candidates come from the window (active_scope_window.sql); the rest of the organization
+        # cannot be active and is only removed (active_remove with scope TRUE).
+        _create_scope_table(conn)
+        conn.execute(query("active_scope_window"), params)
+        conn.execute("ANALYZE recompute_patients")
     conn.execute("SET LOCAL work_mem = '128MB'")  # the per-patient aggregate stays in memory
-    counted = sql.SQL("qualifying_appointments q") if scope.everything else scope.appointments("recompute_patients")
-    with scope.planned(conn):
-        conn.execute(sql.SQL(query("active_counts")).format(appointments=counted), params)
-        conn.execute(sql.SQL(query("active_details")).format(appointments=scope.appointments("active_now")), params)
+    conn.execute(sql.SQL(query("active_counts")).format(appointments=scope.appointments("recompute_patients")), params)
+    conn.execute(
+        sql.SQL(query("active_details")).format(appointments=scope.appointments("active_now", in_window=True)), params
+    )
     inserted = [row["inserted"] for row in conn.execute(query("active_apply"), params).fetchall()]
     remove = sql.SQL(query("active_remove")).format(scope=scope.patients("ap.cliniko_patient_id"))
     removed = conn.execute(remove, params).rowcount
-    if not scope.everything:
+    if scope.moved:
+        # Only when as_of moved: otherwise every row already carries this recompute's bounds (reading them all to
+        # find none to change cost more than the rest of a no-change recompute at L).
         conn.execute(query("active_search_dates"), params)
     conn.execute(query("active_state_save"), params)
-    conn.execute("DROP TABLE active_now, active_details")
-    if not scope.everything:
-        conn.execute("DROP TABLE recompute_patients")
+    conn.execute("DROP TABLE active_now, active_details, recompute_patients")
     added = sum(1 for flag in inserted if flag)
-    active = len(inserted)
-    if not scope.everything:
-        active = _count_active(conn, organization_id)
+    # active_apply returns only the rows it wrote (unchanged ones are left alone): count the table.
+    active = _count_active(conn, organization_id)
     return ActiveCounts(active=active, added=added, updated=len(inserted) - added, removed=removed)
 
 

@@ -39,9 +39,18 @@ def match_contacts(conn: DictConnection, organization_id: str, scope: RecomputeS
     return counts
 
 
-def valid_phone_share(conn: DictConnection, organization_id: str) -> float | None:
-    """Share of current patients (not archived, merged or deleted) with a valid phone number."""
-    row = conn.execute(query("valid_phone_share"), {"org": organization_id}).fetchone()
+def valid_phone_share(conn: DictConnection, organization_id: str, scope: RecomputeScope | None = None) -> float | None:
+    """Share of current patients (not archived, merged or deleted) with a valid phone number.
+
+    Counting reads every patient of the organization; a run whose recompute drained no written patient (`scope`, in
+    the same transaction) changed no patient row since the last count, so it reuses that count instead.
+    """
+    params = {"org": organization_id}
+    row = None
+    if scope is not None and not scope.everything and scope.written == 0:
+        row = conn.execute(query("valid_phone_share_kept"), params).fetchone()
+    if row is None or row["patients"] is None:
+        row = conn.execute(query("valid_phone_share"), params).fetchone()
     if not row or not row["patients"]:
         return None
     return round(int(row["with_phone"]) / int(row["patients"]), 4)

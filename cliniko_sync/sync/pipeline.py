@@ -31,7 +31,7 @@ from cliniko_sync.errors import (
     LockedError,
 )
 from cliniko_sync.sync import run_log, window
-from cliniko_sync.sync.active import recompute_active_patients, take_changed_patients
+from cliniko_sync.sync.active import recompute_active_patients, refresh_statistics, take_changed_patients
 from cliniko_sync.sync.contacts import match_contacts, valid_phone_share
 from cliniko_sync.sync.run_log import LOCK_NAMESPACE
 from cliniko_sync.sync.stream_pass import Progress, RunContext, RunTally, check_stop, crawl_stream, crawl_streams
@@ -302,6 +302,8 @@ def _contacts_and_active(
     """Match contacts and recompute active patients in one transaction: readers never see one without the other.
     Without the complete history the list is provisional: total_appointment_count is then a lower bound."""
     organization = plan.organization
+    if not context.dry_run:
+        result.stats.setdefault("analyzed", []).extend(refresh_statistics(work, context.organization_id))
     with work.transaction():
         # Only the patients who can have changed: drained from active_dirty_patients, plus window-edge crossings
         # since the last recompute; everyone on --full (and on a settings change or a first run).
@@ -322,10 +324,10 @@ def _contacts_and_active(
             include_upcoming=organization.include_upcoming,
             scope=scope,
         )
-        share = valid_phone_share(work, context.organization_id)
-        work.execute(
-            db.query("active_history_complete"), {"org": context.organization_id, "complete": history_complete}
-        )
+        share = valid_phone_share(work, context.organization_id, scope)
+        # Exact rows once the history is complete (a no-op found by index in the steady state); else provisional.
+        marks = "active_history_complete" if history_complete else "active_provisional"
+        work.execute(db.query(marks), {"org": context.organization_id})
     result.active_patients = active.active
     result.history_complete = history_complete
     if not history_complete:

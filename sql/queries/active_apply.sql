@@ -1,4 +1,5 @@
--- Make active_patients equal active_now: insert the new, update the changed (contact link included).
+-- Make active_patients equal active_now: insert the new, update the changed (contact link included). A row whose
+-- values are already right is left alone: a recompute that finds what the last one found writes nothing.
 INSERT INTO active_patients AS ap (
     organization_id, contact_id, cliniko_patient_id, recent_appointment_count, upcoming_appointment_count,
     total_appointment_count, last_appointment_date, next_appointment_date, recent_appointments,
@@ -22,4 +23,11 @@ ON CONFLICT (organization_id, cliniko_patient_id) DO UPDATE SET
     search_date_from = EXCLUDED.search_date_from,
     search_date_to = EXCLUDED.search_date_to,
     updated_at = now()
+WHERE (ap.contact_id, ap.recent_appointment_count, ap.upcoming_appointment_count, ap.total_appointment_count,
+       ap.last_appointment_date, ap.next_appointment_date, ap.recent_appointments, ap.upcoming_appointments,
+       ap.search_date_from, ap.search_date_to)
+      IS DISTINCT FROM
+      (EXCLUDED.contact_id, EXCLUDED.recent_appointment_count, EXCLUDED.upcoming_appointment_count,
+       EXCLUDED.total_appointment_count, EXCLUDED.last_appointment_date, EXCLUDED.next_appointment_date,
+       EXCLUDED.recent_appointments, EXCLUDED.upcoming_appointments, EXCLUDED.search_date_from, EXCLUDED.search_date_to)
 RETURNING (xmax = 0) AS inserted

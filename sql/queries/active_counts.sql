@@ -1,6 +1,6 @@
 -- The organization's active patients as of %(as_of)s (DESIGN §2) with their counts, into a temp table dropped at
--- commit: one hash aggregate over every qualifying appointment, no sort. appointments: all the organization's
--- qualifying appointments, or only those of the patients being recomputed (active.py).
+-- commit. appointments: the qualifying appointments of the patients being recomputed, read by patient (active.py);
+-- on a recompute of everyone, the patients with an appointment in the window (active_scope_window.sql).
 CREATE TEMP TABLE active_now ON COMMIT DROP AS
 SELECT q.patient_id,
        count(*) FILTER (WHERE q.starts_at >= %(window_from)s AND q.starts_at <= %(as_of)s) AS recent_appointment_count,

@@ -1,3 +1,4 @@
--- Mark an organization's active patients provisional (false) or exact (true), touching only rows that change.
-UPDATE active_patients SET history_complete = %(complete)s
-WHERE organization_id = %(org)s AND history_complete IS DISTINCT FROM %(complete)s;
+-- History complete: the organization's provisional active rows become exact (found by their partial index; none in
+-- the steady state, so nothing is read).
+UPDATE active_patients SET history_complete = true
+WHERE organization_id = %(org)s AND NOT history_complete;
