@@ -302,8 +302,8 @@ def _contacts_and_active(
     """Match contacts and recompute active patients in one transaction: readers never see one without the other.
     Without the complete history the list is provisional: total_appointment_count is then a lower bound."""
     organization = plan.organization
-    if not context.dry_run:
-        result.stats.setdefault("analyzed", []).extend(refresh_statistics(work, context.organization_id))
+    # A dry run analyzes inside its one transaction (ANALYZE samples the rows it wrote; the rollback undoes both).
+    result.stats.setdefault("analyzed", []).extend(refresh_statistics(work, context.organization_id))
     with work.transaction():
         # Only the patients who can have changed: drained from active_dirty_patients, plus window-edge crossings
         # since the last recompute; everyone on --full (and on a settings change or a first run).
