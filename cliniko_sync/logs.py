@@ -107,14 +107,17 @@ def json_logs() -> bool:
 def stderr_line(message: str, *, level: str = "error", organization: str | None = None, event: str = "error") -> None:
     """A line for the operator that is not a log record (the final error, a stop notice): `cliniko-sync: error: …`
     as text, or one JSON object with --log-format json."""
-    if json_logs():
-        line = json_line(level, message, organization=organization, event=event)
-    else:
-        where = f"{organization}: " if organization else ""
-        prefix = "cliniko-sync: error: " if level == "error" else "cliniko-sync: "
-        line = f"{prefix}{where}{message}"
-    sys.stderr.write(line + "\n")
+    sys.stderr.write(operator_line(message, level=level, organization=organization, event=event))
     sys.stderr.flush()
+
+
+def operator_line(message: str, *, level: str = "error", organization: str | None = None, event: str = "error") -> str:
+    """stderr_line's text, newline included, for a caller that must write it itself (a signal handler: os.write)."""
+    if json_logs():
+        return json_line(level, message, organization=organization, event=event) + "\n"
+    where = f"{organization}: " if organization else ""
+    prefix = "cliniko-sync: error: " if level == "error" else "cliniko-sync: "
+    return f"{prefix}{where}{message}\n"
 
 
 def log_extra(organization: str | None, event: str) -> dict[str, Any]:

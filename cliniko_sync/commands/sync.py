@@ -186,12 +186,16 @@ def _install_stop_handlers() -> None:
     import os
     import signal
 
-    from cliniko_sync.logs import stderr_line
+    from cliniko_sync.logs import operator_line, stderr_line
 
     def handler(signum: int, frame: object) -> None:
         if STOP.is_set():
-            stderr_line(ABORTED, event="aborted")
-            os._exit(130)  # at once: worker threads may be inside an HTTP request that would hold the exit up
+            # Straight to the file descriptor: the handler may have interrupted this very thread inside a write to
+            # sys.stderr, whose buffer lock a second write cannot take (the abort would then never happen).
+            try:
+                os.write(2, operator_line(ABORTED, event="aborted").encode())
+            finally:
+                os._exit(130)  # at once: worker threads may be inside an HTTP request that would hold the exit up
         STOP.set()
         stderr_line("stopping after the current page (Ctrl-C again to abort at once)", level="notice", event="stop")
 
