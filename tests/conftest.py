@@ -59,6 +59,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(cache, ignore_errors=True)
 
 
+_fault_scenarios: list[str] = []  # the fault scenarios' summary lines (tests/faults/fault_helpers.py)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collect each fault scenario's line; with pytest-xdist this runs in the controlling process too."""
+    if report.when == "call":
+        _fault_scenarios.extend(str(value) for name, value in report.user_properties if name == "fault_scenario")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _fault_scenarios:
+        terminalreporter.write_sep("=", "fault scenarios")
+        for line in _fault_scenarios:
+            terminalreporter.write_line(line)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--runslow"):
         return

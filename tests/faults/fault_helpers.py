@@ -32,6 +32,7 @@ INCREMENTAL = [stream for stream in STREAMS if stream.incremental]
 CI_SIZE = (300, 3_000)  # S (1,000 / 20,000) would take the whole suite past its six-minute budget on two cores
 S_SIZE = (1_000, 20_000)
 CLINIC_SEED = 20261124
+FAULT_SCENARIO = "fault_scenario"  # the user property a scenario's summary line travels under
 
 
 @dataclass
@@ -108,27 +109,13 @@ def fault_clinic(request: pytest.FixtureRequest) -> Clinic:
 def fault_report_fixture(request: pytest.FixtureRequest) -> Callable[[ScenarioResult], None]:
     """Record a scenario's line (printed now for -s, and again in the terminal summary), then assert it."""
 
-    manager = request.config.pluginmanager
-    if not manager.has_plugin("cliniko-sync-fault-summary"):
-        manager.register(_SummaryPlugin(), "cliniko-sync-fault-summary")
-
     def report(result: ScenarioResult) -> None:
         line = f"{request.node.name}: {result.line()}"
         print(line)
-        _SummaryPlugin.lines.append(line)
+        # Carried on the test's report (also from pytest-xdist's workers) to the terminal summary (tests/conftest.py).
+        request.node.user_properties.append((FAULT_SCENARIO, line))
         assert result.lost == 0, line
         assert result.duplicated == 0, line
         assert result.equal_to_clean_run, line
 
     return report
-
-
-class _SummaryPlugin:
-    """Registered by the first scenario: prints every scenario's line in pytest's terminal summary."""
-
-    lines: list[str] = []
-
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        terminalreporter.write_sep("=", "fault scenarios")
-        for line in self.lines:
-            terminalreporter.write_line(line)
