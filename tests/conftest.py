@@ -59,13 +59,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(cache, ignore_errors=True)
 
 
+FAULT_SCENARIO = "fault_scenario"  # the user property a fault scenario's summary line travels under
 _fault_scenarios: list[str] = []  # the fault scenarios' summary lines (tests/faults/fault_helpers.py)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Collect each fault scenario's line; with pytest-xdist this runs in the controlling process too."""
     if report.when == "call":
-        _fault_scenarios.extend(str(value) for name, value in report.user_properties if name == "fault_scenario")
+        _fault_scenarios.extend(str(value) for name, value in report.user_properties if name == FAULT_SCENARIO)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from conftest import FAULT_SCENARIO
 from sync_helpers import (  # noqa: F401 (re-exported for the scenarios)
     active_rows,
     clean_run_snapshot,
@@ -32,7 +33,6 @@ INCREMENTAL = [stream for stream in STREAMS if stream.incremental]
 CI_SIZE = (300, 3_000)  # S (1,000 / 20,000) would take the whole suite past its six-minute budget on two cores
 S_SIZE = (1_000, 20_000)
 CLINIC_SEED = 20261124
-FAULT_SCENARIO = "fault_scenario"  # the user property a scenario's summary line travels under
 
 
 @dataclass
