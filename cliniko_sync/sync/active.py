@@ -128,6 +128,7 @@ RECOMPUTE_TABLES = (
 
 
 ORGANIZATION_ROWS_PROBED = 1_000  # an organization with this many rows must not be planned as "about none"
+ORGANIZATION_ROWS_PROBE_CAP = 100_000  # beyond this the probe would cost more than the plan it protects
 
 
 def refresh_statistics(conn: DictConnection, organization_id: str) -> list[str]:
@@ -148,17 +149,17 @@ def refresh_statistics(conn: DictConnection, organization_id: str) -> list[str]:
 
 
 def _unknown_organization(conn: DictConnection, table: str, organization_id: str) -> bool:
-    """The planner estimates this organization's rows at under a tenth of what it has (counted up to a bound)."""
+    """The planner estimates this organization's rows at under a tenth of what it has: counted only up to ten times
+    the estimate (an index range, never the table), and not at all once that bound passes the cap. Deterministic,
+    unlike the table-wide change counters, which other connections report to the statistics a moment late."""
     rows_of = sql.SQL("SELECT 1 FROM {} WHERE organization_id = %(org)s").format(sql.Identifier(table))
-    params = {"org": organization_id, "enough": ORGANIZATION_ROWS_PROBED}
-    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + rows_of, params).fetchone()
+    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + rows_of, {"org": organization_id}).fetchone()
     estimate = float(plan["QUERY PLAN"][0]["Plan"]["Plan Rows"]) if plan else 0.0
-    if estimate * 10 >= ORGANIZATION_ROWS_PROBED:
+    enough = max(ORGANIZATION_ROWS_PROBED, int(estimate * 10) + 1)
+    if enough > ORGANIZATION_ROWS_PROBE_CAP:
         return False
-    # The same rows, counted up to the bound only (an index range, never the table).
-    row = conn.execute(
-        sql.SQL("SELECT count(*) AS rows FROM ({} LIMIT %(enough)s) t").format(rows_of), params
-    ).fetchone()
+    counted = sql.SQL("SELECT count(*) AS rows FROM ({} LIMIT %(enough)s) t").format(rows_of)
+    row = conn.execute(counted, {"org": organization_id, "enough": enough}).fetchone()
     rows = int(row["rows"]) if row else 0
     return rows >= ORGANIZATION_ROWS_PROBED and rows > estimate * 10
 
