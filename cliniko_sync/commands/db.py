@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from cliniko_sync.cli_help import examples
-from cliniko_sync.output import Format
+from cliniko_sync.output import Format, RowFormat
 
 app = typer.Typer(help="Create and upgrade the database schema; grant reader roles.", no_args_is_help=True)
 
@@ -129,3 +131,59 @@ def grants(
     with db.session(current_settings(), autocommit=True) as conn:
         rows = readers.list_grants(conn)
     render(rows, GRANT_COLUMNS, fmt, title="Reader grants")
+
+
+PRUNE_EXAMPLES = examples(
+    "cliniko-sync db prune",
+    "cliniko-sync db prune --keep-sync-log 180d --keep-removed 30d",
+    "cliniko-sync db prune --format json",
+)
+
+
+@app.command("prune", epilog=PRUNE_EXAMPLES)
+def prune(
+    keep_sync_log: str | None = typer.Option(
+        None,
+        "--keep-sync-log",
+        metavar="DURATION",
+        help="Keep sync_log runs this long (90s, 30m, 2h, 90d); stored for every later prune (default 90d).",
+    ),
+    keep_removed: str | None = typer.Option(
+        None,
+        "--keep-removed",
+        metavar="DURATION",
+        help="Keep mirror rows removed from Cliniko this long; stored for every later prune (default 30d).",
+    ),
+    fmt: RowFormat = typer.Option(Format.table, "--format", metavar="[table|json|jsonl|csv]", help="Output format."),
+) -> None:
+    """Delete sync_log runs and removed mirror rows older than the installation's retention periods.
+
+    Each organization's latest success, failure, full run and skipped run are always kept, so status and sync --due
+    read the same afterwards. Works in batches of a few thousand rows, each its own short transaction: safe to run
+    from cron while syncs run.
+    """
+    from cliniko_sync import db, retention
+    from cliniko_sync.config import current_settings
+    from cliniko_sync.output import render_object
+
+    periods = {
+        "keep_sync_log": _period(keep_sync_log, "--keep-sync-log"),
+        "keep_removed": _period(keep_removed, "--keep-removed"),
+    }
+    with db.session(current_settings(), autocommit=True) as conn:
+        retention.periods(conn, **periods)
+        result = retention.prune(conn)
+    render_object(result.as_dict(), fmt, title="Pruned")
+
+
+def _period(text: str | None, option: str) -> Any:
+    """A retention period given on the command line (a duration like --max-age's), or None when not given."""
+    from cliniko_sync.errors import UsageError
+    from cliniko_sync.reports import parse_duration
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except UsageError as exc:
+        raise UsageError(f"{option}: {exc}") from None

@@ -1,7 +1,8 @@
 -- Sync health per organization (status): the latest finished run, the latest success, the latest failure, skipped
 -- runs, active patients, cursors, liveness.
 -- A 'skipped' run (the organization was locked by another sync, exit 75) did no work: it is counted apart and never
--- becomes the "last run", which would otherwise hide the real last run behind a 0-second no-op.
+-- becomes the "last run", which would otherwise hide the real last run behind a 0-second no-op. Skipped runs that a
+-- prune deleted are counted in organizations.pruned_skipped_runs (retention_sync_log.sql keeps every row read here).
 -- A run counts as running only while its heartbeat is fresh: a killed process leaves a 'running' row behind.
 -- The cursor age is sync lag: when the least recently advanced stream last moved (sync_state.updated_at). The cursor
 -- value itself (Cliniko's newest updated_at) can be days old in a quiet clinic that is perfectly in sync.
@@ -25,7 +26,7 @@ SELECT
     last_failure.status AS last_failure_status,
     last_failure.error_class AS last_failure_error_class,
     last_failure.error_message AS last_failure_message,
-    coalesce(skipped.runs, 0) AS skipped_runs,
+    o.pruned_skipped_runs + coalesce(skipped.runs, 0) AS skipped_runs,
     date_trunc('second', skipped.last_at) AS last_skipped_at,
     extract(epoch FROM now() - last_success.finished_at)::float8 AS last_success_age_seconds,
     (SELECT count(*) FROM active_patients AS ap WHERE ap.organization_id = o.id) AS active_patients,
