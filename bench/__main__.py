@@ -545,6 +545,10 @@ def report(f: dict[str, Any]) -> str:
         from bench.many import report_row
 
         rows.append(report_row(f))
+    if "growth_rows" in f:
+        from bench.growth import report_rows
+
+        rows.extend(report_rows(f))
     if skipped:
         rows = [
             (what, ours, "not run (--no-baseline)", "–", target, result) for what, ours, _, _, target, result in rows
@@ -576,6 +580,10 @@ def main() -> None:
         "--many", action=argparse.BooleanOptionalAction, default=True,
         help="also measure many small clinics per host (`sync --all` over 200 organizations; see bench/many.py)",
     )  # fmt: skip
+    parser.add_argument(
+        "--growth", action=argparse.BooleanOptionalAction, default=True,
+        help="also time the per-minute commands behind 1,000,000 and 10,000 sync_log rows (see bench/growth.py)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the raw figures to this file")
     args = parser.parse_args()
     limited = args.limited if args.limited is not None else args.size in ("S", "M")
@@ -584,6 +592,10 @@ def main() -> None:
         from bench.many import measure_many
 
         figures.update(measure_many())
+    if args.growth:
+        from bench.growth import measure_growth
+
+        figures.update(measure_growth())
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     sys.stdout.write(report(figures))
