@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -96,8 +97,8 @@ class FakeClockPostgres:
         self.start()
 
     def set_offset(self, seconds: float) -> None:
-        """The server's clock runs `seconds` ahead of the real one from the next call on."""
-        self.clock_file.write_text(f"+{int(seconds)}\n")
+        """The server's clock runs `seconds` (rounded up: never behind the simulated minute) ahead of the real one."""
+        self.clock_file.write_text(f"+{math.ceil(seconds)}\n")
         self.clock_file.chmod(0o644)
 
     def stop(self) -> None:
@@ -105,6 +106,73 @@ class FakeClockPostgres:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Emulators:
+    """The clinics' emulators in a process of their own (so this process's RSS is the `--due` process's alone, not
+    the emulated clinics' growing records), driven through a pipe: one call, one answer."""
+
+    def __init__(self, keys: list[list[str]], start: datetime, seed: int) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._pipe, child = context.Pipe()
+        self._process = context.Process(target=_emulator_host, args=(child, keys, start, seed), daemon=True)
+        self._process.start()
+        self.base_urls: list[str] = self._pipe.recv()
+
+    def call(self, *command: Any) -> Any:
+        self._pipe.send(command)
+        answer = self._pipe.recv()
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def stop(self) -> None:
+        if self._process.is_alive():
+            self.call("stop")
+        self._process.join(timeout=30)
+
+
+def _emulator_host(pipe: Any, keys: list[list[str]], start: datetime, seed: int) -> None:
+    """The emulator process: one clinic and server per key list, commands from the pipe until "stop"."""
+    from cliniko_sync.emulator.dataset import generate_clinic
+    from cliniko_sync.emulator.server import EmulatorServer
+
+    rng = random.Random(seed)
+    clinics = [
+        generate_clinic(patients=PATIENTS, appointments=APPOINTMENTS, seed=n, now=start) for n in range(len(keys))
+    ]
+    servers = [EmulatorServer(c, api_keys=k, rate_limit=None).start() for c, k in zip(clinics, keys, strict=True)]
+    pipe.send([server.base_url for server in servers])
+    while True:
+        command, *args = pipe.recv()
+        try:
+            if command == "stop":
+                pipe.send(None)
+                break
+            if command == "clock":
+                for clinic in clinics:
+                    clinic.set_clock(args[0])
+            elif command == "edit":
+                for clinic in clinics:
+                    edit_clinic(clinic, rng)
+                for server in servers:  # the request logs grow with every run: keep the last hour's
+                    server.request_log.clear()
+            elif command == "faults":
+                servers[args[0]].set_faults(**args[1])
+            elif command == "add_key":
+                servers[args[0]].add_key(args[1])
+            elif command == "revoke_key":
+                servers[args[0]].revoke_key(args[1])
+            elif command == "deleted":
+                pipe.send({str(p.id) for p in clinics[args[0]].patients.records.values() if p.deleted_at})
+                continue
+            pipe.send(None)
+        except Exception as exc:  # sent back, raised in the soak
+            pipe.send(exc)
+    for server in servers:
+        server.stop()
 
 
 @dataclass
@@ -142,8 +210,6 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
 
     from cliniko_sync import db, retention
     from cliniko_sync.crypto import store_credentials
-    from cliniko_sync.emulator.dataset import generate_clinic
-    from cliniko_sync.emulator.server import EmulatorServer
     from cliniko_sync.errors import ClinikoSyncError
     from cliniko_sync.orgs import add_organization, update_organization
     from cliniko_sync.sync import schedule
@@ -156,14 +222,10 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
     rng = random.Random(soak.seed)
     settings = SyncSettings(contact_email=os.environ["CLINIKO_SYNC_CONTACT_EMAIL"], rate_limit=None, http_timeout=5)
     start = datetime.now(UTC).replace(second=0, microsecond=0)
-    datasets = [generate_clinic(patients=PATIENTS, appointments=APPOINTMENTS, seed=s, now=start) for s in range(4)]
     orgs = [f"clinic-{n:02d}" for n in range(soak.clinics)]
     keys = {org: f"soak{n:04d}key-au1" for n, org in enumerate(orgs)}
-    emulators = [
-        EmulatorServer(clinic, api_keys=[keys[o] for n, o in enumerate(orgs) if n % 4 == i], rate_limit=None).start()
-        for i, clinic in enumerate(datasets)
-    ]
-    emulator_of = {org: emulators[n % 4] for n, org in enumerate(orgs)}
+    emulators = Emulators([[keys[o] for n, o in enumerate(orgs) if n % 4 == i] for i in range(4)], start, soak.seed)
+    emulator_of = {org: n % 4 for n, org in enumerate(orgs)}  # which emulator serves each clinic
     server = FakeClockPostgres()
     url = server.url
     clock = {"now": start}
@@ -173,8 +235,7 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
         moment = max(moment, clock["now"])
         clock["now"] = moment
         server.set_offset((moment - datetime.now(UTC)).total_seconds())
-        for clinic in datasets:
-            clinic.set_clock(moment)
+        emulators.call("clock", moment)
 
     def sync_one(org: str, full: bool, runtime_left: float | None) -> SyncResult:
         """One claimed organization, as the CLI's --due does: an error before the run began becomes a result."""
@@ -196,7 +257,7 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
             for org in orgs:
                 add_organization(conn, org, name=f"Soak {org}")
                 update_organization(conn, org, sync_interval=soak.interval, full_sync_interval=timedelta(days=7))
-                store_credentials(conn, org, keys[org], api_url=emulator_of[org].base_url)
+                store_credentials(conn, org, keys[org], api_url=emulators.base_urls[emulator_of[org]])
         faults = fault_plan(soak, start, rng)
         say(f"{soak.clinics} clinics, every {soak.interval}, {soak.days} simulated days; faults: {sorted(faults)}")
         started = time.monotonic()
@@ -241,13 +302,10 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
                         start_figures = rows_and_sizes(conn)
                 spent = time.monotonic()
                 if now >= next_hour:
-                    for clinic in datasets:
-                        edit_clinic(clinic, rng)
+                    emulators.call("edit")
                     if soak.prune:
                         with db.connect(url, autocommit=True) as conn:
                             retention.prune(conn)
-                    for emulator in emulators:  # the request logs grow with every run: keep the last hour's
-                        emulator.request_log.clear()
                     next_hour += HOUR
                 timing["hourly"] += time.monotonic() - spent
                 due_at = due_moments(url)
@@ -259,7 +317,7 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
             set_clock(max([now + MINUTE, min(upcoming, default=now)]).replace(second=0, microsecond=0))
         wall = time.monotonic() - started
         say(f"simulated {soak.days} days in {wall:.0f} s; checking")
-        figures = finish(soak, url, orgs, removed_orgs, emulator_of, keys, settings, clock["now"])
+        figures = finish(soak, url, orgs, removed_orgs, emulators, emulator_of, keys, settings, clock["now"])
         figures.update(
             wall_seconds=wall,
             seconds_in=timing,
@@ -275,8 +333,7 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
         figures["rss_flat"] = bool(warm) and max(warm) <= 1.10 * warm[0]
         return figures
     finally:
-        for emulator in emulators:
-            emulator.stop()
+        emulators.stop()
         server.stop()
 
 
@@ -307,7 +364,7 @@ def fault_plan(soak: Soak, start: datetime, rng: random.Random) -> dict[str, dat
     return plan
 
 
-def apply_fault(name: str, orgs: list[str], emulators: list[Any], emulator_of: dict[str, Any],
+def apply_fault(name: str, orgs: list[str], emulators: Emulators, emulator_of: dict[str, int],
                 keys: dict[str, str], server: FakeClockPostgres, url: str, now: datetime, rng: random.Random,
                 removed_orgs: set[str]) -> None:  # fmt: skip
     from cliniko_sync import db
@@ -315,13 +372,13 @@ def apply_fault(name: str, orgs: list[str], emulators: list[Any], emulator_of: d
     from cliniko_sync.orgs import remove_organization, update_organization
 
     if name == "429 storm":
-        emulators[0].set_faults(rate_limit_burst_seconds=2.0)
+        emulators.call("faults", 0, {"rate_limit_burst_seconds": 2.0})
     elif name == "429 storm end":
-        emulators[0].set_faults(rate_limit_burst_seconds=0.0)
+        emulators.call("faults", 0, {"rate_limit_burst_seconds": 0.0})
     elif name == "5xx burst":
-        emulators[1].set_faults(error_rate=0.2, seed=7)
+        emulators.call("faults", 1, {"error_rate": 0.2, "seed": 7})
     elif name == "5xx burst end":
-        emulators[1].set_faults(error_rate=0.0)
+        emulators.call("faults", 1, {"error_rate": 0.0})
     elif name.startswith("kill"):
         org = rng.choice([o for o in orgs if o not in removed_orgs])
         kill_a_sync(url, org, now, rng)
@@ -330,10 +387,10 @@ def apply_fault(name: str, orgs: list[str], emulators: list[Any], emulator_of: d
     elif name == "credential rotated":
         org = orgs[1]
         new_key = f"rotated{keys[org]}"
-        emulator_of[org].add_key(new_key)
+        emulators.call("add_key", emulator_of[org], new_key)
         with db.connect(url, autocommit=True) as conn:
-            store_credentials(conn, org, new_key, api_url=emulator_of[org].base_url)
-        emulator_of[org].revoke_key(keys[org])
+            store_credentials(conn, org, new_key, api_url=emulators.base_urls[emulator_of[org]])
+        emulators.call("revoke_key", emulator_of[org], keys[org])
         keys[org] = new_key
     elif name in ("clinic disabled", "clinic enabled"):
         with db.connect(url, autocommit=True) as conn:
@@ -376,8 +433,9 @@ def edit_clinic(clinic: Any, rng: random.Random) -> None:
         clinic.delete_patient(rng.choice(patients).id)
 
 
-def finish(soak: Soak, url: str, orgs: list[str], removed_orgs: set[str], emulator_of: dict[str, Any],
-           keys: dict[str, str], settings: Any, end: datetime) -> dict[str, Any]:  # fmt: skip
+def finish(soak: Soak, url: str, orgs: list[str], removed_orgs: set[str], emulators: Emulators,
+           emulator_of: dict[str, int], keys: dict[str, str], settings: Any,
+           end: datetime) -> dict[str, Any]:  # fmt: skip
     """The end of the soak: every clinic synced at `end` (the incremental run its schedule would make, then a full
     one), compared with a fresh full sync of the same Cliniko data; then the bounds, locks and connections."""
     from cliniko_sync import db
@@ -394,7 +452,7 @@ def finish(soak: Soak, url: str, orgs: list[str], removed_orgs: set[str], emulat
     with db.connect(fresh_url, autocommit=True) as fresh:
         for org in live:
             add_organization(fresh, org, name=org)
-            store_credentials(fresh, org, keys[org], api_url=emulator_of[org].base_url)
+            store_credentials(fresh, org, keys[org], api_url=emulators.base_urls[emulator_of[org]])
             sync_organization(fresh_url, org, full=True, as_of=end, settings=settings)
             expected[org] = active_list(fresh, org)
     figures: dict[str, Any] = {"clinics_compared": len(live)}
@@ -411,7 +469,7 @@ def finish(soak: Soak, url: str, orgs: list[str], removed_orgs: set[str], emulat
             differences[org] = len(set(mine) ^ set(expected[org]))
             # An incremental run cannot see a patient deleted in Cliniko (gone from every listing): the next full
             # pass removes it (DESIGN §3). Any other difference is a failure.
-            deleted = {str(p.id) for p in emulator_of[org].clinic.patients.records.values() if p.deleted_at}
+            deleted = emulators.call("deleted", emulator_of[org])
             if full or any(row[0] not in deleted for row in set(mine) ^ set(expected[org])):
                 unexplained.append(org)
         kind = "full" if full else "incremental"

@@ -4,7 +4,6 @@ deletes what is older, in small batches (each its own short transaction) so that
 from __future__ import annotations
 
 import itertools
-import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -49,7 +48,7 @@ class Pruned:
 def periods(
     conn: DictConnection, *, keep_sync_log: timedelta | None = None, keep_removed: timedelta | None = None
 ) -> Periods:
-    """The installation's retention periods, after storing those given (committed by the caller)."""
+    """The installation's retention periods, after storing those given (in the caller's transaction)."""
     row = conn.execute(
         query("retention_settings"), {"keep_sync_log": keep_sync_log, "keep_removed": keep_removed}
     ).fetchone()
@@ -62,12 +61,11 @@ def prune(
     *,
     batch: int = BATCH,
     max_batches: int | None = None,
-    stop: threading.Event | None = None,
 ) -> Pruned:
     """Delete sync_log rows and removed mirror rows older than the stored periods, `batch` rows per transaction.
 
     `conn` must be in autocommit mode: each batch commits on its own. With `max_batches`, at most that many batches
-    per table (bounded work, for a step at the end of another command); `stop` ends it between batches.
+    per table (bounded work: what is left waits for the next prune).
     """
     if not conn.autocommit:
         raise ValueError("prune needs an autocommit connection: each batch is its own transaction")
@@ -76,7 +74,7 @@ def prune(
     def batches(statement: Any, keep: timedelta) -> int:
         deleted = 0
         for done in itertools.count():
-            if (stop is not None and stop.is_set()) or (max_batches is not None and done >= max_batches):
+            if max_batches is not None and done >= max_batches:
                 result.complete = False
                 return deleted
             row = conn.execute(statement, {"keep": keep, "batch": batch}).fetchone()
