@@ -188,15 +188,14 @@ class Soak:
 
 
 def rows_and_sizes(conn: Any) -> dict[str, Any]:
-    """Rows, dead rows and total size on disk (indexes and TOAST included) per table."""
+    """Rows, dead rows, autovacuum runs so far and total size on disk (indexes and TOAST included) per table."""
     result = {}
     for table in TABLES:
         statement = psycopg.sql.SQL(
-            "SELECT (SELECT count(*) FROM {}) AS rows, pg_total_relation_size(%s) AS bytes,"
-            " coalesce((SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = %s), 0) AS dead"
+            "SELECT (SELECT count(*) FROM {}) AS rows, pg_total_relation_size(%s) AS bytes, s.n_dead_tup AS dead,"
+            " s.autovacuum_count AS autovacuums FROM pg_stat_user_tables s WHERE s.relname = %s"
         ).format(psycopg.sql.Identifier(table))
-        row = conn.execute(statement, (table, table)).fetchone()
-        result[table] = {"rows": row["rows"], "bytes": row["bytes"], "dead": row["dead"]}
+        result[table] = conn.execute(statement, (table, table)).fetchone()
     return result
 
 
@@ -317,11 +316,14 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
             set_clock(max([now + MINUTE, min(upcoming, default=now)]).replace(second=0, microsecond=0))
         wall = time.monotonic() - started
         say(f"simulated {soak.days} days in {wall:.0f} s; checking")
+        with db.connect(url, autocommit=True) as conn:
+            end_figures = rows_and_sizes(conn)
         figures = finish(soak, url, orgs, removed_orgs, emulators, emulator_of, keys, settings, clock["now"])
         figures.update(
             wall_seconds=wall,
             seconds_in=timing,
             start_tables=start_figures,
+            end_tables=end_figures,
             lateness_max_seconds=max(lateness, default=0.0),
             claims_after_the_first_cron_minute=late_claims,
             runs=len(lateness),
@@ -483,7 +485,6 @@ def finish(soak: Soak, url: str, orgs: list[str], removed_orgs: set[str], emulat
             "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'cliniko-sync%%'"
             " AND pid <> pg_backend_pid()"
         ).fetchone()["n"]
-        figures["end_tables"] = rows_and_sizes(conn)
         old = conn.execute(
             "SELECT organization_id, count(*) AS n FROM sync_log"
             " WHERE started_at < now() - %s - interval '1 hour' GROUP BY 1",
