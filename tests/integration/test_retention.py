@@ -57,10 +57,11 @@ def history(conn: Any) -> Any:
 
 
 def readings(cli: Any, url: str) -> dict[str, Any]:
-    """What status and --due show: every figure of status --format json (less the ages, which grow with the clock
-    between two readings: the times they count from are compared), the Prometheus text, the due list."""
+    """What status and --due show: every figure of status --format json (less the ages and checked_at, which move
+    with the clock between two readings: the times the ages count from are compared), the Prometheus text, the due
+    list."""
     status = [
-        {key: value for key, value in row.items() if not key.endswith("_age_seconds")}
+        {key: value for key, value in row.items() if not key.endswith("_age_seconds") and key != "checked_at"}
         for row in json.loads(cli("status", "--format", "json").stdout)
     ]
     prometheus = cli("status", "--format", "prometheus")
