@@ -19,8 +19,8 @@ def upgrade() -> None:
     from cliniko_sync import db
     from cliniko_sync.config import current_settings
 
-    url = db.database_url(current_settings())
-    applied = db.upgrade(url)
+    settings = current_settings()
+    applied = db.upgrade(db.database_url(settings), settings.resolved_schema())
     if applied:
         for name in applied:
             typer.echo(f"applied {name}")
