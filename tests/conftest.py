@@ -307,6 +307,8 @@ class LoginRoles:
             return
         names = sql.SQL(", ").join(map(sql.Identifier, self.names))
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            # DROP OWNED BY needs membership, which a CREATEROLE owner that is not a superuser can grant itself.
+            admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(names))
             databases = [row[0] for row in admin.execute("SELECT datname FROM pg_database WHERE datallowconn")]
         for dbname in databases:  # privileges live per database
             with psycopg.connect(url_for_database(self.admin_url, dbname), autocommit=True) as in_database:
