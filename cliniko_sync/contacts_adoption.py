@@ -94,3 +94,10 @@ def check_adoptable(conn: DictConnection) -> None:
                 f"the existing contacts table links {shared['n']} Cliniko patient id(s) to more than one contact of "
                 "an organization; cliniko-sync needs (organization_id, cliniko_patient_id) unique"
             )
+
+
+def protect_adopted_contacts(conn: DictConnection) -> None:
+    """Ask for row-level security on an adopted contacts table (`db upgrade --contacts-row-security`), which
+    sql/views/40_tenant_isolation.sql then gives it; nothing changes where contacts is the tool's own table (it always
+    has it)."""
+    conn.execute("UPDATE adopted_tables SET row_security = true WHERE table_name = 'contacts' AND NOT row_security")

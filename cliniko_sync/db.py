@@ -258,10 +258,11 @@ def _create_schema(conn: DictConnection, schema: str) -> None:
         raise ConfigError(f"cannot create tables in schema {schema}: the role lacks CREATE on it")
 
 
-def upgrade(url: str, schema: str | None = None) -> list[str]:
+def upgrade(url: str, schema: str | None = None, *, contacts_row_security: bool = False) -> list[str]:
     """Apply pending migrations in order, each in its own transaction, then the definitions in sql/views, all under
-    an advisory lock. `schema`: the one `url` puts on the search_path (with_schema), created when missing."""
-    from cliniko_sync.contacts_adoption import ADOPTING_MIGRATION, check_adoptable
+    an advisory lock. `schema`: the one `url` puts on the search_path (with_schema), created when missing.
+    `contacts_row_security`: give an adopted contacts table row-level security from now on (008_contacts.sql)."""
+    from cliniko_sync.contacts_adoption import ADOPTING_MIGRATION, check_adoptable, protect_adopted_contacts
 
     known = migrations()
     with connect(url, autocommit=True) as conn:
@@ -292,6 +293,8 @@ def upgrade(url: str, schema: str | None = None) -> list[str]:
                 log.info("applied migration %s", migration.name)
                 done.append(migration.name)
             with conn.transaction():
+                if contacts_row_security:
+                    protect_adopted_contacts(conn)
                 for _name, text in definitions():
                     conn.execute(text.encode())
             return done

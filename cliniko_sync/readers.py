@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 # What a reader may read: the tool's results, the definitions' views, and how fresh the data is. The tables only where
 # row-level security guards them: not a contacts table the tool adopted from another system
-# (sql/migrations/008_contacts.sql), whose rows readers reach through CONTACTS_VIEW, which applies the grants itself.
+# (sql/migrations/008_contacts.sql; unless `db upgrade --contacts-row-security`), whose rows readers reach through
+# CONTACTS_VIEW, which applies the grants itself.
 READER_TABLES = ("active_patients", "contacts")
 READER_VIEWS = ("current_patients", "qualifying_appointments")
 CONTACTS_VIEW = "reader_contacts"
@@ -108,9 +109,9 @@ def _select_on(table: str, columns: Iterable[str] | None, role: str) -> sql.Comp
 
 
 def _reader_tables(conn: DictConnection) -> list[str]:
-    """READER_TABLES the tool created (row-level security guards them), then CONTACTS_VIEW."""
-    adopted = {row["table_name"] for row in conn.execute("SELECT table_name FROM adopted_tables")}
-    return [*(name for name in READER_TABLES if name not in adopted), CONTACTS_VIEW]
+    """READER_TABLES that row-level security guards (not an adopted one, unless asked for), then CONTACTS_VIEW."""
+    unguarded = conn.execute("SELECT table_name FROM adopted_tables WHERE NOT row_security").fetchall()
+    return [*(name for name in READER_TABLES if name not in {row["table_name"] for row in unguarded}), CONTACTS_VIEW]
 
 
 def _grant_statements(conn: DictConnection, role: str, *, with_mirrors: bool) -> tuple[list[sql.Composed], list[str]]:

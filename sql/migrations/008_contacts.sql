@@ -11,10 +11,12 @@
 --     ownership, required columns): a table that cannot be adopted stops `db upgrade` with nothing applied.
 --     Readers granted by `db grant` read it through reader_contacts (sql/views), never the table itself.
 
--- The tables the tool adopted rather than created: they get no row-level security (40_tenant_isolation.sql).
+-- The tables the tool adopted rather than created: they get no row-level security (40_tenant_isolation.sql) unless
+-- `db upgrade --contacts-row-security` asked for it (row_security).
 CREATE TABLE adopted_tables (
-    table_name text PRIMARY KEY,
-    adopted_at timestamptz NOT NULL DEFAULT now()
+    table_name   text PRIMARY KEY,
+    adopted_at   timestamptz NOT NULL DEFAULT now(),
+    row_security boolean NOT NULL DEFAULT false
 );
 
 DO $$

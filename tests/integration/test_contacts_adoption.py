@@ -198,6 +198,35 @@ def test_readers_reach_an_adopted_table_only_through_reader_contacts(
         assert conn.execute("SELECT count(*) FROM contacts").fetchone() == (3,)
 
 
+def test_row_level_security_on_an_adopted_table_only_when_asked(
+    crm: tuple[str, str], login_roles: LoginRoles, cli: Any
+) -> None:
+    url, crm_role = crm
+    env = {"DATABASE_URL": url}
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as owner:
+        owner.execute(
+            "INSERT INTO contacts (organization_id, name) SELECT o, 'Person of ' || o FROM unnest(%s::text[]) AS o",
+            ([ORG, *OTHER_ORGS],),
+        )
+        assert cli("db", "upgrade", env=env).returncode == 0
+        owner.execute("INSERT INTO organizations (id, name) VALUES (%s, 'Surf Rehab')", (ORG,))
+        assert table_shape(owner, "contacts")["rls"] == {"relrowsecurity": False}
+        asked = cli("db", "upgrade", "--contacts-row-security", env=env)
+        assert asked.returncode == 0, asked.stderr
+        for _ in range(2):  # and it stays on at the next upgrade without the option
+            shape = table_shape(owner, "contacts")
+            assert shape["rls"] == {"relrowsecurity": True}
+            assert shape["policies"] == [{"policyname": "tenant_isolation"}]
+            assert cli("db", "upgrade", env=env).returncode == 0
+    reader = login_roles.role()
+    assert cli("db", "grant", reader, "--org", ORG, env=env).returncode == 0
+    with login_roles.connect_as(reader, url) as conn:
+        for relation in ("contacts", "reader_contacts"):
+            assert conn.execute(f"SELECT organization_id FROM {relation}").fetchall() == [(ORG,)], relation
+    with login_roles.connect_as(crm_role, url) as conn:  # what the docs warn of: the CRM's role needs a policy now
+        assert conn.execute("SELECT count(*) FROM contacts").fetchone() == (0,)
+
+
 def test_a_needed_column_of_another_type_stops_the_upgrade_with_nothing_applied(
     empty_database_url: str, cli: Any
 ) -> None:
