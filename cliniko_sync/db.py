@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from cliniko_sync.config import Settings, data_dir
+from cliniko_sync.config import Settings, current_settings, data_dir
 from cliniko_sync.errors import ConfigError, DatabaseUnavailableError, SchemaNotReadyError
 
 log = logging.getLogger(__name__)
@@ -312,7 +312,9 @@ def status(url: str) -> list[MigrationStatus]:
 
 
 def require_current_schema(conn: DictConnection) -> None:
-    """Refuse (exit 78) to work on a database whose schema is missing, behind, or unknown to this version."""
+    """Refuse (exit 78) to work on a database whose schema is missing, behind, or unknown to this version, or in a
+    session that lost this invocation's --schema on the way."""
+    require_search_path(conn, current_settings().resolved_schema())
     applied = _applied(conn)
     known = migrations()
     _check_known(applied, known)
@@ -325,7 +327,6 @@ def session(settings: Settings, *, autocommit: bool = False) -> Iterator[DictCon
     """A connection to a database whose schema is current: what every command except `db` uses."""
     url = database_url(settings)
     with connect(url, autocommit=autocommit) as conn:
-        require_search_path(conn, settings.resolved_schema())
         require_current_schema(conn)
         if not autocommit:
             conn.commit()

@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from sync_helpers import SYNC_ENV, expected_active
 
-from cliniko_sync import db
+from cliniko_sync import config, db
 from cliniko_sync.emulator import generate_clinic
 from cliniko_sync.errors import ConfigError
 
@@ -146,10 +146,13 @@ def test_db_grant_in_a_schema_grants_usage_on_it_and_only_its_rows(
     assert grants == []
 
 
-def test_a_session_without_the_schema_on_its_search_path_is_refused(empty_database_url: str) -> None:
+def test_a_session_without_the_schema_on_its_search_path_is_refused(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What a pooler that drops the options startup parameter would leave: refused, never the wrong schema."""
+    monkeypatch.setattr(config, "_current", config.Settings(schema="clinic_a"))
     with db.connect(empty_database_url) as conn, pytest.raises(ConfigError, match="search_path=clinic_a"):
-        db.require_search_path(conn, "clinic_a")
+        db.require_current_schema(conn)  # what every command checks first, sync's connections included
     with pytest.raises(ConfigError, match="search_path=clinic_a"):
         db.upgrade(empty_database_url, "clinic_a")
     with db.connect(db.with_schema(empty_database_url, "clinic_a")) as conn:
