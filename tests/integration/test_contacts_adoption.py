@@ -165,6 +165,12 @@ def test_an_existing_contacts_table_is_adopted_and_its_rows_linked_not_duplicate
         assert listed and all(row["contact_id"] and row["name"] for row in listed)
         assert crm_view(crm_reader).keys() == after.keys()  # the CRM's role still sees every row
 
+        # Removing the organization takes the contacts the tool made and unlinks the CRM's, which stay as they were.
+        assert cli("org", "remove", ORG, "--yes", env=env).returncode == 0
+        assert crm_view(crm_reader) == {contact_id: after[contact_id] for contact_id in before}
+        linked = owner.execute("SELECT count(*) AS n FROM contacts WHERE cliniko_patient_id IS NOT NULL").fetchone()
+        assert linked == {"n": 0}
+
 
 def test_readers_reach_an_adopted_table_only_through_reader_contacts(
     crm: tuple[str, str], login_roles: LoginRoles, cli: Any
