@@ -152,6 +152,9 @@ class Roles:
         wanted = [name for name in self.names if name in existing]
         if not wanted:
             return
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            # DROP OWNED BY needs membership, which a CREATEROLE owner that is not a superuser can grant itself.
+            admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.SQL(", ").join(map(sql.Identifier, wanted))))
         for dbname in dbnames:  # privileges live per database
             with psycopg.connect(url_for_database(self.admin_url, dbname), autocommit=True) as in_db:
                 in_db.execute(sql.SQL("DROP OWNED BY {}").format(sql.SQL(", ").join(map(sql.Identifier, wanted))))
