@@ -298,9 +298,13 @@ class LoginRoles:
         self.names.append(name)
         return name
 
+    def url_as(self, role: str, url: str) -> str:
+        """The database at `url`, as `role`."""
+        return psycopg.conninfo.make_conninfo(url, user=role, password=self.PASSWORD)
+
     def connect_as(self, role: str, url: str) -> psycopg.Connection:
         """An autocommit connection (tuple rows) to the database at `url` as `role`."""
-        return psycopg.connect(psycopg.conninfo.make_conninfo(url, user=role, password=self.PASSWORD), autocommit=True)
+        return psycopg.connect(self.url_as(role, url), autocommit=True)
 
     def drop_all(self) -> None:
         if not self.names:

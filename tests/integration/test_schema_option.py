@@ -73,6 +73,27 @@ def test_upgrade_puts_every_object_in_the_schema_and_creates_it(cli: Any, empty_
         assert policies == [{"schemaname": "clinic_a"}]
 
 
+def test_a_schema_made_by_an_administrator_needs_only_create_on_it(
+    cli: Any, empty_database_url: str, login_roles: Any
+) -> None:
+    """A role without CREATE on the database: told so in one line when the schema is missing; upgrades once an
+    administrator made the schema for it, and is told when it may not create tables in it."""
+    tool = login_roles.role()
+    env = {"DATABASE_URL": login_roles.url_as(tool, empty_database_url)}
+    missing = cli("--schema", "clinic_a", "db", "upgrade", env=env)
+    assert missing.returncode == 78 and missing.stderr.count("\n") == 1, missing.stderr
+    assert "cannot create schema clinic_a: the role lacks CREATE on the database" in missing.stderr
+    with psycopg.connect(empty_database_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(tool)))  # to name it the owner
+        admin.execute("CREATE SCHEMA clinic_b")
+        admin.execute(sql.SQL("CREATE SCHEMA clinic_a AUTHORIZATION {}").format(sql.Identifier(tool)))
+    refused = cli("--schema", "clinic_b", "db", "upgrade", env=env)
+    assert refused.returncode == 78 and "cannot create tables in schema clinic_b" in refused.stderr, refused.stderr
+    upgraded = cli("--schema", "clinic_a", "db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert set(objects_by_schema(empty_database_url)) == {"clinic_a"}
+
+
 def test_two_installations_in_two_schemas_never_see_each_others_rows(
     cli: Any, empty_database_url: str, make_emulator: Any
 ) -> None:
