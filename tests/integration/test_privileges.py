@@ -163,37 +163,43 @@ def test_commands_as_a_role_that_may_not_read_the_schema_name_the_privilege(
 
 
 @pytest.mark.usefixtures("sync_environment")
-def test_a_role_with_create_on_one_schema_of_a_database_it_does_not_own_runs_every_command(
+@pytest.mark.parametrize("schema", [None, "cliniko_sync"])
+def test_a_role_with_one_schema_of_a_database_it_does_not_own_runs_every_command(
     roles: Roles,  # noqa: F811 (a fixture)
     new_database: Callable[[], tuple[str, str]],
     cli_env: dict[str, str],
     emulator: Any,
+    schema: str | None,
 ) -> None:
-    """docs/database.md's case (b) with schema public (the recipe's own schema needs --schema): CONNECT and TEMPORARY
-    on the database (PUBLIC's by default) and CREATE on the schema are all it takes, CREATEROLE for --create."""
+    """docs/database.md's recipe (b): a schema of the tool's role in a database another role owns (--schema), or
+    CREATE on schema public there. CONNECT and TEMPORARY on the database are PUBLIC's by default."""
     role, password = roles.login()
     reader, reader_password = roles.login()
-    name, admin_url = new_database()
+    _, admin_url = new_database()
     with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(role)))
+        if schema:
+            roles.act_for(admin, [role])
+            admin.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(*map(sql.Identifier, (schema, role))))
+        else:
+            admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(role)))
+    env = {**cli_env, "CLINIKO_SYNC_SCHEMA": schema} if schema else cli_env
     url = url_as(admin_url, role, password)
-    assert run(cli_env, url, "db", "upgrade").returncode == 0
-    assert run(cli_env, url, "db", "upgrade").stdout == "schema is up to date: nothing pending\n"
-    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+    assert run(env, url, "db", "upgrade").returncode == 0
+    assert run(env, url, "db", "upgrade").stdout == "schema is up to date: nothing pending\n"
+    with psycopg.connect(db.with_schema(url, schema), autocommit=True, row_factory=dict_row) as conn:
         org = setup_org(conn, emulator.base_url, EMULATOR_API_KEY)
         owners = conn.execute(
-            "SELECT DISTINCT pg_get_userbyid(relowner) AS owner FROM pg_class "
-            "WHERE relnamespace = 'public'::regnamespace"
+            "SELECT DISTINCT pg_get_userbyid(relowner) AS owner FROM pg_class WHERE relnamespace = %s::regnamespace",
+            (schema or "public",),
         ).fetchall()
         assert owners == [{"owner": role}]
     for args in (["sync", org], ["status", org], ["list-active", org, "--format", "json"], ["db", "grant", reader,
                  "--org", org], ["db", "grants"], ["org", "set", org, "--window-days", "60"]):  # fmt: skip
-        result = run(cli_env, url, *args)
+        result = run(env, url, *args)
         assert result.returncode == 0, (args, result.stderr)
-    with psycopg.connect(url_as(admin_url, reader, reader_password), autocommit=True) as as_reader:
+    with psycopg.connect(db.with_schema(url_as(admin_url, reader, reader_password), schema)) as as_reader:
         seen = as_reader.execute("SELECT count(*) FROM active_patients").fetchone()
         assert seen is not None and seen[0] > 0
-    assert run(cli_env, url, "org", "remove", org, "--yes").returncode == 0
-    with psycopg.connect(url, autocommit=True) as conn:
+    assert run(env, url, "org", "remove", org, "--yes").returncode == 0
+    with psycopg.connect(db.with_schema(url, schema), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM contacts").fetchone() == (0,)
-    assert name in admin_url

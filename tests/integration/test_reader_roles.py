@@ -693,13 +693,14 @@ def test_grant_mentions_every_relation(seeded: psycopg.Connection, roles: Roles,
         "WHERE grantee = %s GROUP BY 1 ORDER BY 1",
         (reader_role,),
     ).fetchall()
-    assert [row["table_name"] for row in granted] == sorted([*readers.READER_TABLES, *readers.READER_VIEWS]), (
-        result.stdout
-    )
+    assert [row["table_name"] for row in granted] == sorted(
+        [*readers.READER_TABLES, *readers.READER_VIEWS, readers.CONTACTS_VIEW]
+    ), result.stdout
     assert all(row["privileges"] == "SELECT" for row in granted)
     column_tables = seeded.execute(
         "SELECT DISTINCT table_name FROM information_schema.column_privileges WHERE grantee = %s "
-        "AND table_name NOT IN ('active_patients', 'contacts', 'current_patients', 'qualifying_appointments') "
+        "AND table_name NOT IN ('active_patients', 'contacts', 'reader_contacts', 'current_patients', "
+        "'qualifying_appointments') "
         "ORDER BY 1",
         (reader_role,),
     ).fetchall()
