@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -24,22 +25,30 @@ from test_reader_roles import Roles, roles, tcp_admin_url, url_as  # noqa: F401 
 from cliniko_sync import db
 
 
+@dataclass(frozen=True)
+class Stranger:
+    """A login role, and an empty database the admin role owns, where that role owns nothing."""
+
+    role: str
+    password: str
+    database: str
+    admin_url: str  # the admin role's URL for the database
+
+    @property
+    def url(self) -> str:
+        """The database, as the role, over TCP with its password."""
+        return url_as(self.admin_url, self.role, self.password)
+
+
 @pytest.fixture
-def new_database(tcp_admin_url: str) -> Iterator[Callable[[], tuple[str, str]]]:  # noqa: F811 (a fixture)
-    """`new_database()` makes an empty database owned by the admin role: (its name, the admin's URL for it)."""
-    made: list[str] = []
-
-    def make() -> tuple[str, str]:
-        name = f"cliniko_sync_privileges_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(tcp_admin_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        made.append(name)
-        return name, url_for_database(tcp_admin_url, name)
-
-    yield make
+def stranger(tcp_admin_url: str, roles: Roles) -> Iterator[Stranger]:  # noqa: F811 (fixtures)
+    role, password = roles.login()
+    name = f"cliniko_sync_privileges_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(tcp_admin_url, autocommit=True) as admin:
-        for name in made:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield Stranger(role, password, name, url_for_database(tcp_admin_url, name))
+    with psycopg.connect(tcp_admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def run(cli_env: dict[str, str], url: str, *args: str, input: str | None = None) -> CliResult:
@@ -72,88 +81,82 @@ def test_a_port_with_no_postgresql_is_unreachable(cli_env: dict[str, str]) -> No
 
 
 def test_a_wrong_password_or_a_missing_database_is_a_configuration_error(
-    roles: Roles,  # noqa: F811 (a fixture)
-    new_database: Callable[[], tuple[str, str]],
+    stranger: Stranger,
     cli_env: dict[str, str],
 ) -> None:
-    role, password = roles.login()
-    _, admin_url = new_database()
+    role, admin_url = stranger.role, stranger.admin_url
     wrong = run(cli_env, url_as(admin_url, role, "not-the-Password-1"), "db", "upgrade")
     assert_one_line(wrong, 78, "refused the connection", f'password authentication failed for user "{role}"')
     assert "not-the-Password-1" not in wrong.stderr
-    missing = url_for_database(url_as(admin_url, role, password), "no_such_database_here")
+    missing = url_for_database(stranger.url, "no_such_database_here")
     for args in (["db", "upgrade"], ["status"], ["sync", "--all"]):
         result = run(cli_env, missing, *args)
         assert_one_line(result, 78, "no_such_database_here", 'database "no_such_database_here" does not exist')
-        assert password not in result.stderr
+        assert stranger.password not in result.stderr
 
 
 # --- db upgrade's privileges -------------------------------------------------------------------------------
 
 
 def test_upgrade_without_create_on_the_schema_names_it_and_creates_nothing(
-    roles: Roles,  # noqa: F811 (a fixture)
-    new_database: Callable[[], tuple[str, str]],
+    stranger: Stranger,
     cli_env: dict[str, str],
 ) -> None:
     """Since PostgreSQL 15, schema public is its database owner's: a role that owns neither may not create there."""
-    role, password = roles.login()
-    name, admin_url = new_database()
-    result = run(cli_env, url_as(admin_url, role, password), "db", "upgrade")
+    role, admin_url = stranger.role, stranger.admin_url
+    result = run(cli_env, stranger.url, "db", "upgrade")
     assert_one_line(
-        result, 78, f"the database role {role} lacks the CREATE privilege on schema public of database {name}"
+        result,
+        78,
+        f"the database role {role} lacks the CREATE privilege on schema public of database {stranger.database}",
     )
     assert "applied nothing" in result.stderr
     assert tables(admin_url) == []
 
 
 def test_upgrade_stopped_halfway_by_a_missing_privilege_applies_nothing(
-    roles: Roles,  # noqa: F811 (a fixture)
-    new_database: Callable[[], tuple[str, str]],
+    stranger: Stranger,
     cli_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Every pending migration and definition runs in one transaction: a privilege missing in the last migration
     (here, a setting only a superuser may change) leaves the database as it was, and the line says which."""
-    role, password = roles.login()
-    _, admin_url = new_database()
+    role, admin_url = stranger.role, stranger.admin_url
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(role)))
     shipped = db.migrations()
     superuser_only = db.Migration("999_superuser_only.sql", "SET LOCAL session_replication_role = replica")
     monkeypatch.setattr(db, "migrations", lambda: (*shipped, superuser_only))
-    result = run(cli_env, url_as(admin_url, role, password), "db", "upgrade")
+    result = run(cli_env, stranger.url, "db", "upgrade")
     assert_one_line(result, 78, "applied nothing", f"{role} lacks a privilege", "session_replication_role")
     assert tables(admin_url) == []
 
 
 def test_upgrade_of_tables_another_role_owns_names_the_ownership(
-    roles: Roles,  # noqa: F811 (a fixture)
-    new_database: Callable[[], tuple[str, str]],
+    stranger: Stranger,
     cli_env: dict[str, str],
 ) -> None:
-    role, password = roles.login()
-    _, admin_url = new_database()
+    """db upgrade re-creates its views and functions every time: a role that does not own them is told which."""
+    role, admin_url = stranger.role, stranger.admin_url
     db.upgrade(admin_url)
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(role)))
         admin.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role)))
         applied = admin.execute("SELECT name, checksum FROM schema_migrations ORDER BY name").fetchall()
-    result = run(cli_env, url_as(admin_url, role, password), "db", "upgrade")
+    result = run(cli_env, stranger.url, "db", "upgrade")
     assert_one_line(result, 78, "applied nothing", f"{role} lacks a privilege", "must be owner of")
     with psycopg.connect(admin_url, autocommit=True) as admin:
         assert admin.execute("SELECT name, checksum FROM schema_migrations ORDER BY name").fetchall() == applied
 
 
 def test_commands_as_a_role_that_may_not_read_the_schema_name_the_privilege(
-    roles: Roles,  # noqa: F811 (a fixture)
-    new_database: Callable[[], tuple[str, str]],
+    stranger: Stranger,
     cli_env: dict[str, str],
 ) -> None:
-    role, password = roles.login()
-    _, admin_url = new_database()
+    """A role granted nothing in the tool's database (say, a reader's, used by mistake) gets one line per command."""
+    role, admin_url = stranger.role, stranger.admin_url
     db.upgrade(admin_url)
-    url = url_as(admin_url, role, password)
+    url = stranger.url
     for args in (["status"], ["org", "list"], ["db", "status"], ["list-active", "surf-rehab"]):
         result = run(cli_env, url, *args)
         assert_one_line(result, 78, f"the database role {role} lacks a privilege", "permission denied for table")
@@ -165,17 +168,16 @@ def test_commands_as_a_role_that_may_not_read_the_schema_name_the_privilege(
 @pytest.mark.usefixtures("sync_environment")
 @pytest.mark.parametrize("schema", [None, "cliniko_sync"])
 def test_a_role_with_one_schema_of_a_database_it_does_not_own_runs_every_command(
+    stranger: Stranger,
     roles: Roles,  # noqa: F811 (a fixture)
-    new_database: Callable[[], tuple[str, str]],
     cli_env: dict[str, str],
     emulator: Any,
     schema: str | None,
 ) -> None:
     """docs/database.md's recipe (b): a schema of the tool's role in a database another role owns (--schema), or
     CREATE on schema public there. CONNECT and TEMPORARY on the database are PUBLIC's by default."""
-    role, password = roles.login()
+    role, admin_url = stranger.role, stranger.admin_url
     reader, reader_password = roles.login()
-    _, admin_url = new_database()
     with psycopg.connect(admin_url, autocommit=True) as admin:
         if schema:
             roles.act_for(admin, [role])
@@ -183,7 +185,7 @@ def test_a_role_with_one_schema_of_a_database_it_does_not_own_runs_every_command
         else:
             admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(role)))
     env = {**cli_env, "CLINIKO_SYNC_SCHEMA": schema} if schema else cli_env
-    url = url_as(admin_url, role, password)
+    url = stranger.url
     assert run(env, url, "db", "upgrade").returncode == 0
     assert run(env, url, "db", "upgrade").stdout == "schema is up to date: nothing pending\n"
     with psycopg.connect(db.with_schema(url, schema), autocommit=True, row_factory=dict_row) as conn:
