@@ -37,7 +37,8 @@ WITH page AS (
        OR (EXCLUDED.last_full_pass IS NOT NULL AND EXCLUDED.last_full_pass IS DISTINCT FROM {table}.last_full_pass)
     RETURNING {returning}
 ), previous AS (
-    -- What each written row held before (nothing for a row inserted: fresh): mirror_previous_*.sql, by server.
+    -- What each written row held before (nothing for a row inserted: fresh): mirror_returning_old.sql on 18 and
+    -- later, mirror_previous_probe.sql before.
     {previous}
 ), outcome AS (
     -- Every inserted, updated or changed record was written (the WHERE above lets each through), so the written
