@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ log = logging.getLogger(__name__)
 
 DictConnection = psycopg.Connection[dict[str, Any]]
 MIGRATION_LOCK_KEY = 0x636C696E  # "clin": the advisory lock held while migrating
-# The mirror's upsert reads each row's previous version from RETURNING old.* (new in PostgreSQL 18).
-MINIMUM_SERVER_VERSION = 180000
+# The oldest major still supported upstream (until November 2027). Nothing newer is needed: where PostgreSQL 18 has a
+# faster way (RETURNING old in the mirror's upsert), older servers take an equivalent one (sync/mirror.py).
+MINIMUM_SERVER_VERSION = 150000
 
 
 def server_version_problem(version_num: int) -> str | None:
@@ -61,13 +63,31 @@ def describe_url(url: str) -> str:
     return f"{where}/{dbname}" if dbname else where
 
 
+# A refused connection is the configuration's to fix (exit 78), not the server's absence (69), when the server said
+# so: a wrong password (SQLSTATE 28P01), no pg_hba.conf entry or a role that does not exist (28000), a database that
+# does not exist (3D000), no CONNECT privilege (42501); or libpq found no password to give. psycopg has no SQLSTATE
+# for a connection that failed, so these are known by the message (the server's, in English: with other lc_messages
+# they read as unreachable).
+_CONFIGURATION_REFUSALS = re.compile(
+    r"(?:FATAL:|fe_sendauth:)\s+(.*(?:authentication failed|no pg_hba\.conf entry|does not exist|"
+    r"permission denied for database|no password supplied).*)"
+)
+
+
 def connect(url: str, *, autocommit: bool = False, application: str = "cliniko-sync") -> DictConnection:
-    """Open a connection; an unreachable server becomes DatabaseUnavailableError (exit 69) naming the host."""
+    """Open a connection. A server that refuses these credentials or this database becomes ConfigError (exit 78)
+    with its reason; any other failure, DatabaseUnavailableError (exit 69); both name the host, never the password."""
     try:
         return psycopg.connect(
             url, autocommit=autocommit, row_factory=dict_row, connect_timeout=10, application_name=application
         )
     except psycopg.OperationalError as exc:
+        refusal = _CONFIGURATION_REFUSALS.search(str(exc))
+        if refusal:
+            raise ConfigError(
+                f"the database at {describe_url(url)} refused the connection: {refusal.group(1).strip()} "
+                "(check --database-url or DATABASE_URL)"
+            ) from exc
         raise DatabaseUnavailableError(f"cannot connect to the database at {describe_url(url)}") from exc
     except psycopg.ProgrammingError as exc:
         raise ConfigError("the database URL is malformed (check --database-url or DATABASE_URL)") from exc
@@ -239,6 +259,36 @@ def _check_known(applied: dict[str, dict[str, Any]], known: tuple[Migration, ...
             raise ConfigError(f"migration {name} was edited after it was applied; refusing to continue")
 
 
+@contextlib.contextmanager
+def _privileges_needed(conn: DictConnection, doing: str) -> Iterator[None]:
+    """A statement refused for a missing privilege (SQLSTATE 42501) becomes one line and exit 78 naming it, as
+    PostgreSQL does ("permission denied for table …", "must be owner of …")."""
+    try:
+        yield
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise ConfigError(
+            f"{doing}: the database role {conn.info.user} lacks a privilege ({exc.diag.message_primary}); "
+            "see docs/database.md, Servers and privileges"
+        ) from exc
+
+
+def _check_can_create(conn: DictConnection) -> None:
+    """db upgrade creates its tables, views and functions in the first schema of the search_path (and re-creates the
+    views and functions every time): without CREATE there, say so before anything is tried."""
+    row = conn.execute(
+        "SELECT current_schema() AS schema, current_database() AS database,"
+        " has_schema_privilege(current_schema(), 'CREATE') AS can_create"
+    ).fetchone()
+    assert row is not None
+    if row["schema"] is None:
+        raise ConfigError("db upgrade applied nothing: no schema of the search_path exists to create the tables in")
+    if not row["can_create"]:
+        raise ConfigError(
+            f"db upgrade applied nothing: the database role {conn.info.user} lacks the CREATE privilege on schema "
+            f"{row['schema']} of database {row['database']}; see docs/database.md, Servers and privileges"
+        )
+
+
 def _create_schema(conn: DictConnection, schema: str) -> None:
     """Create the tool's schema when it is missing (CREATE on the database); one a DBA created needs only CREATE on
     itself. Checked before CREATE SCHEMA IF NOT EXISTS, which wants CREATE on the database even when it exists."""
@@ -259,15 +309,15 @@ def _create_schema(conn: DictConnection, schema: str) -> None:
 
 
 def upgrade(url: str, schema: str | None = None, *, contacts_row_security: bool = False) -> list[str]:
-    """Apply pending migrations in order, each in its own transaction, then the definitions in sql/views, all under
-    an advisory lock. `schema`: the one `url` puts on the search_path (with_schema), created when missing.
-    `contacts_row_security`: give an adopted contacts table row-level security from now on (008_contacts.sql)."""
+    """Apply pending migrations in order, then the definitions in sql/views, all in one transaction (a failure leaves
+    nothing half-applied) under an advisory lock. `schema`: the one `url` puts on the search_path (with_schema),
+    created when missing. `contacts_row_security`: give an adopted contacts table row-level security from now on
+    (008_contacts.sql)."""
     from cliniko_sync.contacts_adoption import ADOPTING_MIGRATION, check_adoptable, protect_adopted_contacts
 
     known = migrations()
     with connect(url, autocommit=True) as conn:
-        version = conn.execute("SELECT current_setting('server_version_num')::int AS v").fetchone()
-        problem = server_version_problem(version["v"] if version else 0)
+        problem = server_version_problem(conn.info.server_version)
         if problem:
             raise ConfigError(problem)
         require_search_path(conn, schema)
@@ -275,47 +325,46 @@ def upgrade(url: str, schema: str | None = None, *, contacts_row_security: bool 
         try:
             if schema is not None:
                 _create_schema(conn, schema)
-            applied = _applied(conn)
-            _check_known(applied, known)
-            if ADOPTING_MIGRATION not in applied:
-                check_adoptable(conn)
-            conn.execute(_CREATE_MIGRATIONS_TABLE)
-            done: list[str] = []
-            for migration in known:
-                if migration.name in applied:
-                    continue
-                with conn.transaction():
+            _check_can_create(conn)
+            with _privileges_needed(conn, "db upgrade applied nothing"), conn.transaction():
+                applied = _applied(conn)
+                _check_known(applied, known)
+                if ADOPTING_MIGRATION not in applied:
+                    check_adoptable(conn)
+                conn.execute(_CREATE_MIGRATIONS_TABLE)
+                pending = [migration for migration in known if migration.name not in applied]
+                for migration in pending:
                     conn.execute(migration.sql.encode())
                     conn.execute(
                         "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)",
                         (migration.name, migration.checksum),
                     )
-                log.info("applied migration %s", migration.name)
-                done.append(migration.name)
-            with conn.transaction():
                 if contacts_row_security:
                     protect_adopted_contacts(conn)
                 for _name, text in definitions():
                     conn.execute(text.encode())
-            return done
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    for migration in pending:
+        log.info("applied migration %s", migration.name)
+    return [migration.name for migration in pending]
 
 
 def status(url: str) -> list[MigrationStatus]:
     """Applied and pending migrations, in order."""
     known = migrations()
-    with connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn, _privileges_needed(conn, "cannot read the schema's migrations"):
         applied = _applied(conn)
         _check_known(applied, known)
     return [MigrationStatus(m.name, applied[m.name]["applied_at"] if m.name in applied else None) for m in known]
 
 
 def require_current_schema(conn: DictConnection) -> None:
-    """Refuse (exit 78) to work on a database whose schema is missing, behind, or unknown to this version, or in a
-    session that lost this invocation's --schema on the way."""
+    """Refuse (exit 78) to work on a database whose schema is missing, behind, or unknown to this version, in a
+    session that lost this invocation's --schema on the way, or as a role that may not read it."""
     require_search_path(conn, current_settings().resolved_schema())
-    applied = _applied(conn)
+    with _privileges_needed(conn, "cannot read the schema's migrations"):
+        applied = _applied(conn)
     known = migrations()
     _check_known(applied, known)
     if len(applied) < len(known):
@@ -324,10 +373,12 @@ def require_current_schema(conn: DictConnection) -> None:
 
 @contextlib.contextmanager
 def session(settings: Settings, *, autocommit: bool = False) -> Iterator[DictConnection]:
-    """A connection to a database whose schema is current: what every command except `db` uses."""
+    """A connection to a database whose schema is current: what every command except `db` uses. A statement the
+    role lacks the privilege for ends the command with one line and exit 78."""
     url = database_url(settings)
     with connect(url, autocommit=autocommit) as conn:
         require_current_schema(conn)
         if not autocommit:
             conn.commit()
-        yield conn
+        with _privileges_needed(conn, "the command stopped"):
+            yield conn

@@ -1,8 +1,9 @@
 """Shared fixtures: one throwaway PostgreSQL per test session, a fresh database per test, and the CLI run in this
 process (`cli`, `run_cli_in_process`) or, where the process itself is under test, in a subprocess (`run_cli`).
 
-Set TEST_DATABASE_URL to use a real server instead of the embedded one (the URL's role must be able to create
-databases and roles).
+Set TEST_DATABASE_URL to use a real server instead of the embedded one: its role needs LOGIN, CREATEDB and
+CREATEROLE, and neither SUPERUSER nor BYPASSRLS (.ci/pg15-cluster makes such a server and role). Test sessions on one
+server never collide: each process names its template database after itself.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -31,7 +33,7 @@ from cliniko_sync import db
 
 pytest_plugins = ["emulator_fixtures"]
 
-TEMPLATE_DB = "cliniko_sync_template"
+TEMPLATE_DB = f"cliniko_sync_template_{os.getpid()}"  # pytest-xdist workers may share one TEST_DATABASE_URL
 TEST_ENCRYPTION_KEY = "3rYx5wbKu9aTVdJm0Nf1Yd9kKc5fXJX6lQyqk3YQb2A="
 TEST_CONTACT_EMAIL = "tests@cliniko-sync.example"
 _counter = itertools.count()
@@ -96,7 +98,8 @@ def url_for_database(base_url: str, dbname: str) -> str:
 
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
-    """A superuser URL on a throwaway server (embedded on /dev/shm, fsync off) or TEST_DATABASE_URL."""
+    """A superuser URL on a throwaway server (embedded on /dev/shm, fsync off), or TEST_DATABASE_URL as it is (a
+    server that is set up for tests already: no server settings are changed there)."""
     external = os.environ.get("TEST_DATABASE_URL")
     if external:
         yield external
@@ -120,14 +123,15 @@ def pg_admin_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def template_url(pg_admin_url: str) -> str:
+def template_url(pg_admin_url: str) -> Iterator[str]:
     """A database with the whole schema applied, cloned for each test."""
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
     url = url_for_database(pg_admin_url, TEMPLATE_DB)
     db.upgrade(url)
-    return url
+    yield url
+    _drop_database(pg_admin_url, TEMPLATE_DB)
 
 
 def _create_database(admin_url: str, template: str | None) -> tuple[str, str]:
@@ -140,7 +144,16 @@ def _create_database(admin_url: str, template: str | None) -> tuple[str, str]:
 
 def _drop_database(admin_url: str, name: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        for attempt in itertools.count(1):
+            try:
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                return
+            except psycopg.errors.InsufficientPrivilege:
+                # A role that is not a superuser may not end an autovacuum worker busy in the database: it is done
+                # in a moment.
+                if attempt == 50:
+                    raise
+                time.sleep(0.1)
 
 
 @pytest.fixture
@@ -315,7 +328,11 @@ class LoginRoles:
             admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(names))
             databases = [row[0] for row in admin.execute("SELECT datname FROM pg_database WHERE datallowconn")]
         for dbname in databases:  # privileges live per database
-            with psycopg.connect(url_for_database(self.admin_url, dbname), autocommit=True) as in_database:
+            try:
+                in_database = psycopg.connect(url_for_database(self.admin_url, dbname), autocommit=True)
+            except psycopg.OperationalError:  # dropped meanwhile (another test session's, on TEST_DATABASE_URL)
+                continue
+            with in_database:
                 in_database.execute(sql.SQL("DROP OWNED BY {}").format(names))
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP ROLE {}").format(names))

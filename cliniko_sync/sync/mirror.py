@@ -60,10 +60,22 @@ _SHAPES: dict[str, _Shape] = {
 }
 
 
+# The server version (server_version_num) from which the upsert reads each row's previous version from its own
+# RETURNING old; older servers read it with a probe in the same statement (mirror_previous_probe.sql). A test raises
+# it to run the probe on a newer server.
+RETURNING_OLD_SINCE = 180000
+
+
+def returns_old(conn: DictConnection) -> bool:
+    """Whether this connection's server has RETURNING old (known from the connection's start: no round trip)."""
+    return conn.info.server_version >= RETURNING_OLD_SINCE
+
+
 @cache
-def _statements(stream: Stream) -> tuple[bytes, bytes]:
-    """The stream's upsert and soft-delete statements, composed once: composing them takes longer than PostgreSQL
-    takes to plan them. The names are our own ASCII identifiers, so no connection's encoding is needed to quote them."""
+def _upsert_statement(stream: Stream, returning_old: bool) -> bytes:
+    """The stream's upsert (reading the previous rows from RETURNING old, or by the probe), composed once: composing
+    it takes longer than PostgreSQL takes to plan it. The names are our own ASCII identifiers, so no connection's
+    encoding is needed to quote them."""
     shape = _SHAPES[stream.name]
     table = sql.Identifier(stream.table)
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in stream.columns)
@@ -79,17 +91,35 @@ def _statements(stream: Stream) -> tuple[bytes, bytes]:
         sql.SQL("old.{}").format(sql.Identifier(shape.patient_column)) if shape.patient_column else sql.SQL("NULL")
     )
     dirty = sql.SQL(query(shape.dirty))  # our own files: inserted as they are, never formatted
+    returning: sql.Composable
+    previous: sql.Composable
+    if returning_old:
+        returning = sql.SQL(query("mirror_returning_old")).format(old_patient=patient)
+        previous = sql.SQL("SELECT * FROM written")
+    else:
+        returning = sql.SQL("id, organization_id, raw")
+        previous = sql.SQL(query("mirror_previous_probe")).format(table=table, old_patient=patient)
     upsert = sql.SQL(query("mirror_upsert")).format(
         table=table,
         columns=columns,
         assignments=assignments,
         rows=sql.SQL(query(shape.rows)),
-        old_patient=patient,
+        returning=returning,
+        previous=previous,
         dirty=dirty,
     )
-    removed_patient = sql.Identifier(shape.patient_column) if shape.patient_column else sql.SQL("NULL::text")
-    remove = sql.SQL(query("mirror_remove_unseen")).format(table=table, patient=removed_patient, dirty=dirty)
-    return upsert.as_bytes(None), remove.as_bytes(None)
+    return upsert.as_bytes(None)
+
+
+@cache
+def _remove_statement(stream: Stream) -> bytes:
+    """The stream's soft-delete statement (mirror_remove_unseen.sql), composed once."""
+    shape = _SHAPES[stream.name]
+    patient = sql.Identifier(shape.patient_column) if shape.patient_column else sql.SQL("NULL::text")
+    remove = sql.SQL(query("mirror_remove_unseen")).format(
+        table=sql.Identifier(stream.table), patient=patient, dirty=sql.SQL(query(shape.dirty))
+    )
+    return remove.as_bytes(None)
 
 
 def _without_nul(value: Any) -> Any:
@@ -206,7 +236,7 @@ def write_pages(
     # sync) would go on scanning it when it is big.
     conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
     try:
-        result = conn.execute(_statements(stream)[0], params, prepare=True).fetchone()
+        result = conn.execute(_upsert_statement(stream, returns_old(conn)), params, prepare=True).fetchone()
     except psycopg.DataError as exc:
         raise ClinikoAPIError(f"Cliniko sent a {stream.name} record with a field that cannot be read") from exc
     assert result is not None
@@ -219,7 +249,7 @@ def write_pages(
 
 def remove_unseen(conn: DictConnection, stream: Stream, organization_id: str, full_pass: int) -> int:
     """After a complete full pass: soft-delete mirror rows that the pass did not see (their patients go dirty)."""
-    row = conn.execute(_statements(stream)[1], {"org": organization_id, "pass": full_pass}).fetchone()
+    row = conn.execute(_remove_statement(stream), {"org": organization_id, "pass": full_pass}).fetchone()
     return row["removed"] if row else 0
 
 

@@ -23,8 +23,7 @@ WITH page AS (
 ), incoming AS (
     SELECT DISTINCT ON (id) *, %(org)s::text AS organization_id FROM typed ORDER BY id, updated_at DESC, n DESC
 ), written AS (
-    -- The conflict check is the only probe of the table: what the row held before comes back as `old`
-    -- (nothing for a row inserted), and a row the WHERE leaves alone comes back not at all (unchanged).
+    -- A row the WHERE leaves alone comes back not at all (unchanged).
     INSERT INTO {table} (organization_id, {columns}, last_full_pass, removed_at, synced_at)
     SELECT organization_id, {columns}, %(pass)s, NULL, now() FROM incoming
     ON CONFLICT (organization_id, id) DO UPDATE SET
@@ -36,14 +35,16 @@ WITH page AS (
        OR (EXCLUDED.updated_at = {table}.updated_at AND EXCLUDED.raw IS DISTINCT FROM {table}.raw)
        OR {table}.removed_at IS NOT NULL
        OR (EXCLUDED.last_full_pass IS NOT NULL AND EXCLUDED.last_full_pass IS DISTINCT FROM {table}.last_full_pass)
-    RETURNING new.id, old.id IS NULL AS fresh, old.updated_at AS old_updated_at, old.removed_at AS old_removed_at,
-              -- new.raw is the incoming record's whenever it is not older than the row (the assignments above)
-              old.raw IS DISTINCT FROM new.raw AS raw_changed, {old_patient} AS old_patient_id
+    RETURNING {returning}
+), previous AS (
+    -- What each written row held before (nothing for a row inserted: fresh): mirror_returning_old.sql on 18 and
+    -- later, mirror_previous_probe.sql before.
+    {previous}
 ), outcome AS (
     -- Every inserted, updated or changed record was written (the WHERE above lets each through), so the written
     -- rows with their incoming records are all the counts and the dirty marks need.
-    SELECT s.*, w.fresh, w.old_updated_at, w.old_removed_at, w.raw_changed, w.old_patient_id
-    FROM written w JOIN incoming s ON s.id = w.id
+    SELECT s.*, p.fresh, p.old_updated_at, p.old_removed_at, p.raw_changed, p.old_patient_id
+    FROM previous p JOIN incoming s ON s.id = p.id
 ), changed AS (
     SELECT * FROM outcome
     WHERE fresh OR old_removed_at IS NOT NULL OR (updated_at >= old_updated_at AND raw_changed)

@@ -23,7 +23,7 @@ from cliniko_sync.emulator.render import render
 from cliniko_sync.orgs import add_organization
 from cliniko_sync.sync.active import recompute_active_patients, take_changed_patients
 from cliniko_sync.sync.contacts import match_contacts
-from cliniko_sync.sync.mirror import remove_unseen, write_rows
+from cliniko_sync.sync.mirror import WriteCounts, remove_unseen, write_rows
 from cliniko_sync.sync.streams import STREAMS, STREAMS_BY_NAME
 
 BASE = "http://127.0.0.1:1/v1"
@@ -38,6 +38,7 @@ class Mirror:
         self.conn, self.clinic, self.org = conn, clinic, org
         self.written: dict[tuple[str, int], float] = {}
         self.passes = itertools.count(1)
+        self.counts: list[WriteCounts | int] = []  # what each write reported (an int: rows a full pass removed)
 
     def write_changes(self) -> None:
         for stream in STREAMS:
@@ -46,7 +47,7 @@ class Mirror:
             rows = [listing_row(render(stream.name, r, BASE, self.clinic)) for r in changed]
             for start in range(0, len(rows), 100):
                 with self.conn.transaction():
-                    write_rows(self.conn, stream, self.org, rows[start : start + 100], None)
+                    self.counts.append(write_rows(self.conn, stream, self.org, rows[start : start + 100], None))
             self.written.update({(stream.name, r.id): r.updated_at for r in changed})
 
     def full_pass_of_patients(self) -> None:
@@ -54,8 +55,8 @@ class Mirror:
         stream, pass_id = STREAMS_BY_NAME["patients"], next(self.passes)
         rows = [listing_row(render("patients", r, BASE, self.clinic)) for r in self.clinic.patients.iter_listed()]
         with self.conn.transaction():
-            write_rows(self.conn, stream, self.org, rows, pass_id)
-            remove_unseen(self.conn, stream, self.org, pass_id)
+            self.counts.append(write_rows(self.conn, stream, self.org, rows, pass_id))
+            self.counts.append(remove_unseen(self.conn, stream, self.org, pass_id))
 
     def recompute(self, as_of: datetime, include_upcoming: bool, *, everything: bool) -> None:
         with self.conn.transaction():
@@ -101,6 +102,10 @@ def apply_change(clinic: Any, change: tuple[str, int, int]) -> bool:
         clinic.book(patient.id, clinic.now + timedelta(days=second - 60, hours=first % 24))
     elif kind == "cancel":
         clinic.cancel_appointment(_pick(appointments, first).id)
+    elif kind == "move_appointment":  # booked for another patient: the patient it leaves changes too
+        moved = _pick(appointments, first)
+        moved.patient_id = _pick(patients, second).id
+        clinic.touch("individual_appointments", moved.id)
     elif kind == "archive_appointment":
         clinic.archive_appointment(_pick(appointments, first).id)
     elif kind == "delete_appointment":
@@ -125,8 +130,8 @@ def apply_change(clinic: Any, change: tuple[str, int, int]) -> bool:
 
 CHANGE = st.tuples(
     st.sampled_from(
-        ["book", "cancel", "archive_appointment", "delete_appointment", "archive_patient", "merge", "edit_patient",
-         "attend", "cancel_attendee", "delete_patient"]
+        ["book", "cancel", "move_appointment", "archive_appointment", "delete_appointment", "archive_patient",
+         "merge", "edit_patient", "attend", "cancel_attendee", "delete_patient"]
     ),
     st.integers(0, 10_000),
     st.integers(0, 120),

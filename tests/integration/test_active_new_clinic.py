@@ -101,7 +101,7 @@ def test_the_first_contact_matching_of_a_clinic_the_statistics_have_not_seen_is_
     )
 
     with db.connect(database_url, autocommit=True) as work:
-        work.execute("SET transaction_timeout = '30s'")  # nested loops here run for minutes; the fix, about a second
+        work.execute("SET statement_timeout = '30s'")  # nested loops here run for minutes; the fix, about a second
         with work.transaction():
             counts = match_contacts(work, "new-clinic")
 

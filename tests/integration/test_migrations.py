@@ -133,6 +133,7 @@ def test_reader_role_sees_only_its_granted_organizations(conn: psycopg.Connectio
             "INSERT INTO cliniko_patients (organization_id, id, updated_at, raw) VALUES (%s, '1', now(), '{}')", (org,)
         )
     conn.execute(f"CREATE ROLE {role} LOGIN")
+    conn.execute(f"GRANT {role} TO current_user")  # SET ROLE: a role that is not a superuser must be a member
     try:
         conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
         with psycopg.connect(database_url, autocommit=True) as reader:
@@ -167,12 +168,12 @@ def test_upgrade_reapplies_the_definitions_in_sql_views(database_url: str, conn:
     assert "cliniko_later_table" in {row["tablename"] for row in policies}  # a new tenant table gets the policy
 
 
-def test_a_server_older_than_postgresql_18_is_refused_with_one_line() -> None:
+def test_a_server_older_than_postgresql_15_is_refused_with_one_line() -> None:
     # No older server is at hand here: the rule itself, with the message `db upgrade` exits 78 with.
-    assert db.server_version_problem(180006) is None
-    assert db.server_version_problem(190000) is None
-    problem = db.server_version_problem(160004)
+    for supported in (150000, 150020, 160004, 170006, 180006, 190000):
+        assert db.server_version_problem(supported) is None
+    problem = db.server_version_problem(140019)
     assert problem == (
-        "cliniko-sync needs PostgreSQL 18 or later; this server is 16.4: upgrade it, or leave DATABASE_URL unset "
+        "cliniko-sync needs PostgreSQL 15 or later; this server is 14.19: upgrade it, or leave DATABASE_URL unset "
         "for the embedded one"
     )

@@ -177,7 +177,7 @@ def test_an_organization_being_synced_by_another_command_is_left_alone(
 ) -> None:
     add_orgs(conn, small_emulator.base_url, ORGS[:3])
     conn.execute("UPDATE organizations SET enabled = false WHERE id = %s", (ORGS[2],))
-    with psycopg.connect(conn.info.dsn, autocommit=True) as other:  # a `sync clinic-00` from a per-org cron line
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as other:  # a `sync clinic-00` from a per-org cron line
         other.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (LOCK_NAMESPACE, ORGS[0]))
         code, results, stderr = due(env)
     assert code == 0, stderr
