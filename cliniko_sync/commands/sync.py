@@ -23,7 +23,10 @@ EXAMPLES = examples(
 )
 
 
-JOBS_HELP = "With --all or --due: organizations synced at once, 1 to 16 (default 1; each uses up to 6 connections)."
+JOBS_HELP = (
+    "With --all or --due: organizations synced at once, 1 to 16 (default 1; each uses one database connection, and "
+    "the process one more)."
+)
 DUE_HELP = (
     "Claim and sync the enabled organizations whose sync interval has passed, until none is due; for cron every "
     "minute on any number of hosts."
@@ -59,6 +62,7 @@ def sync(
     """Sync organizations from Cliniko into PostgreSQL."""
     from cliniko_sync import db
     from cliniko_sync.config import current_settings
+    from cliniko_sync.sync.run_log import SyncLocks
 
     _check_targets(organization, all_organizations, due, jobs)
     when = parse_as_of(as_of) if as_of else None
@@ -66,19 +70,22 @@ def sync(
     settings = current_settings()
     url = db.database_url(settings)
     _install_stop_handlers()
-    if due:
-        _sync_due(url, settings.quiet, jobs=jobs or 1, full=full, dry_run=dry_run, as_of=when, max_runtime=max_runtime,
-                  fmt=fmt, wide=wide)  # fmt: skip
-    with _progress(settings.quiet) as progress:
-        if all_organizations:
-            results = _sync_all(
-                url, progress, jobs=jobs or 1, full=full, dry_run=dry_run, as_of=when, max_runtime=max_runtime
-            )
-        else:
-            from cliniko_sync.orgs import validate_org_id
+    if organization:
+        from cliniko_sync.orgs import validate_org_id
 
-            org_id = validate_org_id(organization)
-            results = [_sync_one(url, progress, org_id, full, dry_run, when, max_runtime, bubble=True)]
+        organization = validate_org_id(organization)
+    # One connection for every lock of the process (its syncs', and --due's claims), beside one per job.
+    with SyncLocks(url) as locks:
+        if due:
+            _sync_due(locks, settings.quiet, jobs=jobs or 1, full=full, dry_run=dry_run, as_of=when,
+                      max_runtime=max_runtime, fmt=fmt, wide=wide)  # fmt: skip
+        with _progress(settings.quiet) as progress:
+            if all_organizations:
+                results = _sync_all(
+                    locks, progress, jobs=jobs or 1, full=full, dry_run=dry_run, as_of=when, max_runtime=max_runtime
+                )
+            else:
+                results = [_sync_one(locks, progress, organization, full, dry_run, when, max_runtime, bubble=True)]
     _print_summary(results, fmt, as_array=all_organizations, wide=wide)
     _exit_with(results, all_organizations)
 
@@ -118,7 +125,7 @@ def parse_max_runtime(text: str) -> float:
 
 
 def _sync_due(
-    url: str,
+    locks: Any,
     quiet: bool,
     *,
     jobs: int,
@@ -138,11 +145,11 @@ def _sync_due(
     with _progress(quiet) as progress:
 
         def sync_one(organization_id: str, full_due: bool, runtime_left: float | None) -> Any:
-            return _sync_one(url, progress, organization_id, full or full_due, dry_run, as_of, runtime_left,
+            return _sync_one(locks, progress, organization_id, full or full_due, dry_run, as_of, runtime_left,
                              bubble=False)  # fmt: skip
 
         run = schedule.sync_due(
-            url, sync_one, jobs=jobs, max_runtime=max_runtime, dry_run=dry_run, as_of=as_of, stop=STOP
+            locks, sync_one, jobs=jobs, max_runtime=max_runtime, dry_run=dry_run, as_of=as_of, stop=STOP
         )
     _print_summary(run.results, fmt, as_array=True, wide=wide)
     # Nothing due is the usual minute: say so only with -v, so a cron log is not a line a minute of nothing.
@@ -216,7 +223,7 @@ def _progress(quiet: bool) -> Iterator[Any]:
 
 
 def _sync_one(
-    url: str,
+    locks: Any,
     progress: Any,
     organization_id: str,
     full: bool,
@@ -231,7 +238,7 @@ def _sync_one(
 
     try:
         result = sync_organization(
-            url,
+            locks.url,
             organization_id,
             full=full,
             dry_run=dry_run,
@@ -240,6 +247,7 @@ def _sync_one(
             progress=progress,
             stop=STOP,
             settings=SyncSettings.from_environment(),
+            locks=locks,
         )
     except ClinikoSyncError as exc:
         if progress is not None:
@@ -279,19 +287,19 @@ def log_summary(result: Any) -> None:
 
 
 def _sync_all(
-    url: str, progress: Any, *, jobs: int, full: bool, dry_run: bool, as_of: Any, max_runtime: float | None
+    locks: Any, progress: Any, *, jobs: int, full: bool, dry_run: bool, as_of: Any, max_runtime: float | None
 ) -> list[Any]:
     from concurrent.futures import ThreadPoolExecutor
 
     from cliniko_sync import db
     from cliniko_sync.orgs import list_organizations
 
-    with db.connect(url) as conn:
+    with locks.connection() as conn:
         db.require_current_schema(conn)
         organizations = [org.id for org in list_organizations(conn, enabled_only=True)]
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sync") as pool:
         futures = [
-            pool.submit(_sync_one, url, progress, org_id, full, dry_run, as_of, max_runtime, bubble=False)
+            pool.submit(_sync_one, locks, progress, org_id, full, dry_run, as_of, max_runtime, bubble=False)
             for org_id in organizations
         ]
         return [
