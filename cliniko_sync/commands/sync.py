@@ -85,7 +85,9 @@ def sync(
                     locks, progress, jobs=jobs or 1, full=full, dry_run=dry_run, as_of=when, max_runtime=max_runtime
                 )
             else:
-                results = [_sync_one(locks, progress, organization, full, dry_run, when, max_runtime, bubble=True)]
+                results = [
+                    _sync_one(locks, None, progress, organization, full, dry_run, when, max_runtime, bubble=True)
+                ]
     _print_summary(results, fmt, as_array=all_organizations, wide=wide)
     _exit_with(results, all_organizations)
 
@@ -144,8 +146,8 @@ def _sync_due(
 
     with _progress(quiet) as progress:
 
-        def sync_one(organization_id: str, full_due: bool, runtime_left: float | None) -> Any:
-            return _sync_one(locks, progress, organization_id, full or full_due, dry_run, as_of, runtime_left,
+        def sync_one(organization_id: str, full_due: bool, runtime_left: float | None, job: Any) -> Any:
+            return _sync_one(locks, job, progress, organization_id, full or full_due, dry_run, as_of, runtime_left,
                              bubble=False)  # fmt: skip
 
         run = schedule.sync_due(
@@ -224,6 +226,7 @@ def _progress(quiet: bool) -> Iterator[Any]:
 
 def _sync_one(
     locks: Any,
+    job: Any,
     progress: Any,
     organization_id: str,
     full: bool,
@@ -248,6 +251,7 @@ def _sync_one(
             stop=STOP,
             settings=SyncSettings.from_environment(),
             locks=locks,
+            work=job.get() if job else None,  # the job's connection, else the run's own
         )
     except ClinikoSyncError as exc:
         if progress is not None:
@@ -289,22 +293,37 @@ def log_summary(result: Any) -> None:
 def _sync_all(
     locks: Any, progress: Any, *, jobs: int, full: bool, dry_run: bool, as_of: Any, max_runtime: float | None
 ) -> list[Any]:
+    import queue
     from concurrent.futures import ThreadPoolExecutor
 
     from cliniko_sync import db
     from cliniko_sync.orgs import list_organizations
+    from cliniko_sync.sync.pipeline import JobConnection
 
     with locks.connection() as conn:
         db.require_current_schema(conn)
         organizations = [org.id for org in list_organizations(conn, enabled_only=True)]
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sync") as pool:
-        futures = [
-            pool.submit(_sync_one, locks, progress, org_id, full, dry_run, as_of, max_runtime, bubble=False)
-            for org_id in organizations
-        ]
-        return [
-            _result_or_failure(future, org_id, as_of) for future, org_id in zip(futures, organizations, strict=True)
-        ]
+    idle: queue.SimpleQueue[JobConnection] = queue.SimpleQueue()  # one connection per job, each used by one at a time
+    connections = [JobConnection(locks.url) for _ in range(min(jobs, len(organizations)))]
+    for job in connections:
+        idle.put(job)
+
+    def sync_one(org_id: str) -> Any:
+        job = idle.get()
+        try:
+            return _sync_one(locks, job, progress, org_id, full, dry_run, as_of, max_runtime, bubble=False)
+        finally:
+            idle.put(job)
+
+    try:
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sync") as pool:
+            futures = [pool.submit(sync_one, org_id) for org_id in organizations]
+            return [
+                _result_or_failure(future, org_id, as_of) for future, org_id in zip(futures, organizations, strict=True)
+            ]
+    finally:
+        for job in connections:
+            job.close()
 
 
 def _result_or_failure(future: Any, organization_id: str, as_of: Any) -> Any:

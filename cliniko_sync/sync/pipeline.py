@@ -121,10 +121,12 @@ def sync_organization(
     stop: threading.Event | None = None,
     settings: SyncSettings | None = None,
     locks: run_log.SyncLocks | None = None,
+    work: db.DictConnection | None = None,
 ) -> SyncResult:
-    """Sync one organization on a connection of its own, holding its lock on `locks` (the process's lock connection,
-    shared by its jobs; one of the run's own if None): two connections at most. Returns its result; raises only for
-    errors before a run could start (configuration, lock) — those carry their exit code — and for unexpected bugs."""
+    """Sync one organization on one connection (`work`: the job's; else one of its own), holding its lock on `locks`
+    (the process's lock connection, shared by its jobs; else one of its own): two connections at most. Returns its
+    result; raises only for errors before a run could start (configuration, lock) — those carry their exit code — and
+    for unexpected bugs."""
     settings = settings or SyncSettings.from_environment()
     stop = stop or threading.Event()
     started = time.monotonic()
@@ -132,9 +134,12 @@ def sync_organization(
         with contextlib.ExitStack() as cleanup:
             if locks is None:
                 locks = cleanup.enter_context(run_log.SyncLocks(url))
-            work = cleanup.enter_context(
-                db.connect(url, autocommit=True, application=f"cliniko-sync {organization_id}")
-            )
+            application = f"cliniko-sync {organization_id}"
+            if work is None:
+                work = cleanup.enter_context(db.connect(url, autocommit=True, application=application))
+            else:
+                work.execute("SELECT set_config('application_name', %s, false)", (application,))
+            locks.check_pooling(work)
             plan = _plan(work, organization_id, settings, as_of=as_of, stop=stop, progress=progress)
             mode, sync_log_id = _lock_and_log(locks, work, organization_id, plan, full=full, dry_run=dry_run)
             cleanup.callback(run_log.unlock, locks, organization_id)  # after the sync_log row is final
@@ -161,6 +166,26 @@ def sync_organization(
             return result
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailableError(f"lost the database at {db.describe_url(url)}") from exc
+
+
+class JobConnection:
+    """One job's connection, kept from one organization's sync to the next (one opened per organization would have
+    the previous one's backend still exiting beside it for a moment), and opened again once it broke."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: db.DictConnection | None = None
+
+    def get(self) -> db.DictConnection:
+        if self._conn is None or self._conn.broken or self._conn.closed:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = db.connect(self.url, autocommit=True)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
 
 def _plan(

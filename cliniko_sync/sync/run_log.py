@@ -33,7 +33,8 @@ class SyncLocks:
     locks, so a process syncing N organizations at once holds N work connections and this one (DESIGN §5).
 
     A lock is held until unlock() or until the connection ends, so a killed process holds nothing. A session's
-    advisory locks are reentrant, so this process's own jobs are kept apart by the set of keys it holds."""
+    advisory locks are reentrant, so this process's own jobs are kept apart by the set of keys it holds. Before the
+    first lock, check_pooling() makes sure the connection keeps its server session (no transaction-mode pooler)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -41,9 +42,8 @@ class SyncLocks:
         self.guard = threading.Lock()
         self.lost = threading.Event()  # the connection failed: its locks are gone, and every run holding one stops
         self._held: set[tuple[int, str]] = set()
+        self._pooling_checked = False
         try:
-            with connect(url, autocommit=True, application="cliniko-sync probe") as probe:
-                require_session_pooling(self.conn, probe)
             for setting, value in KEEPALIVE_SETTINGS.items():
                 # Server-side settings for this connection; they apply over TCP and mean nothing on a Unix socket.
                 self.conn.execute("SELECT set_config(%s, %s, false)", (setting, str(value)))
@@ -56,6 +56,14 @@ class SyncLocks:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def check_pooling(self, work: DictConnection) -> None:
+        """Once, with a job's connection (idle, in no other thread's hands), before the first lock: refuse a pooler
+        that would lend this connection's server session, and the locks on it, to other clients (exit 78)."""
+        with self.guard:
+            if not self._pooling_checked:
+                require_session_pooling(self.conn, work)
+                self._pooling_checked = True
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[DictConnection]:

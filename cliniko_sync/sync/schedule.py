@@ -29,13 +29,13 @@ from cliniko_sync.errors import (
     ClinikoSyncError,
     DatabaseUnavailableError,
 )
-from cliniko_sync.sync.pipeline import LOCK_NAMESPACE, SyncResult
+from cliniko_sync.sync.pipeline import LOCK_NAMESPACE, JobConnection, SyncResult
 from cliniko_sync.sync.run_log import SyncLocks
 
 CLAIM_NAMESPACE = 0x434C5344  # "CLSD": first half of the claim lock's key, beside the sync's LOCK_NAMESPACE
 CANDIDATES = 16  # due organizations read per query; each is then claimed, or found taken, one by one
 
-SyncOne = Callable[[str, bool, float | None], SyncResult]
+SyncOne = Callable[[str, bool, float | None, JobConnection], SyncResult]  # organization, full, runtime left, job
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def sync_due(
     """Claim and sync due organizations with `jobs` workers until nothing is due, the runtime is spent, or a signal
     asks to stop. Each organization is synced at most once per process (the next process takes it if it is due again,
     and a run that records nothing, such as a dry run, cannot be claimed over and over). Claims and syncs' locks are
-    all held on `locks`, so the process holds `jobs` + 1 connections."""
+    all held on `locks`, and each worker syncs on one connection of its own: the process holds `jobs` + 1."""
     with locks.connection() as conn:
         db.require_current_schema(conn)
     deadline = time.monotonic() + max_runtime if max_runtime else None
@@ -140,7 +140,8 @@ def sync_due(
 
     claimer = Claimer(locks)
 
-    def work() -> None:
+    def work(job: JobConnection) -> None:
+        locks.check_pooling(job.get())
         while not stop.is_set():
             left = remaining()
             if left is not None and left <= 0:
@@ -152,7 +153,7 @@ def sync_due(
                     return
                 taken.append(claim.organization_id)
             try:
-                result = sync_one(claim.organization_id, claim.full, remaining())
+                result = sync_one(claim.organization_id, claim.full, remaining(), job)
                 if result.sync_log_id is None and not dry_run and result.exit_code not in (
                     EXIT_OK, EXIT_LOCKED, EXIT_UNAVAILABLE,
                 ):  # fmt: skip
@@ -163,10 +164,15 @@ def sync_due(
                 run.results.append(result)
 
     def guarded() -> None:
+        job = JobConnection(locks.url)
         try:
-            work()
+            work(job)
         except psycopg.OperationalError:  # the database went away under the lock connection
             run.error = run.error or DatabaseUnavailableError(f"lost the database at {db.describe_url(locks.url)}")
+        except ClinikoSyncError as exc:  # a worker's connection failed, or the pooler cannot keep locks
+            run.error = run.error or exc
+        finally:
+            job.close()
 
     _run_workers(guarded, jobs)
     run.stopped = stop.is_set()
