@@ -61,6 +61,26 @@ def describe_url(url: str) -> str:
     return f"{where}/{dbname}" if dbname else where
 
 
+# What libpq says when it refuses the server's TLS certificate (sslmode=verify-ca/verify-full), and what to tell.
+_TLS_REFUSALS = {
+    "certificate verify failed": "its certificate is not signed by the CA in sslrootcert",
+    "does not match host name": "its certificate does not name the host in the URL",
+    "root certificate file": "the sslrootcert file cannot be read",
+}
+
+
+def tls_refusal(url: str, exc: psycopg.OperationalError) -> ConfigError | None:
+    """A connection refused over TLS is a configuration error (exit 78): trying again will not help."""
+    text = str(exc)
+    for marker, reason in _TLS_REFUSALS.items():
+        if marker in text:
+            return ConfigError(
+                f"the database server at {describe_url(url)} was not trusted over TLS: {reason} "
+                "(check sslrootcert and the host in the database URL)"
+            )
+    return None
+
+
 def connect(url: str, *, autocommit: bool = False, application: str = "cliniko-sync") -> DictConnection:
     """Open a connection; an unreachable server becomes DatabaseUnavailableError (exit 69) naming the host."""
     try:
@@ -68,7 +88,9 @@ def connect(url: str, *, autocommit: bool = False, application: str = "cliniko-s
             url, autocommit=autocommit, row_factory=dict_row, connect_timeout=10, application_name=application
         )
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailableError(f"cannot connect to the database at {describe_url(url)}") from exc
+        raise tls_refusal(url, exc) or DatabaseUnavailableError(
+            f"cannot connect to the database at {describe_url(url)}"
+        ) from exc
     except psycopg.ProgrammingError as exc:
         raise ConfigError("the database URL is malformed (check --database-url or DATABASE_URL)") from exc
 
