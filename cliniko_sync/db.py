@@ -265,6 +265,8 @@ def upgrade(url: str) -> list[str]:
         problem = server_version_problem(version["v"] if version else 0)
         if problem:
             raise ConfigError(problem)
+        with connect(url, autocommit=True) as other:
+            require_session_pooling(conn, other)
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
             conn.execute(_CREATE_MIGRATIONS_TABLE)

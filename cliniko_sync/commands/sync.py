@@ -307,6 +307,8 @@ def _sync_all(
     connections = [JobConnection(locks.url) for _ in range(min(jobs, len(organizations)))]
     for job in connections:
         idle.put(job)
+    if connections:
+        locks.check_pooling(connections[0].get())  # a pooler that cannot keep locks: one line, before any sync
 
     def sync_one(org_id: str) -> Any:
         job = idle.get()
