@@ -84,22 +84,21 @@ class SyncLocks:
     def try_lock(self, namespace: int, organization_id: str) -> bool:
         """Take the (namespace, organization) lock, unless anyone holds it: another process, or a job of this one."""
         key = (namespace, organization_id)
-        with self.guard:
+        with self.connection() as conn:
             if key in self._held:
                 return False
-        row = self.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS ok", (namespace, organization_id))
-        if row and row["ok"]:
-            with self.guard:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS ok", key).fetchone()
+            if row and row["ok"]:
                 self._held.add(key)
-            return True
-        return False
+                return True
+            return False
 
     def unlock(self, namespace: int, organization_id: str) -> None:
         """Let the lock go (now: a sync started right after this one must not find it taken)."""
-        with self.guard:
-            self._held.discard((namespace, organization_id))
-        with contextlib.suppress(psycopg.Error):  # the connection is gone, and its locks with it
-            self.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (namespace, organization_id))
+        key = (namespace, organization_id)
+        with contextlib.suppress(psycopg.Error), self.connection() as conn:  # the connection gone, its locks went too
+            self._held.discard(key)
+            conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
 
     def close(self) -> None:
         """Unlock before closing: a closed connection's backend lets go of its locks only once it has exited, which a

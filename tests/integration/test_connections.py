@@ -102,3 +102,44 @@ def test_due_with_three_jobs_holds_at_most_four_connections(
     samples = run_counted(database_url, env, "--due", "--jobs", "3")
     assert 2 <= max(samples) <= 4, f"connections sampled {len(samples)} times: max {max(samples)}"
     assert conn.execute("SELECT count(*) AS n FROM sync_log WHERE status = 'success'").fetchone() == {"n": len(ORGS)}
+
+
+def test_a_run_whose_lock_connection_is_lost_stops(
+    conn: psycopg.Connection, database_url: str, emulator: Any, clinic: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock goes with its connection: a run that can no longer be sure it holds it stops at its next checkpoint
+    (exit 69) instead of writing on beside another run that took the lock meanwhile; the next run resumes."""
+    from cliniko_sync.sync import run_log
+    from cliniko_sync.sync.pipeline import sync_organization
+
+    monkeypatch.setattr(run_log, "HEARTBEAT_SECONDS", 0.05)  # the heartbeat notices within moments
+    setup_org(conn, emulator.base_url, EMULATOR_API_KEY, ORGS[0])
+    locks = run_log.SyncLocks(database_url)
+
+    class LoseTheLockConnection:
+        def stream_started(self, organization_id: str, stream: str, mode: str) -> None:
+            pass
+
+        def page_done(self, organization_id: str, stream: str, fetched: int, total: int | None) -> None:
+            if stream == "patients" and not locks.lost.is_set():
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = 'cliniko-sync locks'"
+                )
+                assert locks.lost.wait(10)
+
+        def stream_finished(self, organization_id: str, stream: str) -> None:
+            pass
+
+    try:
+        lost = sync_organization(database_url, ORGS[0], as_of=clinic.now, progress=LoseTheLockConnection(),
+                                 locks=locks)  # fmt: skip
+    finally:
+        locks.close()
+    assert (lost.status, lost.exit_code) == ("failed", 69)
+    assert lost.error is not None and "lost the database connection that held" in lost.error
+    resumed = sync_organization(database_url, ORGS[0], as_of=clinic.now)
+    assert resumed.status == "success"
+    assert resumed.stats["streams"]["patients"]["inserted"] < len(clinic.patients)  # resumed, not restarted
+    statuses = [row["status"] for row in conn.execute("SELECT status FROM sync_log ORDER BY id").fetchall()]
+    assert statuses == ["abandoned", "success"]
