@@ -71,8 +71,9 @@ class SyncLocks:
         with self.guard:
             try:
                 yield self.conn
-            except psycopg.OperationalError:
-                self.lost.set()
+            except psycopg.Error:
+                if self.conn.broken or self.conn.closed:  # not a statement's own error: the session is gone
+                    self.lost.set()
                 raise
 
     def execute(self, sql: str, params: Any = None) -> dict[str, Any] | None:
