@@ -163,24 +163,26 @@ def sync_due(
             with tally:
                 run.results.append(result)
 
+    _run_workers(work, jobs, locks.url, run)
+    run.stopped = stop.is_set()
+    return run
+
+
+def _run_workers(work: Callable[[JobConnection], None], jobs: int, url: str, run: DueRun) -> None:
+    """`jobs` threads, each with a connection of its own; the first database error of any is the run's."""
+
     def guarded() -> None:
-        job = JobConnection(locks.url)
+        job = JobConnection(url)
         try:
             work(job)
         except psycopg.OperationalError:  # the database went away under the lock connection
-            run.error = run.error or DatabaseUnavailableError(f"lost the database at {db.describe_url(locks.url)}")
+            run.error = run.error or DatabaseUnavailableError(f"lost the database at {db.describe_url(url)}")
         except ClinikoSyncError as exc:  # a worker's connection failed, or the pooler cannot keep locks
             run.error = run.error or exc
         finally:
             job.close()
 
-    _run_workers(guarded, jobs)
-    run.stopped = stop.is_set()
-    return run
-
-
-def _run_workers(target: Callable[[], None], jobs: int) -> None:
-    workers = [threading.Thread(target=target, name=f"due-{n}") for n in range(jobs)]
+    workers = [threading.Thread(target=guarded, name=f"due-{n}") for n in range(jobs)]
     for worker in workers:
         worker.start()
     for worker in workers:
