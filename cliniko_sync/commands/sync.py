@@ -296,12 +296,10 @@ def _sync_all(
     import queue
     from concurrent.futures import ThreadPoolExecutor
 
-    from cliniko_sync import db
     from cliniko_sync.orgs import list_organizations
     from cliniko_sync.sync.pipeline import JobConnection
 
     with locks.connection() as conn:
-        db.require_current_schema(conn)
         organizations = [org.id for org in list_organizations(conn, enabled_only=True)]
     idle: queue.SimpleQueue[JobConnection] = queue.SimpleQueue()  # one connection per job, each used by one at a time
     connections = [JobConnection(locks.url) for _ in range(min(jobs, len(organizations)))]

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from cliniko_sync.db import DictConnection, connect, query, require_session_pooling
+from cliniko_sync.db import DictConnection, connect, query, require_current_schema, require_session_pooling
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ class SyncLocks:
         self._held: set[tuple[int, str]] = set()
         self._pooling_checked = False
         try:
+            # The schema is current, and (with --schema) the session kept its search_path: sync_log goes in the right
+            # schema, and every command that syncs refuses an unready database before anything else.
+            require_current_schema(self.conn)
             for setting, value in KEEPALIVE_SETTINGS.items():
                 # Server-side settings for this connection; they apply over TCP and mean nothing on a Unix socket.
                 self.conn.execute("SELECT set_config(%s, %s, false)", (setting, str(value)))

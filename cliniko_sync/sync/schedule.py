@@ -127,8 +127,6 @@ def sync_due(
     asks to stop. Each organization is synced at most once per process (the next process takes it if it is due again,
     and a run that records nothing, such as a dry run, cannot be claimed over and over). Claims and syncs' locks are
     all held on `locks`, and each worker syncs on one connection of its own: the process holds `jobs` + 1."""
-    with locks.connection() as conn:
-        db.require_current_schema(conn)
     deadline = time.monotonic() + max_runtime if max_runtime else None
     run = DueRun(results=[])
     stop = stop or threading.Event()
