@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,6 +75,26 @@ _CONFIGURATION_REFUSALS = re.compile(
 )
 
 
+# What libpq says when it refuses the server's TLS certificate (sslmode=verify-ca/verify-full), and what to tell.
+_TLS_REFUSALS = {
+    "certificate verify failed": "its certificate is not signed by the CA in sslrootcert",
+    "does not match host name": "its certificate does not name the host in the URL",
+    "root certificate file": "the sslrootcert file cannot be read",
+}
+
+
+def tls_refusal(url: str, exc: psycopg.OperationalError) -> ConfigError | None:
+    """A connection refused over TLS is a configuration error (exit 78): trying again will not help."""
+    text = str(exc)
+    for marker, reason in _TLS_REFUSALS.items():
+        if marker in text:
+            return ConfigError(
+                f"the database server at {describe_url(url)} was not trusted over TLS: {reason} "
+                "(check sslrootcert and the host in the database URL)"
+            )
+    return None
+
+
 def connect(url: str, *, autocommit: bool = False, application: str = "cliniko-sync") -> DictConnection:
     """Open a connection. A server that refuses these credentials or this database becomes ConfigError (exit 78)
     with its reason; any other failure, DatabaseUnavailableError (exit 69); both name the host, never the password."""
@@ -82,6 +103,9 @@ def connect(url: str, *, autocommit: bool = False, application: str = "cliniko-s
             url, autocommit=autocommit, row_factory=dict_row, connect_timeout=10, application_name=application
         )
     except psycopg.OperationalError as exc:
+        tls = tls_refusal(url, exc)
+        if tls:
+            raise tls from exc
         refusal = _CONFIGURATION_REFUSALS.search(str(exc))
         if refusal:
             raise ConfigError(
@@ -91,6 +115,38 @@ def connect(url: str, *, autocommit: bool = False, application: str = "cliniko-s
         raise DatabaseUnavailableError(f"cannot connect to the database at {describe_url(url)}") from exc
     except psycopg.ProgrammingError as exc:
         raise ConfigError("the database URL is malformed (check --database-url or DATABASE_URL)") from exc
+
+
+SESSION_PROBE = "cliniko_sync.session_probe"  # a setting of our own, set on one connection and looked for on another
+TRANSACTION_POOLING = (
+    "the database connection goes through a pooler in transaction or statement mode, which does not keep a server "
+    "session between transactions (advisory locks would not stay held): use a session-mode pooler or a direct "
+    "connection"
+)
+
+
+def require_session_pooling(conn: DictConnection, other: DictConnection) -> None:
+    """Refuse (exit 78) a pooler that lends a client's server session to other clients between transactions
+    (PgBouncer's transaction and statement modes): a session-level advisory lock taken there would not stay ours.
+
+    `conn` (autocommit) marks its session with a setting; `other`, a second client, then holds a transaction open and
+    must be on a session of its own without the mark, and `conn` must still be on its marked one. A pooler reuses the
+    server connection it was just given back (PgBouncer: last in, first out), so `other` lands on `conn`'s session;
+    if it does not, `conn` cannot get that session back while `other` holds its own."""
+    token = secrets.token_hex(8)
+    probe = "SELECT pg_backend_pid() AS pid, current_setting(%s, true) AS token"
+    mine = conn.execute(
+        "SELECT pg_backend_pid() AS pid, set_config(%s, %s, false) AS token", (SESSION_PROBE, token)
+    ).fetchone()
+    try:
+        with other.transaction():
+            theirs = other.execute(probe, (SESSION_PROBE,)).fetchone()
+            shared = theirs is None or mine is None or theirs["pid"] == mine["pid"] or theirs["token"] == token
+            again = None if shared else conn.execute(probe, (SESSION_PROBE,)).fetchone()
+    except psycopg.errors.ProtocolViolation as exc:  # a statement-mode pooler refuses transaction blocks
+        raise ConfigError(TRANSACTION_POOLING) from exc
+    if shared or again != mine:
+        raise ConfigError(TRANSACTION_POOLING)
 
 
 def database_url(settings: Settings) -> str:
@@ -321,6 +377,8 @@ def upgrade(url: str, schema: str | None = None, *, contacts_row_security: bool 
         if problem:
             raise ConfigError(problem)
         require_search_path(conn, schema)
+        with connect(url, autocommit=True) as other:
+            require_session_pooling(conn, other)
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
             if schema is not None:

@@ -31,7 +31,7 @@ from psycopg.rows import dict_row
 
 from cliniko_sync import db
 
-pytest_plugins = ["emulator_fixtures"]
+pytest_plugins = ["emulator_fixtures", "server_fixtures"]
 
 TEMPLATE_DB = f"cliniko_sync_template_{os.getpid()}"  # pytest-xdist workers may share one TEST_DATABASE_URL
 TEST_ENCRYPTION_KEY = "3rYx5wbKu9aTVdJm0Nf1Yd9kKc5fXJX6lQyqk3YQb2A="

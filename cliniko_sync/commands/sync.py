@@ -23,7 +23,10 @@ EXAMPLES = examples(
 )
 
 
-JOBS_HELP = "With --all or --due: organizations synced at once, 1 to 16 (default 1; each uses up to 6 connections)."
+JOBS_HELP = (
+    "With --all or --due: organizations synced at once, 1 to 16 (default 1; each uses one database connection, and "
+    "the process one more)."
+)
 DUE_HELP = (
     "Claim and sync the enabled organizations whose sync interval has passed, until none is due; for cron every "
     "minute on any number of hosts."
@@ -59,6 +62,7 @@ def sync(
     """Sync organizations from Cliniko into PostgreSQL."""
     from cliniko_sync import db
     from cliniko_sync.config import current_settings
+    from cliniko_sync.sync.run_log import SyncLocks
 
     _check_targets(organization, all_organizations, due, jobs)
     when = parse_as_of(as_of) if as_of else None
@@ -66,19 +70,24 @@ def sync(
     settings = current_settings()
     url = db.database_url(settings)
     _install_stop_handlers()
-    if due:
-        _sync_due(url, settings.quiet, jobs=jobs or 1, full=full, dry_run=dry_run, as_of=when, max_runtime=max_runtime,
-                  fmt=fmt, wide=wide)  # fmt: skip
-    with _progress(settings.quiet) as progress:
-        if all_organizations:
-            results = _sync_all(
-                url, progress, jobs=jobs or 1, full=full, dry_run=dry_run, as_of=when, max_runtime=max_runtime
-            )
-        else:
-            from cliniko_sync.orgs import validate_org_id
+    if organization:
+        from cliniko_sync.orgs import validate_org_id
 
-            org_id = validate_org_id(organization)
-            results = [_sync_one(url, progress, org_id, full, dry_run, when, max_runtime, bubble=True)]
+        organization = validate_org_id(organization)
+    # One connection for every lock of the process (its syncs', and --due's claims), beside one per job.
+    with SyncLocks(url) as locks:
+        if due:
+            _sync_due(locks, settings.quiet, jobs=jobs or 1, full=full, dry_run=dry_run, as_of=when,
+                      max_runtime=max_runtime, fmt=fmt, wide=wide)  # fmt: skip
+        with _progress(settings.quiet) as progress:
+            if all_organizations:
+                results = _sync_all(
+                    locks, progress, jobs=jobs or 1, full=full, dry_run=dry_run, as_of=when, max_runtime=max_runtime
+                )
+            else:
+                results = [
+                    _sync_one(locks, None, progress, organization, full, dry_run, when, max_runtime, bubble=True)
+                ]
     _print_summary(results, fmt, as_array=all_organizations, wide=wide)
     _exit_with(results, all_organizations)
 
@@ -118,7 +127,7 @@ def parse_max_runtime(text: str) -> float:
 
 
 def _sync_due(
-    url: str,
+    locks: Any,
     quiet: bool,
     *,
     jobs: int,
@@ -137,12 +146,12 @@ def _sync_due(
 
     with _progress(quiet) as progress:
 
-        def sync_one(organization_id: str, full_due: bool, runtime_left: float | None) -> Any:
-            return _sync_one(url, progress, organization_id, full or full_due, dry_run, as_of, runtime_left,
+        def sync_one(organization_id: str, full_due: bool, runtime_left: float | None, job: Any) -> Any:
+            return _sync_one(locks, job, progress, organization_id, full or full_due, dry_run, as_of, runtime_left,
                              bubble=False)  # fmt: skip
 
         run = schedule.sync_due(
-            url, sync_one, jobs=jobs, max_runtime=max_runtime, dry_run=dry_run, as_of=as_of, stop=STOP
+            locks, sync_one, jobs=jobs, max_runtime=max_runtime, dry_run=dry_run, as_of=as_of, stop=STOP
         )
     _print_summary(run.results, fmt, as_array=True, wide=wide)
     # Nothing due is the usual minute: say so only with -v, so a cron log is not a line a minute of nothing.
@@ -216,7 +225,8 @@ def _progress(quiet: bool) -> Iterator[Any]:
 
 
 def _sync_one(
-    url: str,
+    locks: Any,
+    job: Any,
     progress: Any,
     organization_id: str,
     full: bool,
@@ -231,7 +241,7 @@ def _sync_one(
 
     try:
         result = sync_organization(
-            url,
+            locks.url,
             organization_id,
             full=full,
             dry_run=dry_run,
@@ -240,6 +250,8 @@ def _sync_one(
             progress=progress,
             stop=STOP,
             settings=SyncSettings.from_environment(),
+            locks=locks,
+            work=job.get() if job else None,  # the job's connection, else the run's own
         )
     except ClinikoSyncError as exc:
         if progress is not None:
@@ -279,24 +291,39 @@ def log_summary(result: Any) -> None:
 
 
 def _sync_all(
-    url: str, progress: Any, *, jobs: int, full: bool, dry_run: bool, as_of: Any, max_runtime: float | None
+    locks: Any, progress: Any, *, jobs: int, full: bool, dry_run: bool, as_of: Any, max_runtime: float | None
 ) -> list[Any]:
+    import queue
     from concurrent.futures import ThreadPoolExecutor
 
-    from cliniko_sync import db
     from cliniko_sync.orgs import list_organizations
+    from cliniko_sync.sync.pipeline import JobConnection
 
-    with db.connect(url) as conn:
-        db.require_current_schema(conn)
+    with locks.connection() as conn:
         organizations = [org.id for org in list_organizations(conn, enabled_only=True)]
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sync") as pool:
-        futures = [
-            pool.submit(_sync_one, url, progress, org_id, full, dry_run, as_of, max_runtime, bubble=False)
-            for org_id in organizations
-        ]
-        return [
-            _result_or_failure(future, org_id, as_of) for future, org_id in zip(futures, organizations, strict=True)
-        ]
+    idle: queue.SimpleQueue[JobConnection] = queue.SimpleQueue()  # one connection per job, each used by one at a time
+    connections = [JobConnection(locks.url) for _ in range(min(jobs, len(organizations)))]
+    for job in connections:
+        idle.put(job)
+    if connections:
+        locks.check_pooling(connections[0].get())  # a pooler that cannot keep locks: one line, before any sync
+
+    def sync_one(org_id: str) -> Any:
+        job = idle.get()
+        try:
+            return _sync_one(locks, job, progress, org_id, full, dry_run, as_of, max_runtime, bubble=False)
+        finally:
+            idle.put(job)
+
+    try:
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sync") as pool:
+            futures = [pool.submit(sync_one, org_id) for org_id in organizations]
+            return [
+                _result_or_failure(future, org_id, as_of) for future, org_id in zip(futures, organizations, strict=True)
+            ]
+    finally:
+        for job in connections:
+            job.close()
 
 
 def _result_or_failure(future: Any, organization_id: str, as_of: Any) -> Any:

@@ -8,6 +8,7 @@ from module globals.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import threading
@@ -119,43 +120,72 @@ def sync_organization(
     progress: Progress | None = None,
     stop: threading.Event | None = None,
     settings: SyncSettings | None = None,
+    locks: run_log.SyncLocks | None = None,
+    work: db.DictConnection | None = None,
 ) -> SyncResult:
-    """Sync one organization. Returns its result; raises only for errors before a run could start
-    (configuration, lock) — those carry their exit code — and for unexpected bugs."""
+    """Sync one organization on one connection (`work`: the job's; else one of its own), holding its lock on `locks`
+    (the process's lock connection, shared by its jobs; else one of its own): two connections at most. Returns its
+    result; raises only for errors before a run could start (configuration, lock) — those carry their exit code — and
+    for unexpected bugs."""
     settings = settings or SyncSettings.from_environment()
     stop = stop or threading.Event()
     started = time.monotonic()
-    lock_conn = db.connect(url, autocommit=True, application=f"cliniko-sync {organization_id}")
-    guard = threading.Lock()  # the heartbeat thread and this one share lock_conn
     try:
-        plan = _plan(lock_conn, organization_id, settings, as_of=as_of, stop=stop, progress=progress)
-        mode, sync_log_id = _lock_and_log(lock_conn, organization_id, plan, full=full, dry_run=dry_run)
-        context = RunContext(
-            url=url,
-            organization_id=organization_id,
-            country=plan.organization.country,
-            full=full,
-            dry_run=dry_run,
-            pass_id=sync_log_id if sync_log_id is not None else DRY_RUN_PASS_ID,
-            started=started,
-            deadline=started + max_runtime if max_runtime else None,
-            stop=stop,
-            progress=progress,
-            make_client=plan.make_client,
-        )
-        result = SyncResult(organization_id, "running", mode, plan.as_of, sync_log_id=sync_log_id, dry_run=dry_run)
-        _run_logged(lock_conn, guard, context, plan, result, settings)
-        result.stats.update(duration_seconds=round(time.monotonic() - started, 3), peak_memory_mb=peak_memory_mb())
-        result.requests = result.stats.get("requests", 0)
-        if sync_log_id is not None:
-            run_log.finish_run(
-                lock_conn, guard, sync_log_id, status=result.status, stats=result.stats, error=result.error
+        with contextlib.ExitStack() as cleanup:
+            if locks is None:
+                locks = cleanup.enter_context(run_log.SyncLocks(url))
+            application = f"cliniko-sync {organization_id}"
+            if work is None:
+                work = cleanup.enter_context(db.connect(url, autocommit=True, application=application))
+            else:
+                work.execute("SELECT set_config('application_name', %s, false)", (application,))
+            locks.check_pooling(work)
+            plan = _plan(work, organization_id, settings, as_of=as_of, stop=stop, progress=progress)
+            mode, sync_log_id = _lock_and_log(locks, work, organization_id, plan, full=full, dry_run=dry_run)
+            cleanup.callback(run_log.unlock, locks, organization_id)  # after the sync_log row is final
+            context = RunContext(
+                url=url,
+                organization_id=organization_id,
+                country=plan.organization.country,
+                full=full,
+                dry_run=dry_run,
+                pass_id=sync_log_id if sync_log_id is not None else DRY_RUN_PASS_ID,
+                started=started,
+                deadline=started + max_runtime if max_runtime else None,
+                stop=stop,
+                progress=progress,
+                make_client=plan.make_client,
+                lock_lost=locks.lost,
             )
-        return result
+            result = SyncResult(organization_id, "running", mode, plan.as_of, sync_log_id=sync_log_id, dry_run=dry_run)
+            _run_logged(locks, work, context, plan, result, settings)
+            result.stats.update(duration_seconds=round(time.monotonic() - started, 3), peak_memory_mb=peak_memory_mb())
+            result.requests = result.stats.get("requests", 0)
+            if sync_log_id is not None:
+                run_log.finish_run(locks, sync_log_id, status=result.status, stats=result.stats, error=result.error)
+            return result
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailableError(f"lost the database at {db.describe_url(url)}") from exc
-    finally:
-        run_log.release(lock_conn)
+
+
+class JobConnection:
+    """One job's connection, kept from one organization's sync to the next (one opened per organization would have
+    the previous one's backend still exiting beside it for a moment), and opened again once it broke."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: db.DictConnection | None = None
+
+    def get(self) -> db.DictConnection:
+        if self._conn is None or self._conn.broken or self._conn.closed:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = db.connect(self.url, autocommit=True)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
 
 def _plan(
@@ -194,17 +224,21 @@ def _plan(
 
 
 def _lock_and_log(
-    conn: db.DictConnection, organization_id: str, plan: _Plan, *, full: bool, dry_run: bool
+    locks: run_log.SyncLocks, work: db.DictConnection, organization_id: str, plan: _Plan, *, full: bool, dry_run: bool
 ) -> tuple[str, int | None]:
     """Take the organization's lock (or log a skipped run and raise LockedError), then open its sync_log row."""
-    if not run_log.try_lock(conn, organization_id):
+    if not run_log.try_lock(locks, organization_id):
         if not dry_run:
-            run_log.log_skipped(conn, organization_id, plan.organization, plan.as_of)
+            run_log.log_skipped(locks, organization_id, plan.organization, plan.as_of)
         raise LockedError(f"another sync of {organization_id} is running; try again later")
-    mode = "full" if full else _run_mode(conn, organization_id)
-    if dry_run:
-        return mode, None
-    return mode, run_log.start_run(conn, organization_id, plan.organization, plan.as_of, mode)
+    try:
+        mode = "full" if full else _run_mode(work, organization_id)
+        if dry_run:
+            return mode, None
+        return mode, run_log.start_run(locks, organization_id, plan.organization, plan.as_of, mode)
+    except BaseException:
+        run_log.unlock(locks, organization_id)
+        raise
 
 
 def _run_mode(conn: db.DictConnection, organization_id: str) -> str:
@@ -214,8 +248,8 @@ def _run_mode(conn: db.DictConnection, organization_id: str) -> str:
 
 
 def _run_logged(
-    lock_conn: db.DictConnection,
-    guard: threading.Lock,
+    locks: run_log.SyncLocks,
+    work: db.DictConnection,
     context: RunContext,
     plan: _Plan,
     result: SyncResult,
@@ -224,10 +258,10 @@ def _run_logged(
     """The run's work with its heartbeat; any failure becomes the result's status, exit code and safe message."""
     heartbeat = None
     if result.sync_log_id is not None:
-        heartbeat = run_log.Heartbeat(lock_conn, guard, result.sync_log_id)
+        heartbeat = run_log.Heartbeat(locks, result.sync_log_id)
     tally = RunTally()
     try:
-        _work(context, tally, plan, result)
+        _work(context, tally, plan, result, work)
     except BaseException as exc:
         _record_failure(result, exc, context, settings)
         if not isinstance(exc, Exception):
@@ -249,15 +283,14 @@ def _record_failure(result: SyncResult, exc: BaseException, context: RunContext,
         log.error("sync of %s failed", context.organization_id, exc_info=exc)  # --debug asked for the traceback
 
 
-def _work(context: RunContext, tally: RunTally, plan: _Plan, result: SyncResult) -> None:
+def _work(context: RunContext, tally: RunTally, plan: _Plan, result: SyncResult, work: db.DictConnection) -> None:
     """Crawl, then contacts and active patients, on the run's own connection; a dry run in one rolled-back
     transaction (Cliniko is read, nothing is kept)."""
-    with db.connect(context.url, autocommit=True, application=f"cliniko-sync {context.organization_id}") as work:
-        if context.dry_run:
-            with work.transaction(force_rollback=True):
-                _crawl_and_compute(context, tally, plan, result, work)
-        else:
+    if context.dry_run:
+        with work.transaction(force_rollback=True):
             _crawl_and_compute(context, tally, plan, result, work)
+    else:
+        _crawl_and_compute(context, tally, plan, result, work)
     result.status, result.exit_code = "success", EXIT_OK
 
 

@@ -1,11 +1,11 @@
 """`sync --due`: claim the organizations whose next sync is due and sync them, so that any number of processes on any
 number of hosts share the work with no list of who syncs what.
 
-A claim is a session-level advisory lock (CLAIM_NAMESPACE, hashtext(org id)) on a connection of its own. It ends with
-that connection, so a killed process holds nothing, and it holds no transaction open while the sync runs (an open
-transaction would hold back vacuum on every table for as long as a long full sync takes). The sync then takes its own
-lock (pipeline.LOCK_NAMESPACE) as it always does, which keeps a `--due` run and a run started any other way (a cron line
-per organization, `--all`, a person) from overlapping.
+A claim is a session-level advisory lock (CLAIM_NAMESPACE, hashtext(org id)) on the process's lock connection
+(run_log.SyncLocks, which also holds its syncs' locks). It ends with that connection, so a killed process holds nothing,
+and it holds no transaction open while the sync runs (an open transaction would hold back vacuum on every table for as
+long as a long full sync takes). The sync then takes its own lock (pipeline.LOCK_NAMESPACE) as it always does, which
+keeps a `--due` run and a run started any other way (a cron line per organization, `--all`, a person) from overlapping.
 """
 
 from __future__ import annotations
@@ -18,17 +18,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
+
 from cliniko_sync import db
-from cliniko_sync.errors import EXIT_LOCKED, EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, ClinikoSyncError
-from cliniko_sync.sync.pipeline import LOCK_NAMESPACE, SyncResult
+from cliniko_sync.errors import (
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_UNAVAILABLE,
+    ClinikoSyncError,
+    DatabaseUnavailableError,
+)
+from cliniko_sync.sync.pipeline import LOCK_NAMESPACE, JobConnection, SyncResult
+from cliniko_sync.sync.run_log import SyncLocks
 
 CLAIM_NAMESPACE = 0x434C5344  # "CLSD": first half of the claim lock's key, beside the sync's LOCK_NAMESPACE
 CANDIDATES = 16  # due organizations read per query; each is then claimed, or found taken, one by one
-# A host that dies without closing its connections: the server drops them (and the claims and sync locks on them)
-# after about idle + interval × count seconds instead of the operating system's default of two hours and more.
-KEEPALIVE_SETTINGS = {"tcp_keepalives_idle": 60, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
 
-SyncOne = Callable[[str, bool, float | None], SyncResult]
+SyncOne = Callable[[str, bool, float | None, JobConnection], SyncResult]  # organization, full, runtime left, job
 
 
 @dataclass(frozen=True)
@@ -38,25 +45,23 @@ class Claim:
 
 
 class Claimer:
-    """One worker's connection for finding and claiming due organizations, one at a time."""
+    """Finds and claims due organizations, one at a time, on the process's lock connection."""
 
-    def __init__(self, url: str) -> None:
-        self.conn = db.connect(url, autocommit=True, application="cliniko-sync --due")
-        for setting, value in KEEPALIVE_SETTINGS.items():
-            # Server-side settings for this connection; they apply over TCP and mean nothing on a Unix socket.
-            self.conn.execute("SELECT set_config(%s, %s, false)", (setting, str(value)))
+    def __init__(self, locks: SyncLocks) -> None:
+        self.locks = locks
 
     def due(self, *, exclude: list[str], organization_id: str | None = None, limit: int = CANDIDATES) -> list[Claim]:
-        rows = self.conn.execute(
-            db.query("due_organizations"),
-            {
-                "sync_namespace": LOCK_NAMESPACE,
-                "claim_namespace": CLAIM_NAMESPACE,
-                "organization_id": organization_id,
-                "exclude": exclude,
-                "limit": limit,
-            },
-        ).fetchall()
+        with self.locks.connection() as conn:
+            rows = conn.execute(
+                db.query("due_organizations"),
+                {
+                    "sync_namespace": LOCK_NAMESPACE,
+                    "claim_namespace": CLAIM_NAMESPACE,
+                    "organization_id": organization_id,
+                    "exclude": exclude,
+                    "limit": limit,
+                },
+            ).fetchall()
         return [Claim(row["organization_id"], row["full_due"]) for row in rows]
 
     def claim_next(self, exclude: list[str]) -> Claim | None:
@@ -77,18 +82,15 @@ class Claimer:
             # Every candidate was taken or done meanwhile: ask again (the next answer leaves them out).
 
     def _lock(self, organization_id: str) -> bool:
-        row = self.conn.execute(
-            "SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS ok", (CLAIM_NAMESPACE, organization_id)
-        ).fetchone()
-        return bool(row and row["ok"])
+        return self.locks.try_lock(CLAIM_NAMESPACE, organization_id)
 
     def release(self, claim: Claim) -> None:
-        self.conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (CLAIM_NAMESPACE, claim.organization_id))
+        self.locks.unlock(CLAIM_NAMESPACE, claim.organization_id)
 
     def record_failure_before_start(self, result: SyncResult, as_of: datetime | None) -> None:
         """A sync that failed before its run began left no sync_log row: write one, so that the organization waits
         its interval before the next try (instead of failing every minute) and `status` shows why."""
-        self.conn.execute(
+        self.locks.execute(
             db.query("due_failed_before_start"),
             {
                 "organization_id": result.organization_id,
@@ -99,9 +101,6 @@ class Claimer:
                 "error_message": result.error,
             },
         )
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 @dataclass
@@ -115,7 +114,7 @@ class DueRun:
 
 
 def sync_due(
-    url: str,
+    locks: SyncLocks,
     sync_one: SyncOne,
     *,
     jobs: int = 1,
@@ -126,9 +125,8 @@ def sync_due(
 ) -> DueRun:
     """Claim and sync due organizations with `jobs` workers until nothing is due, the runtime is spent, or a signal
     asks to stop. Each organization is synced at most once per process (the next process takes it if it is due again,
-    and a run that records nothing, such as a dry run, cannot be claimed over and over)."""
-    with db.connect(url, autocommit=True) as conn:
-        db.require_current_schema(conn)
+    and a run that records nothing, such as a dry run, cannot be claimed over and over). Claims and syncs' locks are
+    all held on `locks`, and each worker syncs on one connection of its own: the process holds `jobs` + 1."""
     deadline = time.monotonic() + max_runtime if max_runtime else None
     run = DueRun(results=[])
     stop = stop or threading.Event()
@@ -138,45 +136,51 @@ def sync_due(
     def remaining() -> float | None:
         return None if deadline is None else deadline - time.monotonic()
 
-    def work() -> None:
-        claimer = Claimer(url)
-        try:
-            while not stop.is_set():
-                left = remaining()
-                if left is not None and left <= 0:
-                    run.runtime_spent = True
+    claimer = Claimer(locks)
+
+    def work(job: JobConnection) -> None:
+        locks.check_pooling(job.get())
+        while not stop.is_set():
+            left = remaining()
+            if left is not None and left <= 0:
+                run.runtime_spent = True
+                return
+            with tally:
+                claim = claimer.claim_next(list(taken))
+                if claim is None:
                     return
-                with tally:
-                    claim = claimer.claim_next(list(taken))
-                    if claim is None:
-                        return
-                    taken.append(claim.organization_id)
-                try:
-                    result = sync_one(claim.organization_id, claim.full, remaining())
-                    if result.sync_log_id is None and not dry_run and result.exit_code not in (
-                        EXIT_OK, EXIT_LOCKED, EXIT_UNAVAILABLE,
-                    ):  # fmt: skip
-                        claimer.record_failure_before_start(result, as_of)
-                finally:
-                    claimer.release(claim)
-                with tally:
-                    run.results.append(result)
-        finally:
-            claimer.close()
+                taken.append(claim.organization_id)
+            try:
+                result = sync_one(claim.organization_id, claim.full, remaining(), job)
+                if result.sync_log_id is None and not dry_run and result.exit_code not in (
+                    EXIT_OK, EXIT_LOCKED, EXIT_UNAVAILABLE,
+                ):  # fmt: skip
+                    claimer.record_failure_before_start(result, as_of)
+            finally:
+                claimer.release(claim)
+            with tally:
+                run.results.append(result)
 
-    def guarded() -> None:
-        try:
-            work()
-        except ClinikoSyncError as exc:  # the database went away under the claim connection
-            run.error = run.error or exc
-
-    _run_workers(guarded, jobs)
+    _run_workers(work, jobs, locks.url, run)
     run.stopped = stop.is_set()
     return run
 
 
-def _run_workers(target: Callable[[], None], jobs: int) -> None:
-    workers = [threading.Thread(target=target, name=f"due-{n}") for n in range(jobs)]
+def _run_workers(work: Callable[[JobConnection], None], jobs: int, url: str, run: DueRun) -> None:
+    """`jobs` threads, each with a connection of its own; the first database error of any is the run's."""
+
+    def guarded() -> None:
+        job = JobConnection(url)
+        try:
+            work(job)
+        except psycopg.OperationalError:  # the database went away under the lock connection
+            run.error = run.error or DatabaseUnavailableError(f"lost the database at {db.describe_url(url)}")
+        except ClinikoSyncError as exc:  # a worker's connection failed, or the pooler cannot keep locks
+            run.error = run.error or exc
+        finally:
+            job.close()
+
+    workers = [threading.Thread(target=guarded, name=f"due-{n}") for n in range(jobs)]
     for worker in workers:
         worker.start()
     for worker in workers:

@@ -1,5 +1,5 @@
 """One pass over one stream: plan where it starts, page through Cliniko, write each page with its checkpoint; and
-the four big streams at once, each on its own connection (DESIGN §3)."""
+the four big streams at once, taking turns on the run's one connection to write (DESIGN §3, §5)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from cliniko_sync import db
 from cliniko_sync.cliniko import records
 from cliniko_sync.cliniko.waits import StopRequested
+from cliniko_sync.errors import ClinikoSyncError, DatabaseUnavailableError
 from cliniko_sync.sync import crawl
 from cliniko_sync.sync.mirror import (
     PageRows,
@@ -39,6 +40,10 @@ class SiblingFailed(StopRequested):
     """Another stream of the same run failed: this one stopped after a checkpoint too."""
 
 
+class LockLost(DatabaseUnavailableError):
+    """The connection holding the organization's sync lock failed: the lock is gone, so the run stops at once."""
+
+
 class Progress(Protocol):
     def stream_started(self, organization_id: str, stream: str, mode: str) -> None: ...
     def page_done(self, organization_id: str, stream: str, fetched: int, total: int | None) -> None: ...
@@ -60,6 +65,7 @@ class RunContext:
     stop: threading.Event  # a signal asked the run to stop at its next checkpoint
     progress: Progress | None
     make_client: Callable[[], Any]
+    lock_lost: threading.Event = field(default_factory=threading.Event)  # set when the lock's connection failed
 
 
 @dataclass
@@ -84,6 +90,9 @@ class RunTally:
     db_write_wall_seconds: float = 0.0  # time during which at least one writer was writing
     records_written: int = 0
     aborted: threading.Event = field(default_factory=threading.Event)  # a stream failed: the others stop
+    # The run's one connection, held by one stream at a time for a checkpoint's transaction (or reading its state):
+    # the streams' requests overlap, their writes take turns.
+    connection_turn: threading.Lock = field(default_factory=threading.Lock)
     _writers: int = 0
     _writing_since: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -127,8 +136,10 @@ class RunTally:
         }
 
 
-def _stop_reason(context: RunContext, tally: RunTally) -> StopRequested | None:
+def _stop_reason(context: RunContext, tally: RunTally) -> ClinikoSyncError | None:
     """Why the run must end at this checkpoint, if it must."""
+    if context.lock_lost.is_set():
+        return LockLost("lost the database connection that held this organization's sync lock; stopped")
     if tally.aborted.is_set():
         return SiblingFailed("another stream of this run failed")
     if context.stop.is_set():
@@ -200,7 +211,8 @@ def _checkpoint(work: db.DictConnection, context: RunContext, stream: Stream, st
 def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.DictConnection) -> StreamStats:
     """Read one stream from where its pass stands to its end, checkpointing every few pages (and at once when the
     run is asked to stop)."""
-    state = load_state(work, context.organization_id, stream)
+    with tally.connection_turn:
+        state = load_state(work, context.organization_id, stream)
     mode, pass_id, position = plan_pass(stream, state, full=context.full, pass_id=context.pass_id)
     stats = tally.streams[stream.name] = StreamStats(mode=mode)
     progress, org = context.progress, context.organization_id
@@ -219,9 +231,10 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
 
         def write_batch() -> None:
             nonlocal batch
-            started = tally.writer_starts()
-            counts = _checkpoint(work, context, stream, state, batch, mode, pass_id, stats)
-            tally.writer_ends(started, batch.rows)
+            with tally.connection_turn:
+                started = tally.writer_starts()
+                counts = _checkpoint(work, context, stream, state, batch, mode, pass_id, stats)
+                tally.writer_ends(started, batch.rows)
             stats.pages, stats.fetched = stats.pages + len(batch.pages), stats.fetched + batch.fetched
             stats.inserted, stats.updated = stats.inserted + counts.inserted, stats.updated + counts.updated
             stats.unchanged, stats.requests = stats.unchanged + counts.unchanged, client.stats.requests
@@ -255,19 +268,14 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
 
 
 def crawl_streams(context: RunContext, tally: RunTally, streams: list[Stream], work: db.DictConnection) -> None:
-    """Crawl streams one after the other on the run's connection (dry runs keep everything in its one
-    transaction), or at once, each on its own connection: Cliniko's latency then overlaps instead of adding up,
-    and the key's shared limiter still keeps the total under the rate limit."""
-    if context.dry_run or len(streams) < 2:
-        for stream in streams:
-            crawl_stream(context, tally, stream, work)
-        return
+    """Crawl streams at once, each in a thread of its own, writing on the run's one connection in turn (a dry run's
+    pages too, inside its one transaction): Cliniko's latency then overlaps instead of adding up, the key's shared
+    limiter still keeps the total under the rate limit, and the run holds no more connections than one."""
     errors: list[BaseException] = []
 
     def crawl_alone(stream: Stream) -> None:
         try:
-            with db.connect(context.url, autocommit=True, application=f"cliniko-sync {context.organization_id}") as c:
-                crawl_stream(context, tally, stream, c)
+            crawl_stream(context, tally, stream, work)
         except BaseException as exc:
             if not isinstance(exc, SiblingFailed):
                 tally.aborted.set()  # the others stop after their current page
