@@ -1,0 +1,95 @@
+"""The generated part of docs/commands.md: every command's `--help`, rendered from the Typer app.
+
+The page holds one block per command between markers that name it; everything outside the markers is written by
+hand. `python -m cliniko_sync.docs_reference --write` renders the blocks again; without `--write` it only checks,
+and exits 1 naming the stale ones (tests/test_docs_reference.py fails the same way). A block looks like this:
+
+    <!-- reference: cliniko-sync org add -->
+    ```text
+    Usage: cliniko-sync org add [OPTIONS] ORG
+    …
+    ```
+    <!-- /reference -->
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cliniko_sync import cli
+
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "commands.md"
+REGENERATE = "python -m cliniko_sync.docs_reference --write"
+# Wide enough that most options and their help fit on one line, narrow enough for a page's code block.
+WIDTH = 100
+BLOCK = re.compile(r"(<!-- reference: (?P<command>[a-z -]+?) -->\n)(?P<body>.*?)(<!-- /reference -->)", re.DOTALL)
+
+
+def commands(command: Any, parent: Any = None) -> Iterator[tuple[str, Any, Any]]:
+    """Every visible command as (its full name, e.g. `cliniko-sync org add`; the command; a context that renders its
+    help). Typer brings its own click, hence Any."""
+    ctx = command.make_context(
+        "cliniko-sync" if parent is None else command.name,
+        [],
+        parent=parent,
+        resilient_parsing=True,
+        terminal_width=WIDTH,
+        max_content_width=WIDTH,
+    )
+    yield ctx.command_path, command, ctx
+    for sub in (getattr(command, "commands", None) or {}).values():
+        if not sub.hidden:
+            yield from commands(sub, ctx)
+
+
+def helps() -> dict[str, str]:
+    """The block of every command the page must show: the root (the global options) and every command that runs
+    something (a group's help only lists its commands, which the root's and their own blocks show)."""
+    return {
+        name: "```text\n" + "\n".join(line.rstrip() for line in command.get_help(ctx).splitlines()) + "\n```\n"
+        for name, command, ctx in commands(cli.command())
+        if name == "cliniko-sync" or not hasattr(command, "commands")
+    }
+
+
+def regenerate(page: str) -> str:
+    """The page with every block rendered again from the app, the hand-written text untouched."""
+    blocks = helps()
+    return BLOCK.sub(lambda m: m.group(1) + blocks[m.group("command")] + m.group(4), page)
+
+
+def stale_blocks(page: str) -> list[str]:
+    """The commands whose block is missing, unknown or differs from what the app renders now."""
+    blocks, shown = helps(), {m.group("command"): m.group("body") for m in BLOCK.finditer(page)}
+    return sorted(name for name in blocks.keys() | shown.keys() if blocks.get(name) != shown.get(name))
+
+
+def stale_message(stale: list[str]) -> str:
+    return (
+        f"docs/commands.md is stale for {', '.join(stale)}: run `{REGENERATE}` (a new command first needs its"
+        " `<!-- reference: NAME -->` and `<!-- /reference -->` lines in its section of the page; a removed one, its"
+        " block removed)"
+    )
+
+
+def main(argv: list[str]) -> int:
+    page = PAGE.read_text(encoding="utf-8")
+    if argv == ["--write"]:
+        PAGE.write_text(regenerate(page), encoding="utf-8")
+        argv = []
+    if argv:
+        print(f"usage: {REGENERATE}   (without --write: check only)", file=sys.stderr)
+        return 2
+    stale = stale_blocks(PAGE.read_text(encoding="utf-8"))
+    if stale:
+        print(stale_message(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
