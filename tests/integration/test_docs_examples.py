@@ -6,6 +6,9 @@ Every ```console, ```sh or bare fenced block in README.md and docs/*.md is marke
     <!-- example: run; given: harbour-physio, role surf_crm -->
     <!-- example: not run: REASON -->          never run, and the reason says why (a cron line, a real Cliniko)
 
+A ```json block marked `<!-- example: output of: COMMAND -->` is what COMMAND prints: the test runs it in the same
+world and compares the keys, at every level.
+
 A run block's `$ ` lines run one after another in one bash on a pseudo-terminal (as the docs' sessions were typed),
 against this module's emulator clinic and a fresh database cloned from one where `surf-rehab` is added, given the
 emulator's key and synced once. `given:` adds to that world: `harbour-physio` (any other slug: an organization with
@@ -55,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_LANGUAGES = {"console", "sh", "bash", "shell", ""}
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
-MARKER = re.compile(r"<!-- example: (?P<verdict>run|not run)(?P<rest>[^\n]*?) -->\n\Z")
+MARKER = re.compile(r"<!-- example: (?P<verdict>run|not run|output of)(?P<rest>[^\n]*?) -->\n\Z")
 DOCS_EMULATOR = "127.0.0.1:8765"
 DOCS_API_KEY = "demo-key-au1"
 STEP_TIMEOUT = 240
@@ -78,7 +81,7 @@ class Example:
     line: int
     language: str
     body: str
-    verdict: str | None  # "run", "not run" or None (unmarked)
+    verdict: str | None  # "run", "not run", "output of" or None (unmarked)
     options: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -103,7 +106,8 @@ class Example:
 
 
 def parse_options(rest: str) -> dict[str, str]:
-    """`; given: a, b; stop at: TEXT` → {"given": "a, b", "stop at": "TEXT"}; `: REASON` → {"reason": REASON}."""
+    """`; given: a, b; stop at: TEXT` → {"given": "a, b", "stop at": "TEXT"}; `: REASON` → {"reason": REASON}
+    (the command, after `output of`)."""
     if rest.startswith(":"):
         return {"reason": rest[1:].strip()}
     options = {}
@@ -117,9 +121,9 @@ def examples(page: Path) -> list[Example]:
     text = page.read_text(encoding="utf-8")
     found = []
     for match in FENCE.finditer(text):
-        if match.group("lang") not in SHELL_LANGUAGES:
-            continue
         marker = MARKER.search(text[: match.start()])
+        if match.group("lang") not in SHELL_LANGUAGES and not (marker and marker.group("verdict") == "output of"):
+            continue
         found.append(
             Example(
                 page=str(page.relative_to(ROOT)),
@@ -135,17 +139,20 @@ def examples(page: Path) -> list[Example]:
 
 ALL = [example for page in PAGES for example in examples(page)]
 RUN = [example for example in ALL if example.verdict == "run"]
+OUTPUTS = [example for example in ALL if example.verdict == "output of"]
 
 
 def test_every_shell_example_is_marked_run_or_not_run_with_a_reason() -> None:
     unmarked = [example.id for example in ALL if example.verdict is None]
     assert not unmarked, f"mark these `<!-- example: run -->` or `<!-- example: not run: REASON -->`: {unmarked}"
-    assert all(example.options.get("reason") for example in ALL if example.verdict == "not run")
+    assert all(example.options.get("reason") for example in ALL if example.verdict in ("not run", "output of"))
     assert all(example.language == "console" and example.steps() for example in RUN)
 
 
 def test_the_docs_run_their_examples() -> None:
-    assert len(RUN) >= 14, [example.id for example in RUN]  # 14 when written: an example may not quietly stop running
+    # 14 and 3 when written: an example may not quietly stop running.
+    assert len(RUN) >= 14, [example.id for example in RUN]
+    assert len(OUTPUTS) >= 3, [example.id for example in OUTPUTS]
 
 
 # --- what a printed line must look like ------------------------------------------------------------------------
@@ -268,11 +275,30 @@ def same_shape(shown: object, printed: object) -> bool:
     return True
 
 
+def key_paths(shape: object, prefix: str = "") -> set[str]:
+    """`a`, `a.b`, … of a shape (arrays by their first item); "…" keys left out."""
+    if isinstance(shape, list):
+        return key_paths(shape[0], prefix) if shape else set()
+    if not isinstance(shape, dict):
+        return set()
+    paths = set()
+    for key, item in shape.items():
+        if key != "…":
+            paths |= {prefix + key} | key_paths(item, f"{prefix}{key}.")
+    return paths
+
+
 def check_json(shown: object, printed: list[object]) -> list[str]:
     if any(same_shape(keys(shown), keys(value)) for value in printed):
         return []
     nearest = next((value for value in printed if isinstance(value, type(shown))), None)
-    return [f"no JSON printed with the keys shown: {json.dumps(keys(shown))}; printed: {json.dumps(keys(nearest))}"]
+    if nearest is None:
+        return [f"no JSON {type(shown).__name__} printed"]
+    shown_paths, printed_paths = key_paths(keys(shown)), key_paths(keys(nearest))
+    return [
+        f"the JSON printed differs in its keys: not in the docs {sorted(printed_paths - shown_paths)}, not printed"
+        f" {sorted(shown_paths - printed_paths)}"
+    ]
 
 
 def test_json_shapes_compare_keys_not_values() -> None:
@@ -280,6 +306,9 @@ def test_json_shapes_compare_keys_not_values() -> None:
     assert check_json({"a": 1}, [{"a": 1, "new": 2}]) != []
     assert check_json({"a": 1, "…": "more"}, [{"a": 1, "new": 2}]) == []
     assert check_json([{"a": 1}], [[{"a": 2}], []]) == []
+    assert check_json({"a": 1, "b": {"c": 2}}, [{"a": 1, "b": {"d": 2}}]) == [
+        "the JSON printed differs in its keys: not in the docs ['b.d'], not printed ['b.c']"
+    ]
 
 
 # --- the world the examples run in -----------------------------------------------------------------------------
@@ -460,3 +489,19 @@ def test_example_runs_as_shown(world: World, request: pytest.FixtureRequest) -> 
             continue
         problems += [f"`{step.command}`: {problem}; it printed:\n{printed}" for problem in check_output(step, output)]
     assert not problems, f"{example.id}: " + "\n".join(problems)
+
+
+@pytest.mark.parametrize("world", OUTPUTS, ids=[example.id for example in OUTPUTS], indirect=True)
+def test_json_output_has_the_keys_shown(world: World, request: pytest.FixtureRequest) -> None:
+    example: Example = request.node.callspec.params["world"]
+    command = example.options["reason"]
+    printed = subprocess.run(
+        ["bash", "-c", command],
+        env=world.env,
+        cwd=world.directory,
+        capture_output=True,
+        text=True,
+        timeout=STEP_TIMEOUT,
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert check_json(json.loads(example.body), [json.loads(printed.stdout)]) == [], f"{example.id}: `{command}`"
