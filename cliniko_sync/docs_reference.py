@@ -10,6 +10,9 @@ and exits 1 naming the stale ones (tests/test_docs_reference.py fails the same w
     …
     ```
     <!-- /reference -->
+
+A section with several commands puts each block in a content tab (`=== "org add"`), indented by four spaces: the
+block keeps the indentation of its opening marker.
 """
 
 from __future__ import annotations
@@ -26,7 +29,12 @@ PAGE = Path(__file__).resolve().parent.parent / "docs" / "commands.md"
 REGENERATE = "python -m cliniko_sync.docs_reference --write"
 # Wide enough that most options and their help fit on one line, narrow enough for a page's code block.
 WIDTH = 100
-BLOCK = re.compile(r"(<!-- reference: (?P<command>[a-z -]+?) -->\n)(?P<body>.*?)(<!-- /reference -->)", re.DOTALL)
+# A block may be indented (inside a content tab): its lines keep the indentation of its first marker.
+BLOCK = re.compile(
+    r"^(?P<indent>[ ]*)(?P<open><!-- reference: (?P<command>[a-z -]+?) -->\n)(?P<body>.*?)"
+    r"(?P<close>^(?P=indent)<!-- /reference -->)",
+    re.DOTALL | re.MULTILINE,
+)
 
 
 def commands(command: Any, parent: Any = None) -> Iterator[tuple[str, Any, Any]]:
@@ -56,16 +64,30 @@ def helps() -> dict[str, str]:
     }
 
 
+def indented(block: str, indent: str) -> str:
+    return "".join(indent + line if line.strip() else line for line in block.splitlines(keepends=True))
+
+
 def regenerate(page: str) -> str:
     """The page with every block rendered again from the app, the hand-written text untouched."""
     blocks = helps()
-    return BLOCK.sub(lambda m: m.group(1) + blocks[m.group("command")] + m.group(4), page)
+
+    def render(match: re.Match[str]) -> str:
+        body = indented(blocks[match.group("command")], match.group("indent"))
+        return match.group("indent") + match.group("open") + body + match.group("close")
+
+    return BLOCK.sub(render, page)
 
 
 def stale_blocks(page: str) -> list[str]:
     """The commands whose block is missing, unknown or differs from what the app renders now."""
-    blocks, shown = helps(), {m.group("command"): m.group("body") for m in BLOCK.finditer(page)}
-    return sorted(name for name in blocks.keys() | shown.keys() if blocks.get(name) != shown.get(name))
+    blocks = helps()
+    shown = {m.group("command"): (m.group("body"), m.group("indent")) for m in BLOCK.finditer(page)}
+    return sorted(
+        name
+        for name in blocks.keys() | shown.keys()
+        if name not in blocks or name not in shown or indented(blocks[name], shown[name][1]) != shown[name][0]
+    )
 
 
 def stale_message(stale: list[str]) -> str:

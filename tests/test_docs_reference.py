@@ -29,6 +29,15 @@ def test_a_block_edited_by_hand_is_stale_and_regenerated() -> None:
     assert regenerate(edited) == PAGE_TEXT
 
 
+def test_a_block_in_a_tab_keeps_its_indentation() -> None:
+    edited = PAGE_TEXT.replace(
+        "    Usage: cliniko-sync org add [OPTIONS] ORG\n", "    Usage: cliniko-sync org add ORG\n", 1
+    )
+    assert edited != PAGE_TEXT
+    assert stale_blocks(edited) == ["cliniko-sync org add"]
+    assert regenerate(edited) == PAGE_TEXT
+
+
 def test_a_command_without_a_block_is_stale() -> None:
     first = next(BLOCK.finditer(PAGE_TEXT))
     without_root = PAGE_TEXT[: first.start()] + PAGE_TEXT[first.end() :]
