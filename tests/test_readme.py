@@ -13,11 +13,15 @@ import typer.main
 
 from cliniko_sync import config, errors
 from cliniko_sync.cli import app
+from cliniko_sync.docs_reference import BLOCK
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 DOCS = ROOT / "docs"
 COMMANDS_PAGE = (DOCS / "commands.md").read_text(encoding="utf-8")
+# The page without its generated blocks (every command's --help, see cliniko_sync.docs_reference): what is left is
+# written by hand, and must still name every command and option.
+HAND_WRITTEN = BLOCK.sub("", COMMANDS_PAGE)
 CONFIGURATION_PAGE = (DOCS / "configuration.md").read_text(encoding="utf-8")
 
 
@@ -49,14 +53,14 @@ def test_the_walk_sees_the_whole_command_tree() -> None:
 
 @pytest.mark.parametrize("path", [" ".join(path) for path, _ in COMMANDS if path])
 def test_every_command_is_in_the_commands_page(path: str) -> None:
-    assert f"cliniko-sync {path}" in COMMANDS_PAGE, f"`cliniko-sync {path}` is not documented in docs/commands.md"
+    assert f"cliniko-sync {path}" in HAND_WRITTEN, f"`cliniko-sync {path}` is not explained in docs/commands.md"
 
 
 @pytest.mark.parametrize(("path", "option"), OPTIONS)
 def test_every_option_is_in_the_commands_page(path: str, option: str) -> None:
     where = f"cliniko-sync {path}".strip()
     pattern = rf"(?<![\w-]){re.escape(option)}(?![\w-])"
-    assert re.search(pattern, COMMANDS_PAGE), f"{option} of `{where}` is not in docs/commands.md"
+    assert re.search(pattern, HAND_WRITTEN), f"{option} of `{where}` is not explained in docs/commands.md"
 
 
 def test_every_exit_code_is_in_the_exit_code_table() -> None:

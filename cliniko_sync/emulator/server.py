@@ -546,23 +546,24 @@ def serve_until_interrupted(
         server.start()
     except OSError as exc:
         raise UnavailableError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
-    total = len(clinic.individual_appointments.records) + len(clinic.attendees.records)
-    # The clinic's records are laid out around its clock, some exactly on the window's edges; a sync computes as of
-    # its own start, so the count is only comparable at the same moment: name it, and how a sync asks for it.
-    clock = iso_utc(clinic.now)
-    active = len(active_patient_ids(clinic, clinic.now))
-    announce(
-        f"Cliniko emulator: {len(clinic.patients.records):,} synthetic patients, {total:,} appointments, seed {seed}\n"
-        f"Clinic clock: {clock}; {active} patients active in the 45 days up to it "
-        f"(`cliniko-sync sync ORG --as-of {clock}` computes the same)\n"
-        f"API: {server.base_url}   key: {api_key}   rate limit: "
-        f"{f'{rate_limit} requests per {rate_window:g} s' if rate_limit else 'off'}\n"
-        f"{_describe(server.quirks)}"
-        f"Point cliniko-sync at it:\n"
-        f"  echo {api_key} | cliniko-sync credentials set ORG --api-url {server.base_url}\n"
-        f"Press Ctrl-C to stop."
-    )
-    try:
+    try:  # Ctrl-C from here on, even during the banner, stops the server the same way
+        total = len(clinic.individual_appointments.records) + len(clinic.attendees.records)
+        # The clinic's records are laid out around its clock, some exactly on the window's edges; a sync computes as
+        # of its own start, so the count is only comparable at the same moment: name it, and how a sync asks for it.
+        clock = iso_utc(clinic.now)
+        active = len(active_patient_ids(clinic, clinic.now))
+        announce(
+            f"Cliniko emulator: {len(clinic.patients.records):,} synthetic patients, {total:,} appointments, "
+            f"seed {seed}\n"
+            f"Clinic clock: {clock}; {active} patients active in the 45 days up to it "
+            f"(`cliniko-sync sync ORG --as-of {clock}` computes the same)\n"
+            f"API: {server.base_url}   key: {api_key}   rate limit: "
+            f"{f'{rate_limit} requests per {rate_window:g} s' if rate_limit else 'off'}\n"
+            f"{_describe(server.quirks)}"
+            f"Point cliniko-sync at it:\n"
+            f"  echo {api_key} | cliniko-sync credentials set ORG --api-url {server.base_url}\n"
+            f"Press Ctrl-C to stop."
+        )
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
