@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from enum import Enum
@@ -124,8 +123,6 @@ def _stream(conn: DictConnection, statement: Any, params: dict[str, Any]) -> Ite
 
 # --- status ------------------------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"(\d{1,9})([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # What a "last run" can be: skipped runs (the organization was locked, nothing was done) are counted apart.
 RUN_STATUSES = ("running", "success", "failed", "partial", "abandoned")
 
@@ -229,14 +226,6 @@ HISTORY_TABLE: TableView = {
 }
 HISTORY_DROP_FIRST = ("429s", "requests", "mode", "organization", "seconds")
 LIST_DROP_FIRST = ("total", "upcoming", "next appointment", "recent", "email", "patient id")
-
-
-def parse_duration(text: str) -> timedelta:
-    """`90s`, `30m`, `2h`, `1d` → a timedelta; anything else is a usage error (exit 2)."""
-    match = _DURATION.fullmatch(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise UsageError(f"invalid duration {text[:40]!r}: use a positive whole number and s, m, h or d (e.g. 2h)")
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
 def human_age(seconds: float | None) -> str | None:

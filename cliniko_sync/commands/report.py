@@ -91,9 +91,10 @@ def status(
 
     from cliniko_sync import db, reports
     from cliniko_sync.config import current_settings
+    from cliniko_sync.durations import parse_duration
     from cliniko_sync.errors import ClinikoSyncError, UsageError
 
-    limit = reports.parse_duration(max_age) if max_age is not None else None
+    limit = parse_duration(max_age) if max_age is not None else None
     if history is not None and fmt is Format.prometheus:
         raise UsageError("--history cannot be combined with --format prometheus")
     with db.session(current_settings()) as conn:
