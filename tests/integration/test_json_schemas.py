@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from importlib.resources import files
 from typing import Any
 
 import psycopg
@@ -18,27 +17,13 @@ import pytest
 from emulator_fixtures import EMULATOR_API_KEY
 from jsonschema import Draft202012Validator, ValidationError
 from psycopg import sql
-from referencing import Registry, Resource
+from schema_helpers import SCHEMAS, errors, validator
 from sync_helpers import SYNC_ENV, in_process_env, setup_org  # noqa: F401 (fixture)
 
 from cliniko_sync.emulator.quirks import Quirks
 
-SCHEMA_FILES = {path.name: path for path in files("cliniko_sync.schemas").iterdir() if path.name.endswith(".json")}
-SCHEMAS = {name: json.loads(path.read_text(encoding="utf-8")) for name, path in SCHEMA_FILES.items()}
-# Relative $refs (`common.schema.json#/$defs/…`, `sync-result.schema.json`) resolve by file name, as on disk.
-REGISTRY = Registry().with_resources((name, Resource.from_contents(schema)) for name, schema in SCHEMAS.items())
 DOCUMENTS = sorted(name.removesuffix(".schema.json") for name in SCHEMAS if name != "common.schema.json")
 GOOD, BAD = "surf-rehab", "bad-clinic"
-
-
-def validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(
-        SCHEMAS[f"{name}.schema.json"], registry=REGISTRY, format_checker=Draft202012Validator.FORMAT_CHECKER
-    )
-
-
-def errors(name: str, document: Any) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator(name).iter_errors(document)]
 
 
 class Checked:
