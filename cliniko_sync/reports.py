@@ -315,8 +315,20 @@ _METRICS: tuple[tuple[str, str], ...] = (
     ("cliniko_sync_active_patients", "Rows in active_patients for the organization."),
     ("cliniko_sync_oldest_cursor_age_seconds", "Seconds since the least recently advanced stream cursor moved."),
     ("cliniko_sync_skipped_runs_total", "Runs that found the organization locked by another sync (exit 75)."),
+    (
+        "cliniko_sync_last_run_credentials_rejected",
+        "1 when the latest run failed because Cliniko rejected the API key.",
+    ),
+    (
+        "cliniko_sync_last_run_assumption_violated",
+        "1 when the latest run failed because Cliniko's answer broke an API assumption (check-credentials --deep).",
+    ),
 )
 _COUNTERS = frozenset({"cliniko_sync_skipped_runs_total"})
+# The error classes (sync_log.error_class) behind the two failure gauges: a rejected key (exit 77), and Cliniko
+# answering against an assumption of cliniko_sync/assumptions.py (a refused filter is the documented_filters one).
+CREDENTIALS_REJECTED_ERRORS = frozenset({"CredentialsRejectedError"})
+ASSUMPTION_ERRORS = frozenset({"AssumptionViolatedError", "ClinikoRefusedError"})
 
 
 def _label_value(value: str) -> str:
@@ -342,6 +354,9 @@ def _samples(row: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], float |
     if row["last_run_status"] is not None:
         for status in RUN_STATUSES:
             yield "cliniko_sync_last_run_status", {"status": status}, row["last_run_status"] == status
+        error_class = row["last_run_error_class"]
+        yield "cliniko_sync_last_run_credentials_rejected", {}, error_class in CREDENTIALS_REJECTED_ERRORS
+        yield "cliniko_sync_last_run_assumption_violated", {}, error_class in ASSUMPTION_ERRORS
     if row["last_run_requests"] is not None:
         yield "cliniko_sync_last_run_api_requests", {}, row["last_run_requests"]
     if row["last_run_rate_limited"] is not None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from cliniko_sync.cli_help import examples
-from cliniko_sync.output import Format, RowFormat, StatusFormat, render_report
+from cliniko_sync.output import Format, RowFormat, StatusFormat, render_report, stdout_or_file
 from cliniko_sync.reports import SortKey
 
 LIST_EXAMPLES = examples(
@@ -14,9 +16,9 @@ LIST_EXAMPLES = examples(
     "cliniko-sync list-active surf-rehab --format csv > active.csv",
 )
 STATUS_EXAMPLES = examples(
-    "cliniko-sync status",
     "cliniko-sync status surf-rehab --history 10",
-    "cliniko-sync status --max-age 2h --format prometheus",
+    "cliniko-sync status --max-age 2h",
+    "cliniko-sync status --format prometheus --output /var/lib/node_exporter/textfile/cliniko_sync.prom",
 )
 
 WIDE_OPTION = typer.Option(False, "--wide", help="Tables: every column, however wide (default: fit the terminal).")
@@ -81,6 +83,13 @@ def status(
         Format.table, "--format", metavar="[table|json|jsonl|csv|prometheus]", help="Output format."
     ),
     wide: bool = WIDE_OPTION,
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        metavar="FILE",
+        dir_okay=False,
+        help="Write to FILE instead of stdout, atomically (a temporary file beside it, then renamed over it).",
+    ),
 ) -> None:
     """Show each organization's sync health.
 
@@ -100,29 +109,30 @@ def status(
     with db.session(current_settings()) as conn:
         rows = reports.organization_status(conn, organization, max_age=limit)
         runs = reports.run_history(conn, organization, history) if history is not None else None
-    if fmt is Format.prometheus:
-        sys.stdout.write(reports.prometheus_text(rows))
-    elif runs is None:
-        view = {**reports.STATUS_TABLE, **(reports.STALE_COLUMN if limit else {})}
-        render_report(
-            rows,
-            reports.STATUS_COLUMNS,
-            view,
-            fmt,
-            title="Sync status",
-            drop_first=reports.STATUS_DROP_FIRST,
-            wide=wide,
-        )
-    else:
-        render_report(
-            runs,
-            reports.HISTORY_COLUMNS,
-            reports.HISTORY_TABLE,
-            fmt,
-            title="Sync runs",
-            drop_first=reports.HISTORY_DROP_FIRST,
-            wide=wide,
-        )
+    with stdout_or_file(output):
+        if fmt is Format.prometheus:
+            sys.stdout.write(reports.prometheus_text(rows))
+        elif runs is None:
+            view = {**reports.STATUS_TABLE, **(reports.STALE_COLUMN if limit else {})}
+            render_report(
+                rows,
+                reports.STATUS_COLUMNS,
+                view,
+                fmt,
+                title="Sync status",
+                drop_first=reports.STATUS_DROP_FIRST,
+                wide=wide,
+            )
+        else:
+            render_report(
+                runs,
+                reports.HISTORY_COLUMNS,
+                reports.HISTORY_TABLE,
+                fmt,
+                title="Sync runs",
+                drop_first=reports.HISTORY_DROP_FIRST,
+                wide=wide,
+            )
     stale = reports.stale_summary(rows)
     if stale:
         raise ClinikoSyncError(stale)
