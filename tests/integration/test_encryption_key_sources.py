@@ -5,6 +5,7 @@ content."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from cliniko_sync.config import (
 )
 from cliniko_sync.errors import EXIT_CONFIG, ConfigError
 
-VARIABLE_KEY, FILE_KEY, CREDENTIAL_KEY, OLD_KEY = (Fernet.generate_key().decode() for _ in range(4))
+# Fixed keys (parametrize ids show them, and pytest-xdist workers must collect the same ids).
+VARIABLE_KEY, FILE_KEY, CREDENTIAL_KEY, OLD_KEY = (base64.urlsafe_b64encode(bytes([n]) * 32).decode() for n in range(4))
 
 
 @pytest.fixture
