@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -96,7 +97,6 @@ def status(
     The last run (skipped runs, which found the organization locked, are counted apart), the last success, the last
     failure's message, active patients, and whether a sync is running.
     """
-    import sys
 
     from cliniko_sync import db, reports
     from cliniko_sync.config import current_settings
@@ -110,29 +110,40 @@ def status(
         rows = reports.organization_status(conn, organization, max_age=limit)
         runs = reports.run_history(conn, organization, history) if history is not None else None
     with stdout_or_file(output):
-        if fmt is Format.prometheus:
-            sys.stdout.write(reports.prometheus_text(rows))
-        elif runs is None:
-            view = {**reports.STATUS_TABLE, **(reports.STALE_COLUMN if limit else {})}
-            render_report(
-                rows,
-                reports.STATUS_COLUMNS,
-                view,
-                fmt,
-                title="Sync status",
-                drop_first=reports.STATUS_DROP_FIRST,
-                wide=wide,
-            )
-        else:
-            render_report(
-                runs,
-                reports.HISTORY_COLUMNS,
-                reports.HISTORY_TABLE,
-                fmt,
-                title="Sync runs",
-                drop_first=reports.HISTORY_DROP_FIRST,
-                wide=wide,
-            )
+        _print_status(rows, runs, fmt, stale_column=limit is not None, wide=wide)
     stale = reports.stale_summary(rows)
     if stale:
         raise ClinikoSyncError(stale)
+
+
+def _print_status(
+    rows: list[dict[str, Any]], runs: list[dict[str, Any]] | None, fmt: Format, *, stale_column: bool, wide: bool
+) -> None:
+    """The status report on stdout: Prometheus metrics, the organizations' rows, or the runs of --history."""
+    import sys
+
+    from cliniko_sync import reports
+
+    if fmt is Format.prometheus:
+        sys.stdout.write(reports.prometheus_text(rows))
+    elif runs is None:
+        view = {**reports.STATUS_TABLE, **(reports.STALE_COLUMN if stale_column else {})}
+        render_report(
+            rows,
+            reports.STATUS_COLUMNS,
+            view,
+            fmt,
+            title="Sync status",
+            drop_first=reports.STATUS_DROP_FIRST,
+            wide=wide,
+        )
+    else:
+        render_report(
+            runs,
+            reports.HISTORY_COLUMNS,
+            reports.HISTORY_TABLE,
+            fmt,
+            title="Sync runs",
+            drop_first=reports.HISTORY_DROP_FIRST,
+            wide=wide,
+        )
