@@ -14,6 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.harness import (
+    CONTACT_EMAIL,
+    Emulator,
+    cliniko_sync_command,
+    run_measured,
+    say,
+    scratch_database,
+    setup_organization,
+)
+
 ORGANIZATIONS = 200
 JOBS = 4
 PATIENTS, APPOINTMENTS = 40, 400  # a small clinic: one page per stream
@@ -25,16 +35,6 @@ def measure_many(
 ) -> dict[str, Any]:
     """Organizations per minute of the best of `rounds` no-change `sync --all` runs (the first fills the mirror)."""
     from cryptography.fernet import Fernet
-
-    from bench.__main__ import (
-        CONTACT_EMAIL,
-        Emulator,
-        cliniko_sync_command,
-        run_measured,
-        say,
-        scratch_database,
-        setup_organization,
-    )
 
     os.environ.setdefault("CREDENTIALS_ENCRYPTION_KEY", Fernet.generate_key().decode())
     emulator = Emulator(PATIENTS, APPOINTMENTS)

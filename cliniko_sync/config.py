@@ -12,6 +12,10 @@ from cliniko_sync.errors import ClinikoSyncError, ConfigError, UsageError
 ENV_DATABASE_URL = "DATABASE_URL"
 ENV_SCHEMA = "CLINIKO_SYNC_SCHEMA"
 ENV_ENCRYPTION_KEY = "CREDENTIALS_ENCRYPTION_KEY"
+ENV_ENCRYPTION_KEY_FILE = "CREDENTIALS_ENCRYPTION_KEY_FILE"
+# systemd's LoadCredential=cliniko-sync-encryption-key:/etc/… puts the key in $CREDENTIALS_DIRECTORY under this name.
+ENCRYPTION_KEY_CREDENTIAL = "cliniko-sync-encryption-key"
+ENV_CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"
 ENV_CONTACT_EMAIL = "CLINIKO_SYNC_CONTACT_EMAIL"
 ENV_DATA_DIR = "CLINIKO_SYNC_DATA_DIR"
 
@@ -81,6 +85,49 @@ def contact_email() -> str:
             f"(e.g. export {ENV_CONTACT_EMAIL}=it@your-clinic.example)"
         )
     return email
+
+
+def encryption_key_file() -> Path | None:
+    """The file the encryption keys are read from, or None when they come from the variable or from nowhere.
+
+    Precedence: CREDENTIALS_ENCRYPTION_KEY (the value itself), then CREDENTIALS_ENCRYPTION_KEY_FILE, then the systemd
+    credential $CREDENTIALS_DIRECTORY/cliniko-sync-encryption-key when that file exists. Setting both the variable
+    and the _FILE variable is a configuration error: which one holds the current key would be a guess."""
+    value = os.environ.get(ENV_ENCRYPTION_KEY, "").strip()
+    named = os.environ.get(ENV_ENCRYPTION_KEY_FILE, "").strip()
+    if value and named:
+        raise ConfigError(f"both {ENV_ENCRYPTION_KEY} and {ENV_ENCRYPTION_KEY_FILE} are set: set only one of them")
+    if value:
+        return None
+    if named:
+        return Path(named)
+    directory = os.environ.get(ENV_CREDENTIALS_DIRECTORY, "").strip()
+    credential = Path(directory) / ENCRYPTION_KEY_CREDENTIAL if directory else None
+    return credential if credential is not None and credential.exists() else None
+
+
+def encryption_keys() -> tuple[str, list[str]]:
+    """Where the encryption keys come from (for messages) and the keys, first one first: a comma-separated list in
+    the variable, or in the file (commas or one key a line). [] when none is configured; an unreadable or empty file
+    is a configuration error (exit 78) that names the file, never its content."""
+    path = encryption_key_file()
+    if path is None:
+        return ENV_ENCRYPTION_KEY, _split_keys(os.environ.get(ENV_ENCRYPTION_KEY, ""))
+    source = f"the key file {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {source} ({exc.strerror or type(exc).__name__})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source} is not UTF-8 text (a Fernet key from `cliniko-sync keygen` is)") from None
+    keys = _split_keys(text)
+    if not keys:
+        raise ConfigError(f"{source} is empty: put the key from `cliniko-sync keygen` in it")
+    return source, keys
+
+
+def _split_keys(text: str) -> list[str]:
+    return [entry.strip() for entry in text.replace("\n", ",").split(",") if entry.strip()]
 
 
 _current = Settings()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cliniko_sync.config import ENV_ENCRYPTION_KEY
+from cliniko_sync.config import ENCRYPTION_KEY_CREDENTIAL, ENV_ENCRYPTION_KEY, ENV_ENCRYPTION_KEY_FILE, encryption_keys
 from cliniko_sync.errors import ConfigError, UsageError
 from cliniko_sync.orgs import SERVICE, get_organization
 
@@ -17,15 +16,18 @@ if TYPE_CHECKING:
     from cliniko_sync.db import DictConnection
     from cliniko_sync.orgs import Organization
 
-_HOW_TO_MAKE_A_KEY = f"make one with `cliniko-sync keygen` and export {ENV_ENCRYPTION_KEY}=<key>"
+_HOW_TO_MAKE_A_KEY = (
+    f"make one with `cliniko-sync keygen` and export {ENV_ENCRYPTION_KEY}=<key> (or name a file holding it in "
+    f"{ENV_ENCRYPTION_KEY_FILE}, or load it as the systemd credential {ENCRYPTION_KEY_CREDENTIAL})"
+)
 
 
 def load_fernet() -> MultiFernet:
-    """The keys in CREDENTIALS_ENCRYPTION_KEY: a comma-separated list whose first key encrypts and all decrypt."""
+    """The encryption keys (config.encryption_keys: the variable, a key file or the systemd credential): the first
+    encrypts, all decrypt."""
     from cryptography.fernet import Fernet, MultiFernet
 
-    entries = [entry.strip() for entry in os.environ.get(ENV_ENCRYPTION_KEY, "").split(",")]
-    keys = [entry for entry in entries if entry]
+    source, keys = encryption_keys()
     if not keys:
         raise ConfigError(f"{ENV_ENCRYPTION_KEY} is not set; {_HOW_TO_MAKE_A_KEY}")
     fernets = []
@@ -35,8 +37,7 @@ def load_fernet() -> MultiFernet:
         except (ValueError, TypeError):
             # Never echo the value: it is (or is meant to be) a secret.
             raise ConfigError(
-                f"{ENV_ENCRYPTION_KEY} key #{position} is not a valid Fernet key (32 url-safe base64 bytes); "
-                f"{_HOW_TO_MAKE_A_KEY}"
+                f"{source} key #{position} is not a valid Fernet key (32 url-safe base64 bytes); {_HOW_TO_MAKE_A_KEY}"
             ) from None
     return MultiFernet(fernets)
 

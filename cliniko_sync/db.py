@@ -57,6 +57,8 @@ def describe_url(url: str) -> str:
     except psycopg.ProgrammingError:
         parts = urlsplit(url)
         return parts.hostname or "the database"
+    if conninfo.get("service") and not conninfo.get("host"):  # the host is in the service file (PGSERVICEFILE)
+        return f"service {conninfo['service']}"
     host = conninfo.get("host") or "localhost"
     port = conninfo.get("port")
     dbname = conninfo.get("dbname")

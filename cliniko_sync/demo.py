@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cliniko_sync.config import ENV_CONTACT_EMAIL, ENV_DATA_DIR, ENV_ENCRYPTION_KEY, Settings, data_dir
+from cliniko_sync.config import (
+    ENV_CONTACT_EMAIL,
+    ENV_DATA_DIR,
+    ENV_ENCRYPTION_KEY,
+    Settings,
+    data_dir,
+    encryption_keys,
+)
 
 if TYPE_CHECKING:
     from cliniko_sync.sync.pipeline import SyncResult
@@ -49,7 +56,7 @@ def demo_encryption_key(directory: Path) -> str:
 
 def fill_demo_environment() -> None:
     """Give this process an encryption key and a contact email when the operator has not set them."""
-    if not os.environ.get(ENV_ENCRYPTION_KEY):
+    if not encryption_keys()[1]:  # neither the variable, a key file nor the systemd credential
         directory = data_dir()
         os.environ[ENV_ENCRYPTION_KEY] = demo_encryption_key(directory)
         note(

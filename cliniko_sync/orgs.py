@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from cliniko_sync.durations import format_duration, parse_duration
 from cliniko_sync.errors import ConfigError, LockedError, UsageError
 
 if TYPE_CHECKING:
@@ -117,21 +118,10 @@ def validate_window_days(value: int) -> int:
     return value
 
 
-def format_duration(value: timedelta) -> str:
-    """The largest whole unit of s, m, h, d: 900 s → `15m`, 86400 s → `1d`, 5400 s → `90m`."""
-    seconds = int(value.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 def _interval_validator(option: str, bounds: tuple[timedelta, timedelta]) -> Callable[[Any], timedelta]:
     """Durations as `status --max-age` takes them (`90s`, `15m`, `2h`, `1d`), or a timedelta, within bounds."""
 
     def validate(value: Any) -> timedelta:
-        from cliniko_sync.reports import parse_duration
-
         interval = value if isinstance(value, timedelta) else parse_duration(str(value))
         low, high = bounds
         if not low <= interval <= high:
@@ -319,7 +309,7 @@ def remove_organization(conn: DictConnection, org_id: str, *, dry_run: bool = Fa
     from psycopg import sql
 
     from cliniko_sync.db import query
-    from cliniko_sync.sync.pipeline import LOCK_NAMESPACE
+    from cliniko_sync.sync.run_log import LOCK_NAMESPACE
 
     get_organization(conn, org_id)
     removed: dict[str, int] = {}

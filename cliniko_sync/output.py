@@ -7,11 +7,15 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, redirect_stdout
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
+from pathlib import Path
 from typing import Any, Literal, TextIO
 from uuid import UUID
+
+from cliniko_sync.errors import ConfigError
 
 
 class Format(str, Enum):
@@ -235,3 +239,30 @@ def render_report(
         render(table_rows(rows, view), list(view), Format.table, title=title, drop_first=drop_first, wide=wide)
     else:
         render(rows, columns, fmt)
+
+
+@contextmanager
+def stdout_or_file(path: Path | None) -> Iterator[None]:
+    """What the block writes on stdout goes there, or with `path` replaces that file atomically: it is written to a
+    hidden temporary file beside it (no `.prom` suffix, so node_exporter's textfile collector skips it), flushed to
+    disk, made world-readable (0644: the collector runs as another user) and renamed over `path`. A reader never sees
+    half a file, and a block that fails leaves the old file as it was and no temporary file behind."""
+    if path is None:
+        yield
+        return
+    import tempfile
+
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path} ({exc.strerror or type(exc).__name__})") from None
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream, redirect_stdout(stream):
+            yield
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from enum import Enum
@@ -124,8 +123,6 @@ def _stream(conn: DictConnection, statement: Any, params: dict[str, Any]) -> Ite
 
 # --- status ------------------------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"(\d{1,9})([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # What a "last run" can be: skipped runs (the organization was locked, nothing was done) are counted apart.
 RUN_STATUSES = ("running", "success", "failed", "partial", "abandoned")
 
@@ -231,14 +228,6 @@ HISTORY_DROP_FIRST = ("429s", "requests", "mode", "organization", "seconds")
 LIST_DROP_FIRST = ("total", "upcoming", "next appointment", "recent", "email", "patient id")
 
 
-def parse_duration(text: str) -> timedelta:
-    """`90s`, `30m`, `2h`, `1d` → a timedelta; anything else is a usage error (exit 2)."""
-    match = _DURATION.fullmatch(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise UsageError(f"invalid duration {text[:40]!r}: use a positive whole number and s, m, h or d (e.g. 2h)")
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-
-
 def human_age(seconds: float | None) -> str | None:
     """A compact age for tables: 45s, 12m, 3h, 2d."""
     if seconds is None:
@@ -326,8 +315,20 @@ _METRICS: tuple[tuple[str, str], ...] = (
     ("cliniko_sync_active_patients", "Rows in active_patients for the organization."),
     ("cliniko_sync_oldest_cursor_age_seconds", "Seconds since the least recently advanced stream cursor moved."),
     ("cliniko_sync_skipped_runs_total", "Runs that found the organization locked by another sync (exit 75)."),
+    (
+        "cliniko_sync_last_run_credentials_rejected",
+        "1 when the latest run failed because Cliniko rejected the API key.",
+    ),
+    (
+        "cliniko_sync_last_run_assumption_violated",
+        "1 when the latest run failed because Cliniko's answer broke an API assumption (check-credentials --deep).",
+    ),
 )
 _COUNTERS = frozenset({"cliniko_sync_skipped_runs_total"})
+# The error classes (sync_log.error_class) behind the two failure gauges: a rejected key (exit 77), and Cliniko
+# answering against an assumption of cliniko_sync/assumptions.py (a refused filter is the documented_filters one).
+CREDENTIALS_REJECTED_ERRORS = frozenset({"CredentialsRejectedError"})
+ASSUMPTION_ERRORS = frozenset({"AssumptionViolatedError", "ClinikoRefusedError"})
 
 
 def _label_value(value: str) -> str:
@@ -353,6 +354,9 @@ def _samples(row: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], float |
     if row["last_run_status"] is not None:
         for status in RUN_STATUSES:
             yield "cliniko_sync_last_run_status", {"status": status}, row["last_run_status"] == status
+        error_class = row["last_run_error_class"]
+        yield "cliniko_sync_last_run_credentials_rejected", {}, error_class in CREDENTIALS_REJECTED_ERRORS
+        yield "cliniko_sync_last_run_assumption_violated", {}, error_class in ASSUMPTION_ERRORS
     if row["last_run_requests"] is not None:
         yield "cliniko_sync_last_run_api_requests", {}, row["last_run_requests"]
     if row["last_run_rate_limited"] is not None:

@@ -115,7 +115,7 @@ def test_crontab_example_uses_real_commands_and_options() -> None:
     assert any(words[-6:] == ["sync", "--due", "--jobs", "4", "--max-runtime", "10m"] for words in invocations)
     assert any("--max-age" in words for words in invocations)
     assert any("--full" in words for words in invocations)
-    assert any(words[-2:] == ["--format", "prometheus"] for words in invocations)
+    assert any(words[-4:-1] == ["--format", "prometheus", "--output"] for words in invocations)
 
 
 def test_every_environment_variable_is_in_the_configuration_page() -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
 
 from cliniko_sync.cli_help import examples
-from cliniko_sync.output import Format, RowFormat, StatusFormat, render_report
+from cliniko_sync.output import Format, RowFormat, StatusFormat, render_report, stdout_or_file
 from cliniko_sync.reports import SortKey
 
 LIST_EXAMPLES = examples(
@@ -14,9 +17,9 @@ LIST_EXAMPLES = examples(
     "cliniko-sync list-active surf-rehab --format csv > active.csv",
 )
 STATUS_EXAMPLES = examples(
-    "cliniko-sync status",
     "cliniko-sync status surf-rehab --history 10",
-    "cliniko-sync status --max-age 2h --format prometheus",
+    "cliniko-sync status --max-age 2h",
+    "cliniko-sync status --format prometheus --output /var/lib/node_exporter/textfile/cliniko_sync.prom",
 )
 
 WIDE_OPTION = typer.Option(False, "--wide", help="Tables: every column, however wide (default: fit the terminal).")
@@ -81,28 +84,50 @@ def status(
         Format.table, "--format", metavar="[table|json|jsonl|csv|prometheus]", help="Output format."
     ),
     wide: bool = WIDE_OPTION,
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        metavar="FILE",
+        dir_okay=False,
+        help="Write to FILE instead of stdout, atomically (a temporary file beside it, then renamed over it).",
+    ),
 ) -> None:
     """Show each organization's sync health.
 
     The last run (skipped runs, which found the organization locked, are counted apart), the last success, the last
     failure's message, active patients, and whether a sync is running.
     """
-    import sys
 
     from cliniko_sync import db, reports
     from cliniko_sync.config import current_settings
+    from cliniko_sync.durations import parse_duration
     from cliniko_sync.errors import ClinikoSyncError, UsageError
 
-    limit = reports.parse_duration(max_age) if max_age is not None else None
+    limit = parse_duration(max_age) if max_age is not None else None
     if history is not None and fmt is Format.prometheus:
         raise UsageError("--history cannot be combined with --format prometheus")
     with db.session(current_settings()) as conn:
         rows = reports.organization_status(conn, organization, max_age=limit)
         runs = reports.run_history(conn, organization, history) if history is not None else None
+    with stdout_or_file(output):
+        _print_status(rows, runs, fmt, stale_column=limit is not None, wide=wide)
+    stale = reports.stale_summary(rows)
+    if stale:
+        raise ClinikoSyncError(stale)
+
+
+def _print_status(
+    rows: list[dict[str, Any]], runs: list[dict[str, Any]] | None, fmt: Format, *, stale_column: bool, wide: bool
+) -> None:
+    """The status report on stdout: Prometheus metrics, the organizations' rows, or the runs of --history."""
+    import sys
+
+    from cliniko_sync import reports
+
     if fmt is Format.prometheus:
         sys.stdout.write(reports.prometheus_text(rows))
     elif runs is None:
-        view = {**reports.STATUS_TABLE, **(reports.STALE_COLUMN if limit else {})}
+        view = {**reports.STATUS_TABLE, **(reports.STALE_COLUMN if stale_column else {})}
         render_report(
             rows,
             reports.STATUS_COLUMNS,
@@ -122,6 +147,3 @@ def status(
             drop_first=reports.HISTORY_DROP_FIRST,
             wide=wide,
         )
-    stale = reports.stale_summary(rows)
-    if stale:
-        raise ClinikoSyncError(stale)

@@ -114,8 +114,8 @@ def _exit_with(results: list[Any], all_organizations: bool) -> None:
 
 def parse_max_runtime(text: str) -> float:
     """Seconds as a plain number (the option's first form, kept for existing crontabs), or a duration: 90s, 10m, 1h."""
+    from cliniko_sync.durations import parse_duration
     from cliniko_sync.errors import UsageError
-    from cliniko_sync.reports import parse_duration
 
     try:
         seconds = float(text)
