@@ -55,7 +55,7 @@ FROM organizations o, (VALUES ('full', interval '1 hour'), ('incremental', inter
 
 def fill(url: str, rows: int) -> None:
     """Five clinics with `rows` older runs behind their latest ones (any earlier rows are replaced)."""
-    from bench.__main__ import say
+    from bench.harness import say
     from cliniko_sync.db import connect
     from cliniko_sync.orgs import add_organization
 
@@ -72,7 +72,7 @@ def fill(url: str, rows: int) -> None:
 
 def time_commands(env: dict[str, str], runs: int) -> dict[str, float]:
     """Best wall time of each per-minute command, as a process."""
-    from bench.__main__ import cliniko_sync_command, run_measured
+    from bench.harness import cliniko_sync_command, run_measured
 
     best: dict[str, float] = {}
     for name, args in COMMANDS.items():
@@ -109,7 +109,7 @@ def query_milliseconds(url: str, runs: int) -> dict[str, float]:
 
 
 def measure_growth(small: int = SMALL, large: int = LARGE, runs: int = RUNS) -> dict[str, Any]:
-    from bench.__main__ import scratch_database
+    from bench.harness import scratch_database
     from cliniko_sync.db import upgrade
 
     with scratch_database() as url:

@@ -187,8 +187,8 @@ def prune(
 
 def _period(text: str | None, option: str) -> Any:
     """A retention period given on the command line (a duration like --max-age's), or None when not given."""
-    from cliniko_sync.errors import UsageError
     from cliniko_sync.durations import parse_duration
+    from cliniko_sync.errors import UsageError
 
     if text is None:
         return None

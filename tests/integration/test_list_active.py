@@ -330,7 +330,7 @@ def test_a_backslash_is_matched_literally(clinic: Any, cli: Any) -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(name=st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=30), data=st.data())
+@given(name=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=30), data=st.data())
 def test_any_substring_of_a_name_finds_it(database_url: str, name: str, data: st.DataObject) -> None:
     start = data.draw(st.integers(0, len(name) - 1))
     end = data.draw(st.integers(start + 1, len(name)))

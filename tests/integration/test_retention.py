@@ -21,6 +21,7 @@ from sync_helpers import (  # noqa: F401 (fixtures)
 
 from cliniko_sync import retention
 from cliniko_sync.orgs import add_organization, update_organization
+from cliniko_sync.sync.run_log import SyncLocks
 from cliniko_sync.sync.schedule import Claimer
 
 DAY = 86400
@@ -65,11 +66,8 @@ def readings(cli: Any, url: str) -> dict[str, Any]:
         for row in json.loads(cli("status", "--format", "json").stdout)
     ]
     prometheus = cli("status", "--format", "prometheus")
-    claimer = Claimer(url)
-    try:
-        due = claimer.due(exclude=[])
-    finally:
-        claimer.close()
+    with SyncLocks(url) as locks:
+        due = Claimer(locks).due(exclude=[])
     return {"status": status, "prometheus": prometheus.stdout, "due": due}
 
 
