@@ -139,6 +139,10 @@ def refresh_statistics(conn: DictConnection, organization_id: str) -> list[str]:
     a database that holds big ones stays "about none" until the tenth of the table autovacuum waits for has changed.
     Nothing to do on a quiet incremental run. Outside the recompute's transaction: its lock is then held only
     briefly."""
+    # This connection wrote the run's pages; its change counts reach the statistics only when it flushes them (at most
+    # once a second, or when it ends). Flushed now, before the counters are read and ANALYZE resets them: otherwise
+    # counts flushed after the ANALYZE would make the next quiet run see the table as changed, and analyze it again.
+    conn.execute("SELECT pg_stat_force_next_flush()")
     stale = {row["name"] for row in conn.execute(query("statistics_stale"), {"tables": list(RECOMPUTE_TABLES)})}
     for name in RECOMPUTE_TABLES:
         if name not in stale and _unknown_organization(conn, name, organization_id):
