@@ -110,6 +110,7 @@ class Clinic:
         group_appointments: Iterable[GroupAppointment],
         attendees: Iterable[Attendee],
         id_source: IdSource,
+        appointment_attendees: Iterable[Attendee] = (),
     ) -> None:
         self.lock = threading.RLock()
         self.seed = seed
@@ -117,6 +118,8 @@ class Clinic:
         # Shifts the timestamps mutations write, as if Cliniko's clock ran ahead of (or behind) the clinic's.
         self.clock_offset_seconds = 0
         self._ids = id_source
+        # Individual appointments' attendee records draw their ids from their own stream: the other ids stay as they were.
+        self._attendee_ids = id_source.fork(seed * 7 + 5)
         self._rng = random.Random(seed * 7919 + 17)
         # Hidden sub-second fractions of new stamps come from their own stream, so they never shift other draws.
         self._fraction_rng = random.Random(seed * 104729 + 3)
@@ -126,7 +129,12 @@ class Clinic:
             individual_appointments, extra=("starts_at",)
         )
         self.group_appointments: Table[GroupAppointment] = Table(group_appointments, extra=("starts_at",))
-        self.attendees: Table[Attendee] = Table(attendees)
+        self.attendees: Table[Attendee] = Table(attendees, extra=("booking_id",))
+        # The attendee record Cliniko keeps for every individual appointment (cliniko-api.md §4, Attendees): listed by
+        # /attendees beside the group-class ones (self.attendees), unless drop_individual_attendees() was called.
+        self.individual_attendees = True
+        self.appointment_attendees: Table[Attendee] = Table(appointment_attendees, extra=("booking_id",))
+        self._attendee_of = {record.booking_id: record for record in self.appointment_attendees.records.values()}
         self.appointment_types: Table[AppointmentType] = Table(appointment_types)
         self.practitioners: Table[Practitioner] = Table(practitioners)
         self.businesses: Table[Business] = Table(businesses)
@@ -174,11 +182,40 @@ class Clinic:
         """Truncate every stored created_at/updated_at to the shown second, and stamp whole seconds from now on."""
         with self.lock:
             self.whole_seconds = True
-            for table in self.tables.values():
+            for table in (*self.tables.values(), self.appointment_attendees):
                 for record in table.records.values():
                     record.created_at = whole_second(record.created_at)
                     record.updated_at = whole_second(record.updated_at)
                 table.reindex()
+
+    def drop_individual_attendees(self) -> None:
+        """No attendee records for individual appointments, now or later (the older reading of /attendees)."""
+        with self.lock:
+            self.individual_attendees = False
+            self.appointment_attendees = Table((), extra=("booking_id",))
+            self._attendee_of = {}
+
+    def listed_tables(self, resource: str) -> tuple[Table[Any], ...]:
+        """The tables a resource's list holds: /attendees lists the group-class attendees and the individual
+        appointments' records."""
+        if resource == "attendees" and self.appointment_attendees.records:
+            return (self.attendees, self.appointment_attendees)
+        return (self.tables[resource],)
+
+    def stored(self, resource: str, record_id: int) -> Any:
+        """A record of a resource's list by id, from whichever of its tables holds it."""
+        for table in self.listed_tables(resource):
+            if record_id in table.records:
+                return table.records[record_id]
+        raise KeyError(record_id)
+
+    def _follow(self, appointment: IndividualAppointment) -> None:
+        """An individual appointment changed: its attendee record follows (status, arrival) and is stamped."""
+        record = self._attendee_of.get(appointment.id)
+        if record is None:
+            return
+        _mirror_appointment(record, appointment)
+        self._stamp(self.appointment_attendees, record)
 
     # --- lookups ---------------------------------------------------------------------------------------------
 
@@ -270,6 +307,10 @@ class Clinic:
                 updated_at=moment,
             )
             self.individual_appointments.add(appointment)
+            if self.individual_attendees:
+                record = _attendee_for(appointment, self._attendee_ids.next())
+                self.appointment_attendees.add(record)
+                self._attendee_of[appointment.id] = record
             return str(appointment.id)
 
     def _reference(self, table: Table[Any], record_id: str | int | None, *, group: bool | None = None) -> Any:
@@ -286,6 +327,7 @@ class Clinic:
             appointment = self._find(self.individual_appointments, appointment_id)
             appointment.cancelled_at = self._stamp(self.individual_appointments, appointment)
             appointment.cancellation_reason = reason
+            self._follow(appointment)
 
     def mark_did_not_arrive(self, appointment_id: str | int) -> None:
         with self.lock:
@@ -293,16 +335,19 @@ class Clinic:
             self._stamp(self.individual_appointments, appointment)
             appointment.did_not_arrive = True
             appointment.patient_arrived = False
+            self._follow(appointment)
 
     def archive_appointment(self, appointment_id: str | int) -> None:
         with self.lock:
             appointment = self._find(self.individual_appointments, appointment_id)
             appointment.archived_at = self._stamp(self.individual_appointments, appointment)
+            self._follow(appointment)
 
     def delete_appointment(self, appointment_id: str | int) -> None:
         with self.lock:
             appointment = self._find(self.individual_appointments, appointment_id)
             appointment.deleted_at = self._stamp(self.individual_appointments, appointment)
+            self._follow(appointment)
 
     # --- group classes ---------------------------------------------------------------------------------------
 
@@ -336,6 +381,29 @@ class Clinic:
         ]
 
 
+def _mirror_appointment(record: Attendee, appointment: IndividualAppointment) -> None:
+    """An individual appointment's attendee record takes its status from the appointment; `arrived` follows
+    `did_not_arrive` (false when the patient did not arrive, else the appointment's own arrival flag)."""
+    record.cancelled_at = appointment.cancelled_at
+    record.cancellation_reason = appointment.cancellation_reason
+    record.archived_at = appointment.archived_at
+    record.deleted_at = appointment.deleted_at
+    record.arrived = False if appointment.did_not_arrive else appointment.patient_arrived
+
+
+def _attendee_for(appointment: IndividualAppointment, attendee_id: int) -> Attendee:
+    """The attendee record of an individual appointment: the appointment is its booking, same patient, same stamps."""
+    record = Attendee(
+        id=attendee_id,
+        patient_id=appointment.patient_id,
+        booking_id=appointment.id,
+        created_at=appointment.created_at,
+        updated_at=appointment.updated_at,
+    )
+    _mirror_appointment(record, appointment)
+    return record
+
+
 def _set_patient_fields(patient: Patient, changes: dict[str, Any]) -> None:
     for name, value in changes.items():
         if name in _PATIENT_SETTABLE:
@@ -352,6 +420,12 @@ class IdSource:
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
         self._used: set[int] = set()
+
+    def fork(self, seed: int) -> IdSource:
+        """Another source of ids with its own random stream, never repeating an id of this one."""
+        forked = IdSource(random.Random(seed))
+        forked._used = self._used
+        return forked
 
     def next(self) -> int:
         while True:
@@ -609,6 +683,7 @@ class _Generator:
         for table in (self.types, self.practitioners, [self.business], patients, self.individual, self.groups):
             _hide_fractions(finish_rng, table)
         _hide_fractions(finish_rng, self.attendees)
+        ids = self.ids.fork(self.seed * 31 + 3)
         return Clinic(
             now=self.now,
             seed=self.seed,
@@ -620,6 +695,7 @@ class _Generator:
             group_appointments=self.groups,
             attendees=self.attendees,
             id_source=self.ids,
+            appointment_attendees=[_attendee_for(a, ids.next()) for a in self.individual],
         )
 
     def _practitioners(self) -> list[Practitioner]:

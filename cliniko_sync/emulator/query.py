@@ -488,7 +488,8 @@ def run_list_query(
     checks = (*filters, *visibility_conditions(spec, filters))
     offset = (query.page - 1) * query.per_page
     records = table.records
-    id_lists = [f for f in filters if f.field == "id" and f.operator == "="]
+    # `field:=a,b,…` on an indexed field (ids, attendees' booking ids): the listed values are looked up.
+    id_lists = [f for f in filters if f.field in table.indexes and f.operator == "=" and not table.indexes[f.field].shown]
     sources = [_range_source(index, filters) for index in table.indexes.values()]
     for source in sources:
         source.ordered = _in_order(source, query.sort)
@@ -509,7 +510,7 @@ def run_list_query(
     chosen = ordered[0] if walk_in_order else min(sources, key=len)
     candidates: Iterable[Any]
     if id_lists:
-        candidates = (table.get(record_id) for record_id in sorted(set(id_lists[0].values)))
+        candidates = _records_with(table, id_lists[0])
         wanted = _predicate(spec, clinic, checks, set())
     else:
         candidates = _records_in(chosen, records)
@@ -523,10 +524,27 @@ def run_list_query(
                     page.append(record)
                 total += 1
         return page, total
-    found = [record for record in candidates if record is not None and wanted(record)]
+    found = sort_records([record for record in candidates if record is not None and wanted(record)], spec, clinic, query)
+    return found[offset : offset + query.per_page], len(found)
+
+
+def sort_records(found: list[Any], spec: ResourceSpec, clinic: Clinic, query: ListQuery) -> list[Any]:
+    """Records in the query's order (stable sorts, last key first)."""
     for name, descending in reversed(query.sort):
         found.sort(key=_sort_key(spec.getter(name), clinic), reverse=descending)
-    return found[offset : offset + query.per_page], len(found)
+    return found
+
+
+def _records_with(table: Table[Any], condition: Condition) -> Iterable[Any]:
+    """The listed records whose indexed field equals one of the condition's values."""
+    if condition.field == "id":
+        return (table.get(record_id) for record_id in sorted(set(condition.values)))
+    entries = table.indexes[condition.field].entries
+    return (
+        table.records[entries[position][1]]
+        for value in sorted(set(condition.values))
+        for position in range(bisect_left(entries, (value, -1)), bisect_right(entries, (value, math.inf)))
+    )
 
 
 def _page_skipping(
