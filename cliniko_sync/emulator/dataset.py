@@ -118,7 +118,7 @@ class Clinic:
         # Shifts the timestamps mutations write, as if Cliniko's clock ran ahead of (or behind) the clinic's.
         self.clock_offset_seconds = 0
         self._ids = id_source
-        # Individual appointments' attendee records draw their ids from their own stream: the other ids stay as they were.
+        # Individual appointments' attendee records draw ids from their own stream: the other ids stay as they were.
         self._attendee_ids = id_source.fork(seed * 7 + 5)
         self._rng = random.Random(seed * 7919 + 17)
         # Hidden sub-second fractions of new stamps come from their own stream, so they never shift other draws.

@@ -489,7 +489,8 @@ def run_list_query(
     offset = (query.page - 1) * query.per_page
     records = table.records
     # `field:=a,b,…` on an indexed field (ids, attendees' booking ids): the listed values are looked up.
-    id_lists = [f for f in filters if f.field in table.indexes and f.operator == "=" and not table.indexes[f.field].shown]
+    indexes = table.indexes
+    id_lists = [f for f in filters if f.field in indexes and f.operator == "=" and not indexes[f.field].shown]
     sources = [_range_source(index, filters) for index in table.indexes.values()]
     for source in sources:
         source.ordered = _in_order(source, query.sort)
@@ -524,7 +525,8 @@ def run_list_query(
                     page.append(record)
                 total += 1
         return page, total
-    found = sort_records([record for record in candidates if record is not None and wanted(record)], spec, clinic, query)
+    found = [record for record in candidates if record is not None and wanted(record)]
+    found = sort_records(found, spec, clinic, query)
     return found[offset : offset + query.per_page], len(found)
 
 

@@ -37,6 +37,14 @@ class _Shape:
     patient_column: str | None
     dirty: str
     derive: Callable[[dict[str, Any], str], list[Any]] | None = None
+    backfilled: str = "true"  # the rows a backfill pass reads (window.py): those the window reads do not
+
+
+_BEFORE_WINDOW = "starts_at < %(window_from)s"
+_CLASSES_BEFORE_WINDOW = (
+    "group_appointment_id IN (SELECT g.id FROM cliniko_group_appointments g"
+    " WHERE g.organization_id = %(org)s AND g.starts_at < %(window_from)s)"
+)
 
 
 def _patient_values(raw: dict[str, Any], region: str) -> list[Any]:
@@ -45,9 +53,15 @@ def _patient_values(raw: dict[str, Any], region: str) -> list[Any]:
 
 _SHAPES: dict[str, _Shape] = {
     "patients": _Shape("mirror_rows_patients", None, "mirror_dirty_patients", _patient_values),
-    "individual_appointments": _Shape("mirror_rows_individual_appointments", "patient_id", "mirror_dirty_bookings"),
-    "group_appointments": _Shape("mirror_rows_group_appointments", None, "mirror_dirty_group_appointments"),
-    "attendees": _Shape("mirror_rows_attendees", "patient_id", "mirror_dirty_bookings"),
+    "individual_appointments": _Shape(
+        "mirror_rows_individual_appointments", "patient_id", "mirror_dirty_bookings", backfilled=_BEFORE_WINDOW
+    ),
+    "group_appointments": _Shape(
+        "mirror_rows_group_appointments", None, "mirror_dirty_group_appointments", backfilled=_BEFORE_WINDOW
+    ),
+    "attendees": _Shape(
+        "mirror_rows_attendees", "patient_id", "mirror_dirty_bookings", backfilled=_CLASSES_BEFORE_WINDOW
+    ),
     "appointment_types": _Shape(
         "mirror_rows_reference", None, "mirror_dirty_reference", lambda raw, _: [records.appointment_type_name(raw)]
     ),
@@ -88,7 +102,9 @@ def _statements(stream: Stream) -> tuple[bytes, bytes]:
         dirty=dirty,
     )
     removed_patient = sql.Identifier(shape.patient_column) if shape.patient_column else sql.SQL("NULL::text")
-    remove = sql.SQL(query("mirror_remove_unseen")).format(table=table, patient=removed_patient, dirty=dirty)
+    remove = sql.SQL(query("mirror_remove_unseen")).format(
+        table=table, patient=removed_patient, dirty=dirty, backfilled=sql.SQL(shape.backfilled)
+    )
     return upsert.as_bytes(None), remove.as_bytes(None)
 
 
@@ -217,9 +233,13 @@ def write_pages(
     )
 
 
-def remove_unseen(conn: DictConnection, stream: Stream, organization_id: str, full_pass: int) -> int:
-    """After a complete full pass: soft-delete mirror rows that the pass did not see (their patients go dirty)."""
-    row = conn.execute(_statements(stream)[1], {"org": organization_id, "pass": full_pass}).fetchone()
+def remove_unseen(
+    conn: DictConnection, stream: Stream, organization_id: str, full_pass: int, window_from: datetime | None = None
+) -> int:
+    """After a complete full pass: soft-delete mirror rows that the pass did not see (their patients go dirty). A
+    backfill pass (`window_from`: the start of the window the window reads read) answers only for the rows before it."""
+    params = {"org": organization_id, "pass": full_pass, "window_from": window_from}
+    row = conn.execute(_statements(stream)[1], params).fetchone()
     return row["removed"] if row else 0
 
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from cliniko_sync import db
 from cliniko_sync.cliniko import records
 from cliniko_sync.cliniko.waits import StopRequested
-from cliniko_sync.sync import crawl
+from cliniko_sync.sync import crawl, passes
 from cliniko_sync.sync.mirror import (
     PageRows,
     StreamState,
@@ -60,6 +60,7 @@ class RunContext:
     stop: threading.Event  # a signal asked the run to stop at its next checkpoint
     progress: Progress | None
     make_client: Callable[[], Any]
+    backfill: passes.Backfill | None = None  # set after window reads, while the history backfills
 
 
 @dataclass
@@ -189,7 +190,8 @@ def _checkpoint(work: db.DictConnection, context: RunContext, stream: Stream, st
         new_state = StreamState(pass_id, mode, step.complete, step.position, state.cursor_updated_at)
         if step.complete:
             if mode == "full":
-                stats.deleted += remove_unseen(work, stream, context.organization_id, pass_id)
+                window_from = context.backfill.window_from if context.backfill else None
+                stats.deleted += remove_unseen(work, stream, context.organization_id, pass_id, window_from)
             reached = step.position.updated_at
             if reached is not None and (state.cursor_updated_at is None or reached > state.cursor_updated_at):
                 new_state.cursor_updated_at = reached
@@ -208,11 +210,14 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
         progress.stream_started(org, stream.name, mode)
     with tally.new_client(context) as client:
         total: int | None = None
-        listing = crawl.pages(
-            stream,
-            position,
+        pager = passes.pass_pager(
+            stream, mode, position, work=work, organization_id=org, client=client, backfill=context.backfill
+        )
+        listing = crawl.run(
+            pager,
             fetch=crawl.fetcher(client),
             parse=records.listing_row,  # id and updated_at only: the mirror's SQL reads the rest
+            ask_again=stream.incremental,
         )
         check_stop(context, tally)
         batch = _Batch()
@@ -254,6 +259,16 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
         return stats
 
 
+def _lanes(streams: list[Stream]) -> list[list[Stream]]:
+    """Streams that run one after the other: a stream read by another's ids (attendees by their classes) after it."""
+    names = {stream.name for stream in streams}
+    lanes = {stream.name: [stream] for stream in streams if stream.classes_of not in names}
+    for stream in streams:
+        if stream.classes_of in names:
+            lanes[stream.classes_of].append(stream)
+    return list(lanes.values())
+
+
 def crawl_streams(context: RunContext, tally: RunTally, streams: list[Stream], work: db.DictConnection) -> None:
     """Crawl streams one after the other on the run's connection (dry runs keep everything in its one
     transaction), or at once, each on its own connection: Cliniko's latency then overlaps instead of adding up,
@@ -264,16 +279,18 @@ def crawl_streams(context: RunContext, tally: RunTally, streams: list[Stream], w
         return
     errors: list[BaseException] = []
 
-    def crawl_alone(stream: Stream) -> None:
+    def crawl_lane(lane: list[Stream]) -> None:
         try:
             with db.connect(context.url, autocommit=True, application=f"cliniko-sync {context.organization_id}") as c:
-                crawl_stream(context, tally, stream, c)
+                for stream in lane:
+                    crawl_stream(context, tally, stream, c)
         except BaseException as exc:
             if not isinstance(exc, SiblingFailed):
                 tally.aborted.set()  # the others stop after their current page
             errors.append(exc)
 
-    threads = [threading.Thread(target=crawl_alone, args=(s,), name=f"sync-{s.name}") for s in streams]
+    lanes = _lanes(streams)
+    threads = [threading.Thread(target=crawl_lane, args=(lane,), name=f"sync-{lane[0].name}") for lane in lanes]
     for thread in threads:
         thread.start()
     for thread in threads:
