@@ -364,6 +364,34 @@ class Clinic:
             self.attendees.add(attendee)
             return str(attendee.id)
 
+    def add_class(self, starts_at: datetime, *, appointment_type_id: str | int | None = None) -> str:
+        """Schedule a group class (no attendees yet) and return its id."""
+        with self.lock:
+            kind = self._reference(self.appointment_types, appointment_type_id, group=True)
+            practitioner = self._reference(self.practitioners, None)
+            business = self._reference(self.businesses, None)
+            start = to_epoch(starts_at)
+            moment = self._moment()
+            group = GroupAppointment(
+                id=self._ids.next(),
+                practitioner_id=practitioner.id,
+                appointment_type_id=kind.id,
+                business_id=business.id,
+                starts_at=start,
+                ends_at=start + kind.duration_in_minutes * MINUTE,
+                max_attendees=kind.max_attendees or 1,
+                created_at=moment,
+                updated_at=moment,
+            )
+            self.group_appointments.add(group)
+            return str(group.id)
+
+    def delete_class(self, group_id: str | int) -> None:
+        """Delete a group class (listed with deleted_at:*; its attendees stay as they were)."""
+        with self.lock:
+            group = self._find(self.group_appointments, group_id)
+            group.deleted_at = self._stamp(self.group_appointments, group)
+
     def cancel_attendee(self, attendee_id: str | int, *, reason: int = 50) -> None:
         with self.lock:
             attendee = self._find(self.attendees, attendee_id)

@@ -76,6 +76,9 @@ def read_window(
     found = work.execute(db.query("window_state_load"), {"org": context.organization_id}).fetchone()
     cursor = found["cursor_updated_at"] if found else None
     window_from = found["window_from"] if found else None
+    progress, org = context.progress, context.organization_id
+    if progress:
+        progress.stream_started(org, "window", "first pass" if cursor is None else "refresh")
     if cursor is None:
         window_from = crawl.whole_second(as_of - timedelta(days=window_days))
         seen = _first_pass(context, tally, work, window_from)
@@ -85,6 +88,8 @@ def read_window(
     params = {"org": context.organization_id, "cursor": seen.newest or cursor, "window_from": window_from}
     with work.transaction():
         work.execute(db.query("window_state_save"), params)
+    if progress:
+        progress.stream_finished(org, "window")
     if window_from is not None:
         seen.backfill = passes.Backfill(window_from, max(filter(None, (seen.newest, cursor)), default=None))
     return seen
@@ -163,6 +168,8 @@ def _read(
             tally.writer_ends(started, len(step.new_rows))
             seen.note(stream, step.new_rows)
             seen.read_ids.update(row["id"] for row in step.new_rows)
+            if context.progress:
+                context.progress.page_done(context.organization_id, "window", len(step.new_rows), None)
             if not step.complete:
                 check_stop(context, tally)
         seen.requests += client.stats.requests
