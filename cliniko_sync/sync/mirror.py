@@ -38,6 +38,15 @@ class _Shape:
     dirty: str
     derive: Callable[[dict[str, Any], str], list[Any]] | None = None
     backfilled: str = "true"  # the rows a backfill pass reads (window.py): those the window reads do not
+    after: str | None = None  # what else the upsert's new rows settle (mirror_after_*.sql)
+    # Writers of these streams take turns per organization (BOOKINGS_LOCK): an attendee record of an individual
+    # appointment is either left out (its appointment is in the mirror) or dropped when the appointment arrives.
+    bookings: bool = False
+
+
+# The transaction-level advisory lock (this namespace, hashtext(organization id)) that individual appointments' and
+# attendees' writers take before writing: each then sees what the other committed.
+BOOKINGS_LOCK = 0x434C4241
 
 
 _BEFORE_WINDOW = "starts_at < %(window_from)s"
@@ -54,13 +63,18 @@ def _patient_values(raw: dict[str, Any], region: str) -> list[Any]:
 _SHAPES: dict[str, _Shape] = {
     "patients": _Shape("mirror_rows_patients", None, "mirror_dirty_patients", _patient_values),
     "individual_appointments": _Shape(
-        "mirror_rows_individual_appointments", "patient_id", "mirror_dirty_bookings", backfilled=_BEFORE_WINDOW
+        "mirror_rows_individual_appointments",
+        "patient_id",
+        "mirror_dirty_bookings",
+        backfilled=_BEFORE_WINDOW,
+        after="mirror_after_individual_appointments",
+        bookings=True,
     ),
     "group_appointments": _Shape(
         "mirror_rows_group_appointments", None, "mirror_dirty_group_appointments", backfilled=_BEFORE_WINDOW
     ),
     "attendees": _Shape(
-        "mirror_rows_attendees", "patient_id", "mirror_dirty_bookings", backfilled=_CLASSES_BEFORE_WINDOW
+        "mirror_rows_attendees", "patient_id", "mirror_dirty_bookings", backfilled=_CLASSES_BEFORE_WINDOW, bookings=True
     ),
     "appointment_types": _Shape(
         "mirror_rows_reference", None, "mirror_dirty_reference", lambda raw, _: [records.appointment_type_name(raw)]
@@ -100,6 +114,7 @@ def _statements(stream: Stream) -> tuple[bytes, bytes]:
         rows=sql.SQL(query(shape.rows)),
         old_patient=patient,
         dirty=dirty,
+        after=sql.SQL(query(shape.after) if shape.after else ""),
     )
     removed_patient = sql.Identifier(shape.patient_column) if shape.patient_column else sql.SQL("NULL::text")
     remove = sql.SQL(query("mirror_remove_unseen")).format(
@@ -221,6 +236,8 @@ def write_pages(
     # Planned afresh for every batch (prepared: parsed once): a plan cached while the table was small (a first
     # sync) would go on scanning it when it is big.
     conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+    if shape.bookings:
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (BOOKINGS_LOCK, organization_id))
     try:
         result = conn.execute(_statements(stream)[0], params, prepare=True).fetchone()
     except psycopg.DataError as exc:

@@ -16,8 +16,11 @@ records since it began are read by the next incremental passes.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from cliniko_sync import db
@@ -25,10 +28,11 @@ from cliniko_sync.cliniko import records
 from cliniko_sync.cliniko.client import Filter
 from cliniko_sync.sync import crawl, passes
 from cliniko_sync.sync.mirror import write_rows
-from cliniko_sync.sync.stream_pass import OVERLAP, RunContext, RunTally, check_stop
+from cliniko_sync.sync.stream_pass import OVERLAP, RunContext, RunTally, at_once, check_stop
 from cliniko_sync.sync.streams import STREAMS, STREAMS_BY_NAME, Stream
 
 APPOINTMENTS = ("individual_appointments", "group_appointments")
+PATIENT_READS = 4  # named patients are read by id, this many requests at once
 WINDOW_STREAMS = (*APPOINTMENTS, "attendees")  # the streams whose backfill leaves records to the window reads
 INCREMENTAL = [stream.name for stream in STREAMS if stream.incremental]
 
@@ -48,6 +52,7 @@ class WindowRead:
     newest: datetime | None = None  # Cliniko's clock as the read began (a lower bound): the next read's cursor
     backfill: passes.Backfill | None = None  # what the backfill leaves to the window reads (None: a window read
     # before the window's start was kept reads everything again)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # reads at once write one page at a time
 
     def note(self, stream: Stream, rows: list[dict[str, Any]]) -> None:
         self.records += len(rows)
@@ -103,23 +108,34 @@ def _first_pass(context: RunContext, tally: RunTally, work: db.DictConnection, w
     seen = WindowRead("window", requests=1)
     seen.newest = _clock_probe(context, tally)  # changes after this read carry a later updated_at
     since = Filter("starts_at", ">=", window_from)
-    for name in APPOINTMENTS:
+
+    def appointments(name: str) -> Callable[[], None]:
         stream = STREAMS_BY_NAME[name]
-        _read(context, tally, work, stream, crawl.IdOrderPager(stream.paths[0], (*stream.include_filters, since)), seen)
-    attendees = STREAMS_BY_NAME["attendees"]
-    if seen.group_ids:
-        start = crawl.Position(tie_after_id=crawl.SECOND_START)
-        pager = crawl.BookingListPager("attendees", attendees.include_filters, tuple(seen.group_ids), start)
-        _read(context, tally, work, attendees, pager, seen)
+        pager = crawl.IdOrderPager(stream.paths[0], (*stream.include_filters, since))
+        return partial(_read, context, tally, work, stream, pager, seen)
+
+    def classes_then_attendees() -> None:
+        appointments("group_appointments")()
+        attendees = STREAMS_BY_NAME["attendees"]
+        if seen.group_ids:
+            start = crawl.Position(tie_after_id=crawl.SECOND_START)
+            pager = crawl.BookingListPager("attendees", attendees.include_filters, tuple(seen.group_ids), start)
+            _read(context, tally, work, attendees, pager, seen)
+
+    at_once(tally, [appointments("individual_appointments"), classes_then_attendees])
     return seen
 
 
 def _refresh(context: RunContext, tally: RunTally, work: db.DictConnection, since: datetime) -> WindowRead:
     seen = WindowRead("window refresh", requests=1)
     seen.newest = _clock_probe(context, tally)
+    reads: list[Callable[[], None]] = []
     for name in (*APPOINTMENTS, "attendees", "patients"):
         stream = STREAMS_BY_NAME[name]
-        _read(context, tally, work, stream, crawl.keyset_pager(stream, crawl.Position(since)), seen)
+        reads.append(
+            partial(_read, context, tally, work, stream, crawl.keyset_pager(stream, crawl.Position(since)), seen)
+        )
+    at_once(tally, reads)
     return seen
 
 
@@ -139,8 +155,16 @@ def _fetch_patients(context: RunContext, tally: RunTally, work: db.DictConnectio
         return
     stream = STREAMS_BY_NAME["patients"]
     returned = WindowRead(seen.mode)
-    pager = crawl.IdOrderPager("patients", stream.include_filters, ("id", tuple(unknown)))
-    _read(context, tally, work, stream, pager, returned)
+    size = crawl.ID_LIST_SIZE
+    chunks = [tuple(unknown[first : first + size]) for first in range(0, len(unknown), size)]
+
+    def read_chunks(lane: list[tuple[str, ...]]) -> None:
+        for chunk in lane:
+            pager = crawl.IdOrderPager("patients", stream.include_filters, ("id", chunk))
+            _read(context, tally, work, stream, pager, returned)
+
+    lanes = min(PATIENT_READS, len(chunks))
+    at_once(tally, [partial(read_chunks, chunks[lane::lanes]) for lane in range(lanes)])
     seen.records += returned.records
     seen.requests += returned.requests
     seen.inserted["patients"] = seen.inserted.get("patients", 0) + returned.inserted.get("patients", 0)
@@ -153,7 +177,8 @@ def _fetch_patients(context: RunContext, tally: RunTally, work: db.DictConnectio
 def _read(
     context: RunContext, tally: RunTally, work: db.DictConnection, stream: Stream, pager: crawl.Pager, seen: WindowRead
 ) -> None:
-    """Run one pager to its end, writing each page into the mirror in its own transaction (no full-pass marks)."""
+    """Run one pager to its end, writing each page into the mirror in its own transaction (no full-pass marks).
+    Reads running at once share the run's connection and `seen`, one page at a time (seen.lock)."""
     with tally.new_client(context) as client:
         listing = crawl.run(
             pager,
@@ -161,15 +186,19 @@ def _read(
             parse=records.listing_row,
         )
         for _page, step in listing:
-            started = tally.writer_starts()
-            with work.transaction():
-                counts = write_rows(work, stream, context.organization_id, step.new_rows, None, region=context.country)
-            seen.inserted[stream.name] = seen.inserted.get(stream.name, 0) + counts.inserted
-            tally.writer_ends(started, len(step.new_rows))
-            seen.note(stream, step.new_rows)
-            seen.read_ids.update(row["id"] for row in step.new_rows)
-            if context.progress:
-                context.progress.page_done(context.organization_id, "window", len(step.new_rows), None)
+            with seen.lock:
+                started = tally.writer_starts()
+                with work.transaction():
+                    counts = write_rows(
+                        work, stream, context.organization_id, step.new_rows, None, region=context.country
+                    )
+                seen.inserted[stream.name] = seen.inserted.get(stream.name, 0) + counts.inserted
+                tally.writer_ends(started, len(step.new_rows))
+                seen.note(stream, step.new_rows)
+                seen.read_ids.update(row["id"] for row in step.new_rows)
+                if context.progress:
+                    context.progress.page_done(context.organization_id, "window", len(step.new_rows), None)
             if not step.complete:
                 check_stop(context, tally)
-        seen.requests += client.stats.requests
+        with seen.lock:
+            seen.requests += client.stats.requests
