@@ -19,11 +19,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from cliniko_sync import assumptions
 from cliniko_sync.assumptions import ASSUMPTIONS, Assumption
+from cliniko_sync.cliniko.client import Filter
 from cliniko_sync.cliniko.records import parse_time
 from cliniko_sync.credential_check import CHECK_CLIENT_OPTIONS, check_credentials, worst_exit_code
 from cliniko_sync.errors import EXIT_FAILURE, EXIT_OK, ClinikoAPIError, ClinikoRefusedError, ClinikoSyncError
 from cliniko_sync.sync.crawl import Position, ReferencePager, Request, pager_for, whole_second
-from cliniko_sync.sync.streams import STREAMS, Stream
+from cliniko_sync.sync.streams import STREAMS, STREAMS_BY_NAME, Stream
 
 if TYPE_CHECKING:
     from cliniko_sync.cliniko.client import ClinikoClient, Page
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from cliniko_sync.orgs import Organization
     from cliniko_sync.output import Format
 
-HELD, VIOLATED, UNKNOWN = "held", "violated", "unknown"
+HELD, VIOLATED, UNKNOWN, INFO = "held", "violated", "unknown", "info"
 # Records per request: enough to see an order, few enough that the check stays light on the clinic's rate limit.
 PER_PAGE = 5
 # Small lists are read 2 at a time, so a second page exists (to test page numbers) on most accounts.
@@ -85,6 +86,7 @@ class Evidence:
         self._notes: dict[str, dict[str, dict[str, list[str]]]] = {
             assumption.name: {HELD: {}, VIOLATED: {}, UNKNOWN: {}} for assumption in ASSUMPTIONS
         }
+        self.individual_attendees: str | None = None  # what /attendees showed of individual appointments (INFO)
 
     def add(self, assumption: Assumption, status: str, note: str, path: str | None = None) -> None:
         where = self._notes[assumption.name][status].setdefault(note, [])
@@ -149,6 +151,7 @@ class DeepCheck:
         self.culprits: dict[str, frozenset[str]] = {}  # what each endpoint refused when asked for it alone
         self.next_links_keep_query: set[bool] = set()
         self.offset_tested = False
+        self.individual_appointment: str | None = None  # the id of one, for _individual_attendees
         # Timestamps not shaped as whole-second UTC: masked shape -> field names, endpoints.
         self.odd_times: dict[str, tuple[set[str], list[str]]] = {}
 
@@ -158,7 +161,24 @@ class DeepCheck:
                 self._incremental(stream)
             else:
                 self._reference(stream)
+        self._individual_attendees()
         self._conclude()
+
+    def _individual_attendees(self) -> None:
+        """Whether /attendees lists the attendee record of an individual appointment (information: the sync reads
+        group classes' attendees by their ids either way): one request by the booking id of the oldest one."""
+        if self.individual_appointment is None:
+            self.evidence.individual_attendees = "not tested: no individual appointments"
+            return
+        attendees = STREAMS_BY_NAME["attendees"]
+        booking = Filter("booking_id", "=", (self.individual_appointment,))
+        page = self._fetch(Request("attendees", (*attendees.include_filters, booking)), 1)
+        if page is None or page.total_entries is None:
+            self.evidence.individual_attendees = "not tested: the request was refused or unusable"
+        elif page.total_entries:
+            self.evidence.individual_attendees = "yes: an individual appointment has an attendee record (left out)"
+        else:
+            self.evidence.individual_attendees = "no: an individual appointment has no attendee record"
 
     # -- requests ---------------------------------------------------------------------------------------------
 
@@ -214,6 +234,8 @@ class DeepCheck:
         plain = self._fetch(Request(path, ()), 1, probe=assumptions.DEFAULT_EXCLUSIONS)
         if oldest is None:
             return
+        if stream.name == "individual_appointments" and oldest.records:
+            self.individual_appointment = str(oldest.records[0].get("id"))
         self._exclusions(path, with_all=oldest, plain=plain)
         newest = self._fetch(replace(full, sort=DESCENDING), 1, probe=assumptions.SORTED)
         if not oldest.records or newest is None or not newest.records:
@@ -418,6 +440,15 @@ UNTESTED = {
 }
 
 
+INDIVIDUAL_ATTENDEES = Assumption(
+    "individual_attendees",
+    "/attendees lists an attendee record for every individual appointment (information, never a violation)",
+    assumptions.INFERRED,
+    "nothing: group classes' attendees are read by their ids, individual appointments' records left out",
+)
+INFORMATION = (INDIVIDUAL_ATTENDEES,)  # rows after the assumptions', with the status INFO
+
+
 def outcomes(org_id: str, evidence: Evidence, stopped: str | None = None) -> list[Outcome]:
     rows = []
     for assumption in ASSUMPTIONS:
@@ -434,6 +465,9 @@ def outcomes(org_id: str, evidence: Evidence, stopped: str | None = None) -> lis
                 relies=assumption.relies,
             )
         )
+    seen = evidence.individual_attendees or f"not tested: {stopped or 'no records to test with'}"
+    info = INDIVIDUAL_ATTENDEES
+    rows.append(Outcome(org_id, info.name, INFO, info.statement, seen, info.source, info.relies))
     return rows
 
 
