@@ -68,7 +68,7 @@ class ClinikoAPIError(ClinikoSyncError):
     exit_code = EXIT_FAILURE
 
 
-DEEP_CHECK_HINT = 'see the README\'s "What cliniko-sync assumes about the Cliniko API"; run check-credentials --deep'
+DEEP_CHECK_HINT = 'see "What cliniko-sync assumes about the Cliniko API" in the docs; run check-credentials --deep'
 
 
 class ClinikoRefusedError(ClinikoAPIError):

@@ -1,4 +1,5 @@
-"""The README is the manual: every command and option the CLI offers is documented there, and CI runs its tests."""
+"""The README is short and its set-up commands are what CI runs; the manual is the docs site (docs/), where every
+command, option, exit code and environment variable the CLI has is documented."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from cliniko_sync.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = ROOT / "docs"
+COMMANDS_PAGE = (DOCS / "commands.md").read_text(encoding="utf-8")
+CONFIGURATION_PAGE = (DOCS / "configuration.md").read_text(encoding="utf-8")
 
 
 def walk(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -44,19 +48,21 @@ def test_the_walk_sees_the_whole_command_tree() -> None:
 
 
 @pytest.mark.parametrize("path", [" ".join(path) for path, _ in COMMANDS if path])
-def test_every_command_is_in_the_readme(path: str) -> None:
-    assert f"cliniko-sync {path}" in README, f"`cliniko-sync {path}` is not documented in README.md"
+def test_every_command_is_in_the_commands_page(path: str) -> None:
+    assert f"cliniko-sync {path}" in COMMANDS_PAGE, f"`cliniko-sync {path}` is not documented in docs/commands.md"
 
 
 @pytest.mark.parametrize(("path", "option"), OPTIONS)
-def test_every_option_is_in_the_readme(path: str, option: str) -> None:
+def test_every_option_is_in_the_commands_page(path: str, option: str) -> None:
     where = f"cliniko-sync {path}".strip()
-    assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", README), f"{option} of `{where}` is not in README.md"
+    pattern = rf"(?<![\w-]){re.escape(option)}(?![\w-])"
+    assert re.search(pattern, COMMANDS_PAGE), f"{option} of `{where}` is not in docs/commands.md"
 
 
-def test_every_exit_code_is_in_the_readme() -> None:
+def test_every_exit_code_is_in_the_exit_code_table() -> None:
     codes = {value for name, value in vars(errors).items() if name.startswith("EXIT_")}
-    table = {int(code) for code in re.findall(r"^\| (\d+) \|", README, flags=re.MULTILINE)}
+    section = COMMANDS_PAGE.split("\n## Exit codes", 1)[1].split("\n## ", 1)[0]
+    table = {int(code) for code in re.findall(r"^\| (\d+) \|", section, flags=re.MULTILINE)}
     assert codes <= table
 
 
@@ -108,7 +114,14 @@ def test_crontab_example_uses_real_commands_and_options() -> None:
     assert any(words[-2:] == ["--format", "prometheus"] for words in invocations)
 
 
-def test_every_environment_variable_is_in_the_readme() -> None:
+def test_every_environment_variable_is_in_the_configuration_page() -> None:
     names = {value for name, value in vars(config).items() if name.startswith("ENV_")}
     assert {"DATABASE_URL", "CREDENTIALS_ENCRYPTION_KEY", "CLINIKO_SYNC_CONTACT_EMAIL"} <= names
-    assert not [name for name in sorted(names) if f"`{name}`" not in README]
+    assert not [name for name in sorted(names) if f"| `{name}` |" not in CONFIGURATION_PAGE]
+
+
+def test_the_readme_is_short_and_its_links_resolve() -> None:
+    assert len(README.splitlines()) <= 200
+    targets = re.findall(r"\]\(((?!https?://)[^)#]+)(?:#[^)]*)?\)", README)
+    assert "docs/commands.md" in targets
+    assert [target for target in targets if not (ROOT / target).exists()] == []
