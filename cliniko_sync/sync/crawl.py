@@ -38,6 +38,7 @@ ID_LIST_SIZE = 100
 MAX_EXCLUDED_IDS = 10
 # tie_after_id of a crowded second read from its start (ids are positive integers).
 SECOND_START = "0"
+NO_ID = "0"  # an id no record has
 # A small list read by page number that came up short (records moved while we paged) is read again this often.
 REFERENCE_RELISTS = 3
 # A page that breaks an assumption (out of order, outside the filter) is asked for again this often before the run
@@ -312,7 +313,8 @@ class BookingListPager:
         self.alone = len(position.ids) > MAX_EXCLUDED_IDS and bool(self.bookings) and self.bookings[0] == start
 
     def _asked(self) -> tuple[str, ...]:
-        return self.bookings[:1] if self.alone else self.bookings[:ID_LIST_SIZE]
+        # No class at all: one request for an id none has (ids are positive), so the pass still ends on a page.
+        return self.bookings[:1] if self.alone else self.bookings[:ID_LIST_SIZE] or (NO_ID,)
 
     def request(self) -> Request:
         filters = [*self.filters, Filter("booking_id", "=", self._asked())]
