@@ -164,7 +164,6 @@ class _Batch:
 
     pages: list[PageRows] = field(default_factory=list)
     fetched: int = 0  # records Cliniko sent
-    rows: int = 0  # records to write (the crawl drops those it had already read)
     last: crawl.Step | None = None
 
     def add(self, stream: Stream, page: crawl.Listing, step: crawl.Step) -> None:
@@ -173,7 +172,7 @@ class _Batch:
         skipped = tuple(position for position, raw in enumerate(page.records) if id(raw) not in new)
         body = page.text if len(page.records) - len(skipped) == len(step.new_rows) else None
         self.pages.append(page_rows(stream, step.new_rows, body, skipped))
-        self.fetched, self.rows, self.last = self.fetched + len(page.records), self.rows + len(step.new_rows), step
+        self.fetched, self.last = self.fetched + len(page.records), step
 
 
 def _checkpoint(work: db.DictConnection, context: RunContext, stream: Stream, state: StreamState, batch: _Batch,
@@ -227,7 +226,7 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
             nonlocal batch
             started = tally.writer_starts()
             counts = _checkpoint(work, context, stream, state, batch, mode, pass_id, stats)
-            tally.writer_ends(started, batch.rows)
+            tally.writer_ends(started, counts.inserted + counts.updated + counts.unchanged)  # what reached the mirror
             stats.pages, stats.fetched = stats.pages + len(batch.pages), stats.fetched + batch.fetched
             stats.inserted, stats.updated = stats.inserted + counts.inserted, stats.updated + counts.updated
             stats.unchanged, stats.requests = stats.unchanged + counts.unchanged, client.stats.requests
