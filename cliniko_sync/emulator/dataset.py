@@ -289,29 +289,40 @@ class Clinic:
         """Book an individual appointment and return its id."""
         with self.lock:
             patient = self._find(self.patients, patient_id)
-            kind = self._reference(self.appointment_types, appointment_type_id, group=False)
-            practitioner = self._reference(self.practitioners, practitioner_id)
-            business = self._reference(self.businesses, business_id)
-            start = to_epoch(starts_at)
-            end = to_epoch(ends_at) if ends_at else start + kind.duration_in_minutes * MINUTE
-            moment = self._moment()
-            appointment = IndividualAppointment(
-                id=self._ids.next(),
-                patient_id=patient.id,
-                practitioner_id=practitioner.id,
-                appointment_type_id=kind.id,
-                business_id=business.id,
-                starts_at=start,
-                ends_at=end,
-                created_at=moment,
-                updated_at=moment,
-            )
+            slot, _ = self._slot(starts_at, ends_at, appointment_type_id, practitioner_id, business_id, group=False)
+            appointment = IndividualAppointment(patient_id=patient.id, **slot)
             self.individual_appointments.add(appointment)
             if self.individual_attendees:
                 record = _attendee_for(appointment, self._attendee_ids.next())
                 self.appointment_attendees.add(record)
                 self._attendee_of[appointment.id] = record
             return str(appointment.id)
+
+    def _slot(
+        self,
+        starts_at: datetime,
+        ends_at: datetime | None,
+        appointment_type_id: str | int | None,
+        practitioner_id: str | int | None,
+        business_id: str | int | None,
+        *,
+        group: bool,
+    ) -> tuple[dict[str, Any], AppointmentType]:
+        """A new booking's common fields (a new id, its type, practitioner, business, times, stamps) and its type."""
+        kind = self._reference(self.appointment_types, appointment_type_id, group=group)
+        start = to_epoch(starts_at)
+        moment = self._moment()
+        fields = {
+            "id": self._ids.next(),
+            "practitioner_id": self._reference(self.practitioners, practitioner_id).id,
+            "appointment_type_id": kind.id,
+            "business_id": self._reference(self.businesses, business_id).id,
+            "starts_at": start,
+            "ends_at": to_epoch(ends_at) if ends_at else start + kind.duration_in_minutes * MINUTE,
+            "created_at": moment,
+            "updated_at": moment,
+        }
+        return fields, kind
 
     def _reference(self, table: Table[Any], record_id: str | int | None, *, group: bool | None = None) -> Any:
         if record_id is not None:
@@ -367,22 +378,8 @@ class Clinic:
     def add_class(self, starts_at: datetime, *, appointment_type_id: str | int | None = None) -> str:
         """Schedule a group class (no attendees yet) and return its id."""
         with self.lock:
-            kind = self._reference(self.appointment_types, appointment_type_id, group=True)
-            practitioner = self._reference(self.practitioners, None)
-            business = self._reference(self.businesses, None)
-            start = to_epoch(starts_at)
-            moment = self._moment()
-            group = GroupAppointment(
-                id=self._ids.next(),
-                practitioner_id=practitioner.id,
-                appointment_type_id=kind.id,
-                business_id=business.id,
-                starts_at=start,
-                ends_at=start + kind.duration_in_minutes * MINUTE,
-                max_attendees=kind.max_attendees or 1,
-                created_at=moment,
-                updated_at=moment,
-            )
+            slot, kind = self._slot(starts_at, None, appointment_type_id, None, None, group=True)
+            group = GroupAppointment(max_attendees=kind.max_attendees or 1, **slot)
             self.group_appointments.add(group)
             return str(group.id)
 
