@@ -18,8 +18,8 @@ import typer
 import typer.main
 
 from cliniko_sync import __version__
-from cliniko_sync.config import Settings, current_settings, set_current_settings
-from cliniko_sync.errors import EXIT_FAILURE, EXIT_USAGE, ClinikoSyncError
+from cliniko_sync.config import Settings, current_settings, set_current_settings, validate_schema_name
+from cliniko_sync.errors import EXIT_FAILURE, EXIT_USAGE, ClinikoSyncError, UsageError
 
 app = typer.Typer(
     name="cliniko-sync",
@@ -52,6 +52,13 @@ def global_options(
         metavar="URL",
         help="PostgreSQL URL (default: $DATABASE_URL, else the embedded database).",
     ),
+    schema: str = typer.Option(
+        None,
+        "--schema",
+        metavar="NAME",
+        help="Keep every table, view and function of the tool in this schema, created by `db upgrade` "
+        "(default: $CLINIKO_SYNC_SCHEMA, else the role's search_path, usually public).",
+    ),
     verbose: int = typer.Option(
         0,
         "--verbose",
@@ -73,9 +80,11 @@ def global_options(
     from cliniko_sync.logs import setup_logging
 
     settings = Settings(
-        database_url=database_url, verbose=verbose, quiet=quiet, log_format=log_format.value, debug=debug
+        database_url=database_url, verbose=verbose, quiet=quiet, log_format=log_format.value, debug=debug, schema=schema
     )
     set_current_settings(settings)
+    if schema is not None:
+        validate_schema_name(schema, "--schema", UsageError)  # before any command runs
     setup_logging(verbose=verbose, quiet=quiet, log_format=log_format.value)
 
 
@@ -98,8 +107,8 @@ _register()
 
 
 # Options of the top level, which click only accepts before the command.
-GLOBAL_OPTIONS = frozenset({"--database-url", "--verbose", "-v", "-vv", "-vvv", "--quiet", "-q", "--log-format",
-                            "--debug", "--version"})  # fmt: skip
+GLOBAL_OPTIONS = frozenset({"--database-url", "--schema", "--verbose", "-v", "-vv", "-vvv", "--quiet", "-q",
+                            "--log-format", "--debug", "--version"})  # fmt: skip
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cliniko_sync.errors import ConfigError
+from cliniko_sync.errors import ClinikoSyncError, ConfigError, UsageError
 
 ENV_DATABASE_URL = "DATABASE_URL"
+ENV_SCHEMA = "CLINIKO_SYNC_SCHEMA"
 ENV_ENCRYPTION_KEY = "CREDENTIALS_ENCRYPTION_KEY"
 ENV_CONTACT_EMAIL = "CLINIKO_SYNC_CONTACT_EMAIL"
 ENV_DATA_DIR = "CLINIKO_SYNC_DATA_DIR"
@@ -23,10 +25,35 @@ class Settings:
     quiet: bool = False
     log_format: str = "text"
     debug: bool = False
+    schema: str | None = None
 
     def resolved_database_url(self) -> str | None:
         """The explicit URL (option, then DATABASE_URL); None means the embedded default."""
         return self.database_url or os.environ.get(ENV_DATABASE_URL) or None
+
+    def resolved_schema(self) -> str | None:
+        """The schema of the tool's objects (--schema, then CLINIKO_SYNC_SCHEMA); None: wherever the role's
+        search_path puts them (public, as before the option existed)."""
+        if self.schema is not None:
+            return validate_schema_name(self.schema, "--schema", UsageError)
+        configured = os.environ.get(ENV_SCHEMA, "").strip()
+        return validate_schema_name(configured, ENV_SCHEMA, ConfigError) if configured else None
+
+
+# Lower case only: PostgreSQL folds unquoted names to lower case, so `Clinic` would name one schema in psql and
+# another here. pg_* and information_schema are the server's own.
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def validate_schema_name(name: str, source: str, error: type[ClinikoSyncError]) -> str:
+    """A schema name the tool accepts, or `error` (a usage error for the option, a configuration one for the
+    environment) naming where it came from."""
+    if not _SCHEMA_NAME.fullmatch(name) or name.startswith("pg_") or name == "information_schema":
+        raise error(
+            f"invalid {source} {name[:70]!r} (a schema name: lower-case letters, digits and _, starting with a "
+            "letter or _, at most 63 characters, not pg_… or information_schema)"
+        )
+    return name
 
 
 def data_dir() -> Path:

@@ -17,9 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
-from cliniko_sync.config import Settings, data_dir
+from cliniko_sync.config import Settings, current_settings, data_dir
 from cliniko_sync.errors import ConfigError, DatabaseUnavailableError, SchemaNotReadyError
 
 log = logging.getLogger(__name__)
@@ -73,11 +74,37 @@ def connect(url: str, *, autocommit: bool = False, application: str = "cliniko-s
 
 
 def database_url(settings: Settings) -> str:
-    """The URL to use: the explicit one, or the embedded default server (started on demand)."""
-    explicit = settings.resolved_database_url()
-    if explicit:
-        return explicit
-    return embedded_url(data_dir())
+    """The URL to use: the explicit one, or the embedded default server (started on demand), in the schema the
+    settings name."""
+    schema = settings.resolved_schema()
+    return with_schema(settings.resolved_database_url() or embedded_url(data_dir()), schema)
+
+
+def with_schema(url: str, schema: str | None) -> str:
+    """`url` with `schema` alone on the search_path of every connection it opens: libpq's `options` startup parameter
+    (`-c search_path=NAME`, added to any options the URL has) sets it as the server starts the session, so every
+    connection the tool opens, in any thread, finds its tables, views and functions unqualified in that schema and
+    nowhere else. None: the URL unchanged (the role's own search_path)."""
+    if schema is None:
+        return url
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(url).get("options") or ""
+    except psycopg.ProgrammingError:
+        return url  # connect() says the URL is malformed
+    return psycopg.conninfo.make_conninfo(url, options=f"{given} -c search_path={schema}".strip())
+
+
+def require_search_path(conn: DictConnection, schema: str | None) -> None:
+    """Refuse to work when the connection's search_path is not the configured schema: something between the tool and
+    the server (a pooler) dropped the startup option, and unqualified names would find another schema's tables."""
+    if schema is None:
+        return
+    row = conn.execute("SELECT current_setting('search_path') AS path").fetchone()
+    if not row or row["path"] != schema:
+        raise ConfigError(
+            f"the database session did not keep search_path={schema} from the connection's options (a pooler may "
+            "drop it): connect to the server directly or through a session-mode pooler that passes it on"
+        )
 
 
 # --- the embedded default ----------------------------------------------------------------------------------
@@ -189,6 +216,17 @@ def _applied(conn: DictConnection) -> dict[str, dict[str, Any]]:
     return {row["name"]: row for row in rows}
 
 
+# Checksums of migration texts that were released and later changed, still accepted from installations that applied
+# them. Only for a change that leaves such an installation, once upgraded, with the same schema as a new one:
+# 001_initial.sql and 002_reader_roles.sql stopped creating contacts and giving it row-level security when
+# 008_contacts.sql took contacts over (to adopt a table another system made); on an installation that applied them,
+# 008 finds the contacts table 001 made and keeps it.
+SUPERSEDED_CHECKSUMS = {
+    "001_initial.sql": frozenset({"0d369207fed6dfe9abb82726c613a432b74e3a677d3851513deacec57292ce22"}),
+    "002_reader_roles.sql": frozenset({"d77275b6af9e8f039fd246f2b43e70bc1fd0bb951bf692e514c4a4e38aece702"}),
+}
+
+
 def _check_known(applied: dict[str, dict[str, Any]], known: tuple[Migration, ...]) -> None:
     by_name = {m.name: m for m in known}
     unknown = sorted(set(applied) - set(by_name))
@@ -197,24 +235,51 @@ def _check_known(applied: dict[str, dict[str, Any]], known: tuple[Migration, ...
             f"the database schema is newer than this cliniko-sync (unknown migration {unknown[0]}); upgrade the tool"
         )
     for name, row in applied.items():
-        if row["checksum"] != by_name[name].checksum:
+        if row["checksum"] != by_name[name].checksum and row["checksum"] not in SUPERSEDED_CHECKSUMS.get(name, ()):
             raise ConfigError(f"migration {name} was edited after it was applied; refusing to continue")
 
 
-def upgrade(url: str) -> list[str]:
+def _create_schema(conn: DictConnection, schema: str) -> None:
+    """Create the tool's schema when it is missing (CREATE on the database); one a DBA created needs only CREATE on
+    itself. Checked before CREATE SCHEMA IF NOT EXISTS, which wants CREATE on the database even when it exists."""
+    row = conn.execute(
+        "SELECT has_schema_privilege(oid, 'CREATE') AS may_create FROM pg_namespace WHERE nspname = %s", (schema,)
+    ).fetchone()
+    if row is None:
+        try:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        except psycopg.errors.InsufficientPrivilege:
+            raise ConfigError(
+                f"cannot create schema {schema}: the role lacks CREATE on the database (an administrator can run "
+                f"CREATE SCHEMA {schema} AUTHORIZATION <the role>)"
+            ) from None
+        log.info("created schema %s", schema)
+    elif not row["may_create"]:
+        raise ConfigError(f"cannot create tables in schema {schema}: the role lacks CREATE on it")
+
+
+def upgrade(url: str, schema: str | None = None, *, contacts_row_security: bool = False) -> list[str]:
     """Apply pending migrations in order, each in its own transaction, then the definitions in sql/views, all under
-    an advisory lock."""
+    an advisory lock. `schema`: the one `url` puts on the search_path (with_schema), created when missing.
+    `contacts_row_security`: give an adopted contacts table row-level security from now on (008_contacts.sql)."""
+    from cliniko_sync.contacts_adoption import ADOPTING_MIGRATION, check_adoptable, protect_adopted_contacts
+
     known = migrations()
     with connect(url, autocommit=True) as conn:
         version = conn.execute("SELECT current_setting('server_version_num')::int AS v").fetchone()
         problem = server_version_problem(version["v"] if version else 0)
         if problem:
             raise ConfigError(problem)
+        require_search_path(conn, schema)
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
-            conn.execute(_CREATE_MIGRATIONS_TABLE)
+            if schema is not None:
+                _create_schema(conn, schema)
             applied = _applied(conn)
             _check_known(applied, known)
+            if ADOPTING_MIGRATION not in applied:
+                check_adoptable(conn)
+            conn.execute(_CREATE_MIGRATIONS_TABLE)
             done: list[str] = []
             for migration in known:
                 if migration.name in applied:
@@ -228,6 +293,8 @@ def upgrade(url: str) -> list[str]:
                 log.info("applied migration %s", migration.name)
                 done.append(migration.name)
             with conn.transaction():
+                if contacts_row_security:
+                    protect_adopted_contacts(conn)
                 for _name, text in definitions():
                     conn.execute(text.encode())
             return done
@@ -245,7 +312,9 @@ def status(url: str) -> list[MigrationStatus]:
 
 
 def require_current_schema(conn: DictConnection) -> None:
-    """Refuse (exit 78) to work on a database whose schema is missing, behind, or unknown to this version."""
+    """Refuse (exit 78) to work on a database whose schema is missing, behind, or unknown to this version, or in a
+    session that lost this invocation's --schema on the way."""
+    require_search_path(conn, current_settings().resolved_schema())
     applied = _applied(conn)
     known = migrations()
     _check_known(applied, known)

@@ -102,7 +102,7 @@ def run_demo(settings: Settings, *, progress: Any = None) -> SyncResult:
     else:
         note(f"starting the embedded PostgreSQL in {data_dir()} (first start takes a few seconds)")
     url = db.database_url(settings)
-    for name in db.upgrade(url):
+    for name in db.upgrade(url, settings.resolved_schema()):
         note(f"applied migration {name}")
     clinic = generate_clinic()
     with EmulatorServer(clinic, api_keys=[DEMO_API_KEY], rate_limit=None) as server:

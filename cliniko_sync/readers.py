@@ -19,9 +19,13 @@ from cliniko_sync.errors import ConfigError, UsageError
 if TYPE_CHECKING:
     from cliniko_sync.db import DictConnection
 
-# What a reader may read: the tool's results, the definitions' views, and how fresh the data is.
+# What a reader may read: the tool's results, the definitions' views, and how fresh the data is. The tables only where
+# row-level security guards them: not a contacts table the tool adopted from another system
+# (sql/migrations/008_contacts.sql; unless `db upgrade --contacts-row-security`), whose rows readers reach through
+# CONTACTS_VIEW, which applies the grants itself.
 READER_TABLES = ("active_patients", "contacts")
 READER_VIEWS = ("current_patients", "qualifying_appointments")
+CONTACTS_VIEW = "reader_contacts"
 # sync_log without error_message (free text from exceptions) and without the sync host's name and pid.
 SYNC_LOG_COLUMNS = (
     "id",
@@ -104,12 +108,19 @@ def _select_on(table: str, columns: Iterable[str] | None, role: str) -> sql.Comp
     return sql.SQL("GRANT {} ON {} TO {}").format(target, sql.Identifier(table), sql.Identifier(role))
 
 
+def _reader_tables(conn: DictConnection) -> list[str]:
+    """READER_TABLES that row-level security guards (not an adopted one, unless asked for), then CONTACTS_VIEW."""
+    unguarded = conn.execute("SELECT table_name FROM adopted_tables WHERE NOT row_security").fetchall()
+    return [*(name for name in READER_TABLES if name not in {row["table_name"] for row in unguarded}), CONTACTS_VIEW]
+
+
 def _grant_statements(conn: DictConnection, role: str, *, with_mirrors: bool) -> tuple[list[sql.Composed], list[str]]:
     """The GRANTs that give `role` read access, and the relations named for the operator."""
     statements = [sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(_schema(conn)), sql.Identifier(role))]
-    statements += [_select_on(name, None, role) for name in (*READER_TABLES, *READER_VIEWS)]
+    tables = _reader_tables(conn)
+    statements += [_select_on(name, None, role) for name in (*tables, *READER_VIEWS)]
     statements.append(_select_on("sync_log", SYNC_LOG_COLUMNS, role))
-    relations = [*READER_TABLES, *READER_VIEWS, "sync_log (without error_message, hostname, pid)"]
+    relations = [*tables, *READER_VIEWS, "sync_log (without error_message, hostname, pid)"]
     mirrors = mirror_tables(conn) if with_mirrors else []
     statements += [_select_on(name, None, role) for name in mirrors]
     relations += mirrors
@@ -121,8 +132,9 @@ def _grant_statements(conn: DictConnection, role: str, *, with_mirrors: bool) ->
 
 
 def _revoke_statements(conn: DictConnection, role: str) -> list[sql.Composed]:
-    """Undo every GRANT that db grant can make; revoking a table's SELECT also revokes its column grants."""
-    tables = [*READER_TABLES, *READER_VIEWS, "sync_log", *mirror_tables(conn)]
+    """Undo every GRANT that db grant can make; revoking a table's SELECT also revokes its column grants. An adopted
+    contacts table keeps what its owner granted."""
+    tables = [*_reader_tables(conn), *READER_VIEWS, "sync_log", *mirror_tables(conn)]
     return [
         sql.SQL("REVOKE SELECT ON {} FROM {}").format(
             sql.SQL(", ").join(map(sql.Identifier, tables)), sql.Identifier(role)

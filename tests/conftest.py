@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from cliniko_sync import db
@@ -275,3 +277,52 @@ def sync_environment(monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str]) -
         monkeypatch.setenv(name, cli_env[name])
     for name, value in SYNC_ENV.items():
         monkeypatch.setenv(name, value)
+
+
+class LoginRoles:
+    """Login roles made for one test (cluster-wide, so each named css_<random>), connected to as themselves (with a
+    password, which TCP servers ask for and the embedded socket does not), dropped with their privileges after it."""
+
+    PASSWORD = "s3cret-Role!"
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.names: list[str] = []
+
+    def role(self) -> str:
+        name = f"css_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name), sql.Literal(self.PASSWORD))
+            )
+        self.names.append(name)
+        return name
+
+    def url_as(self, role: str, url: str) -> str:
+        """The database at `url`, as `role`."""
+        return psycopg.conninfo.make_conninfo(url, user=role, password=self.PASSWORD)
+
+    def connect_as(self, role: str, url: str) -> psycopg.Connection:
+        """An autocommit connection (tuple rows) to the database at `url` as `role`."""
+        return psycopg.connect(self.url_as(role, url), autocommit=True)
+
+    def drop_all(self) -> None:
+        if not self.names:
+            return
+        names = sql.SQL(", ").join(map(sql.Identifier, self.names))
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            # DROP OWNED BY needs membership, which a CREATEROLE owner that is not a superuser can grant itself.
+            admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(names))
+            databases = [row[0] for row in admin.execute("SELECT datname FROM pg_database WHERE datallowconn")]
+        for dbname in databases:  # privileges live per database
+            with psycopg.connect(url_for_database(self.admin_url, dbname), autocommit=True) as in_database:
+                in_database.execute(sql.SQL("DROP OWNED BY {}").format(names))
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(names))
+
+
+@pytest.fixture
+def login_roles(pg_admin_url: str) -> Iterator[LoginRoles]:
+    made = LoginRoles(pg_admin_url)
+    yield made
+    made.drop_all()

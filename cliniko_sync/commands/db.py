@@ -14,13 +14,22 @@ app = typer.Typer(help="Create and upgrade the database schema; grant reader rol
     "upgrade",
     epilog=examples("cliniko-sync db upgrade", "DATABASE_URL=postgresql://sync@db/clinics cliniko-sync db upgrade"),
 )
-def upgrade() -> None:
+def upgrade(
+    contacts_row_security: bool = typer.Option(
+        False,
+        "--contacts-row-security",
+        help="Also give a contacts table adopted from another system row-level security, from now on: its roles "
+        "that do not own it then see none of its rows without a policy of their own (see the docs' database page).",
+    ),
+) -> None:
     """Apply pending schema migrations (idempotent; safe to run concurrently)."""
     from cliniko_sync import db
     from cliniko_sync.config import current_settings
 
-    url = db.database_url(current_settings())
-    applied = db.upgrade(url)
+    settings = current_settings()
+    applied = db.upgrade(
+        db.database_url(settings), settings.resolved_schema(), contacts_row_security=contacts_row_security
+    )
     if applied:
         for name in applied:
             typer.echo(f"applied {name}")

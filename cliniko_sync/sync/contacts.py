@@ -29,7 +29,10 @@ def match_contacts(conn: DictConnection, organization_id: str, scope: RecomputeS
     params = {"org": organization_id}
     counts = ContactCounts()
     match = sql.SQL(query("contacts_match"))  # our own file, composed with identifiers only
-    email, phone = (match.format(field=sql.Identifier(name), scope=in_scope) for name in ("email", "phone"))
+    email, phone = (
+        match.format(field=sql.Identifier(name), contact_field=contact_field, scope=in_scope)
+        for name, contact_field in (("email", sql.SQL("lower(f.email)")), ("phone", sql.SQL("f.phone")))
+    )
     with scope.planned(conn):
         refresh = sql.SQL(query("contacts_refresh_linked")).format(scope=in_scope)
         counts.refreshed = conn.execute(refresh, params).rowcount

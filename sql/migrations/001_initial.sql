@@ -38,23 +38,8 @@ CREATE TABLE api_credentials (
         ON DELETE CASCADE
 );
 
--- Contacts: the clinic's address book. Rows with cliniko_patient_id are linked to a Cliniko patient;
--- other systems may own rows too (created_by <> 'cliniko-sync').
-CREATE TABLE contacts (
-    id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    organization_id    text NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
-    cliniko_patient_id text,
-    name               text,
-    email              text CHECK (email = lower(email)),
-    phone              text CHECK (phone ~ '^\+[1-9][0-9]{1,14}$'),
-    created_by         text NOT NULL DEFAULT 'external',
-    created_at         timestamptz NOT NULL DEFAULT now(),
-    updated_at         timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (organization_id, cliniko_patient_id),
-    UNIQUE (organization_id, id)
-);
-CREATE INDEX contacts_email_idx ON contacts (organization_id, email) WHERE email IS NOT NULL;
-CREATE INDEX contacts_phone_idx ON contacts (organization_id, phone) WHERE phone IS NOT NULL;
+-- contacts (the clinic's address book) is created by 008_contacts.sql, which can also adopt a contacts table that
+-- already exists. It was created here until then: see SUPERSEDED_CHECKSUMS in cliniko_sync/db.py.
 
 -- Mirror tables: typed columns for the queries, raw jsonb (scrubbed of clinical free text) for everything else.
 -- last_full_pass: the full pass that last saw the row; removed_at: a complete full pass did not see it.
@@ -231,8 +216,7 @@ CREATE TABLE active_patients (
     search_date_to             timestamptz NOT NULL,
     created_at                 timestamptz NOT NULL DEFAULT now(),
     updated_at                 timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (organization_id, cliniko_patient_id),
-    FOREIGN KEY (organization_id, contact_id) REFERENCES contacts (organization_id, id) ON DELETE SET NULL (contact_id)
+    UNIQUE (organization_id, cliniko_patient_id)
 );
 CREATE INDEX active_patients_last_idx ON active_patients (organization_id, last_appointment_date DESC);
 CREATE INDEX active_patients_contact_idx ON active_patients (organization_id, contact_id);
@@ -272,7 +256,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY[
-        'organization_services', 'api_credentials', 'contacts', 'cliniko_patients',
+        'organization_services', 'api_credentials', 'cliniko_patients',
         'cliniko_individual_appointments', 'cliniko_group_appointments', 'cliniko_attendees',
         'cliniko_appointment_types', 'cliniko_practitioners', 'sync_state', 'sync_log', 'active_patients'
     ] LOOP

@@ -1,6 +1,7 @@
 -- Link patients that have no contact yet to a contact with the same field, when exactly one contact that is not
--- linked to another patient has it. If several patients claim one contact, the lowest Cliniko id wins. Only the
--- contact's empty fields are filled: it belongs to another system. Scope: the patients written since the last
+-- linked to another patient has it (emails compared lower-cased, as the mirror keeps them: another system may write
+-- contacts in any case). If several patients claim one contact, the lowest Cliniko id wins. Only the contact's empty
+-- fields are filled: it belongs to another system. Scope: the patients written since the last
 -- recompute (TRUE: every patient; patients not written all have their contact already).
 WITH unlinked_patients AS (
     SELECT p.id, p.name, p.email, p.phone
@@ -13,7 +14,7 @@ WITH unlinked_patients AS (
 ), candidates AS (
     SELECT p.id AS patient_id, f.id AS contact_id, count(*) OVER (PARTITION BY p.id) AS choices
     FROM unlinked_patients p
-    JOIN contacts f ON f.organization_id = %(org)s AND f.cliniko_patient_id IS NULL AND f.{field} = p.{field}
+    JOIN contacts f ON f.organization_id = %(org)s AND f.cliniko_patient_id IS NULL AND {contact_field} = p.{field}
 ), claims AS (
     SELECT DISTINCT ON (contact_id) contact_id, patient_id
     FROM candidates

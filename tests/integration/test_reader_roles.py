@@ -152,6 +152,9 @@ class Roles:
         wanted = [name for name in self.names if name in existing]
         if not wanted:
             return
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            # DROP OWNED BY needs membership, which a CREATEROLE owner that is not a superuser can grant itself.
+            admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.SQL(", ").join(map(sql.Identifier, wanted))))
         for dbname in dbnames:  # privileges live per database
             with psycopg.connect(url_for_database(self.admin_url, dbname), autocommit=True) as in_db:
                 in_db.execute(sql.SQL("DROP OWNED BY {}").format(sql.SQL(", ").join(map(sql.Identifier, wanted))))
@@ -638,13 +641,14 @@ def test_grant_mentions_every_relation(seeded: psycopg.Connection, roles: Roles,
         "WHERE grantee = %s GROUP BY 1 ORDER BY 1",
         (reader_role,),
     ).fetchall()
-    assert [row["table_name"] for row in granted] == sorted([*readers.READER_TABLES, *readers.READER_VIEWS]), (
-        result.stdout
-    )
+    assert [row["table_name"] for row in granted] == sorted(
+        [*readers.READER_TABLES, *readers.READER_VIEWS, readers.CONTACTS_VIEW]
+    ), result.stdout
     assert all(row["privileges"] == "SELECT" for row in granted)
     column_tables = seeded.execute(
         "SELECT DISTINCT table_name FROM information_schema.column_privileges WHERE grantee = %s "
-        "AND table_name NOT IN ('active_patients', 'contacts', 'current_patients', 'qualifying_appointments') "
+        "AND table_name NOT IN ('active_patients', 'contacts', 'reader_contacts', 'current_patients', "
+        "'qualifying_appointments') "
         "ORDER BY 1",
         (reader_role,),
     ).fetchall()
