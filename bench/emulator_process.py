@@ -11,6 +11,7 @@ import json
 import sys
 
 from cliniko_sync.emulator import EmulatorServer, generate_clinic
+from cliniko_sync.emulator.quirks import BOOLEAN_QUIRKS, Quirks
 
 API_KEY = "bench-key-au1"
 STREAMS = (
@@ -29,9 +30,11 @@ def main() -> None:
     parser.add_argument("--patients", type=int, required=True)
     parser.add_argument("--appointments", type=int, required=True)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--quirk", action="append", choices=BOOLEAN_QUIRKS, default=[])
     args = parser.parse_args()
     clinic = generate_clinic(patients=args.patients, appointments=args.appointments, seed=args.seed)
-    server = EmulatorServer(clinic, api_keys=[API_KEY], rate_limit=None).start()
+    quirks = Quirks(**dict.fromkeys(args.quirk, True))
+    server = EmulatorServer(clinic, api_keys=[API_KEY], rate_limit=None, quirks=quirks).start()
     # What a listing returns with archived, cancelled and deleted records included (deleted patients are never
     # listed): the length of each table's index of listed records.
     records = {name: len(clinic.tables[name]) for name in STREAMS}
@@ -39,7 +42,17 @@ def main() -> None:
     inactive = sum(1 for practitioner in clinic.practitioners.iter_listed() if not practitioner.active)
     records["practitioners"] -= inactive
     records["practitioners/inactive"] = inactive
-    _reply({"base_url": server.base_url, "records": records, "now": clinic.now.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    # Individual appointments' own attendee records, listed by /attendees too (none under group_attendees_only): the
+    # minimum number of requests counts the group-class attendees only (DESIGN §10).
+    individual_attendees = len(clinic.appointment_attendees)
+    _reply(
+        {
+            "base_url": server.base_url,
+            "records": records,
+            "individual_attendees": individual_attendees,
+            "now": clinic.now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    )
     for line in sys.stdin:
         command = line.split()
         if not command or command[0] == "quit":

@@ -115,6 +115,7 @@ class Emulator:
         hello = self._read()
         self.base_url: str = hello["base_url"]
         self.records: dict[str, int] = hello["records"]
+        self.individual_attendees: int = hello["individual_attendees"]
         self.now: str = hello["now"]
 
     def _read(self) -> Any:

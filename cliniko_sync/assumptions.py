@@ -101,6 +101,12 @@ ENVELOPE = Assumption(
     SPEC,
     "records are read from the envelope; total_entries drives progress and the small-list completeness check",
 )
+BOOKING_LISTS = Assumption(
+    "booking_lists",
+    "attendees?q[]=booking_id:=a,b,… sorted by booking_id,id returns exactly those bookings' attendees, in that order",
+    SPEC,
+    "group-class attendees are read by their classes' ids, never the individual appointments' attendee records",
+)
 
 ASSUMPTIONS: tuple[Assumption, ...] = (
     DOCUMENTED_FILTERS,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -19,11 +19,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from cliniko_sync import assumptions
 from cliniko_sync.assumptions import ASSUMPTIONS, Assumption
+from cliniko_sync.cliniko.client import Filter
 from cliniko_sync.cliniko.records import parse_time
 from cliniko_sync.credential_check import CHECK_CLIENT_OPTIONS, check_credentials, worst_exit_code
 from cliniko_sync.errors import EXIT_FAILURE, EXIT_OK, ClinikoAPIError, ClinikoRefusedError, ClinikoSyncError
 from cliniko_sync.sync.crawl import Position, ReferencePager, Request, pager_for, whole_second
-from cliniko_sync.sync.streams import STREAMS, Stream
+from cliniko_sync.sync.streams import STREAMS, STREAMS_BY_NAME, Stream
 
 if TYPE_CHECKING:
     from cliniko_sync.cliniko.client import ClinikoClient, Page
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from cliniko_sync.orgs import Organization
     from cliniko_sync.output import Format
 
-HELD, VIOLATED, UNKNOWN = "held", "violated", "unknown"
+HELD, VIOLATED, UNKNOWN, INFO = "held", "violated", "unknown", "info"
 # Records per request: enough to see an order, few enough that the check stays light on the clinic's rate limit.
 PER_PAGE = 5
 # Small lists are read 2 at a time, so a second page exists (to test page numbers) on most accounts.
@@ -85,6 +86,7 @@ class Evidence:
         self._notes: dict[str, dict[str, dict[str, list[str]]]] = {
             assumption.name: {HELD: {}, VIOLATED: {}, UNKNOWN: {}} for assumption in ASSUMPTIONS
         }
+        self.individual_attendees: str | None = None  # what /attendees showed of individual appointments (INFO)
 
     def add(self, assumption: Assumption, status: str, note: str, path: str | None = None) -> None:
         where = self._notes[assumption.name][status].setdefault(note, [])
@@ -138,6 +140,36 @@ def _ascending(values: Sequence[Any]) -> bool:
     return all(earlier <= later for earlier, later in zip(values, values[1:], strict=False))
 
 
+@dataclass
+class Sample:
+    """What the first requests on one incremental stream showed; the steps test the assumptions on it."""
+
+    stream: Stream
+    path: str
+    oldest: Page
+    plain: Page | None
+    latest_record: dict[str, Any] | None  # the newest record (None: no records, or the probe was refused)
+    seconds: list[datetime]  # the oldest records' shown seconds
+    one_second: Page | None = None  # the newest second read alone by id (_one_second, read by _large_ids)
+    after: int = NINETEEN_DIGITS  # the id that request asked to go past
+
+    @property
+    def latest(self) -> datetime | None:
+        return _second(self.latest_record) if self.latest_record is not None else None
+
+    @property
+    def latest_id(self) -> int | None:
+        return _id_number(self.latest_record) if self.latest_record is not None else None
+
+    def testable(self, evidence: Evidence, assumption: Assumption) -> bool:
+        """Whether the sample has records to test with (else that is noted); a record without a readable
+        updated_at leaves the assumption untested, silently."""
+        if self.latest_record is None:
+            evidence.add(assumption, UNKNOWN, "no records", self.path)
+            return False
+        return bool(self.seconds) and self.latest is not None
+
+
 class DeepCheck:
     """The requests of one deep check, on one client, and what their answers showed."""
 
@@ -149,6 +181,7 @@ class DeepCheck:
         self.culprits: dict[str, frozenset[str]] = {}  # what each endpoint refused when asked for it alone
         self.next_links_keep_query: set[bool] = set()
         self.offset_tested = False
+        self.individual_appointment: str | None = None  # the id of one, for _individual_attendees
         # Timestamps not shaped as whole-second UTC: masked shape -> field names, endpoints.
         self.odd_times: dict[str, tuple[set[str], list[str]]] = {}
 
@@ -158,7 +191,24 @@ class DeepCheck:
                 self._incremental(stream)
             else:
                 self._reference(stream)
+        self._individual_attendees()
         self._conclude()
+
+    def _individual_attendees(self) -> None:
+        """Whether /attendees lists the attendee record of an individual appointment (information: the sync reads
+        group classes' attendees by their ids either way): one request by the booking id of the oldest one."""
+        if self.individual_appointment is None:
+            self.evidence.individual_attendees = "not tested: no individual appointments"
+            return
+        attendees = STREAMS_BY_NAME["attendees"]
+        booking = Filter("booking_id", "=", (self.individual_appointment,))
+        page = self._fetch(Request("attendees", (*attendees.include_filters, booking)), 1)
+        if page is None or page.total_entries is None:
+            self.evidence.individual_attendees = "not tested: the request was refused or unusable"
+        elif page.total_entries:
+            self.evidence.individual_attendees = "yes: an individual appointment has an attendee record (left out)"
+        else:
+            self.evidence.individual_attendees = "no: an individual appointment has no attendee record"
 
     # -- requests ---------------------------------------------------------------------------------------------
 
@@ -206,78 +256,31 @@ class DeepCheck:
         self.culprits[refused.path] = frozenset(culprits)
 
     def _incremental(self, stream: Stream) -> None:
-        """The full listing, the newest record, an incremental page from a middle second, the newest second read
-        alone by id with a 19-digit id:>, and a count without the `field:*` filters."""
+        """A stream's sample (the full listing's first page, a count without the `field:*` filters, the newest
+        record), then one step per assumption it can test (STREAM_STEPS)."""
+        sample = self._sample(stream)
+        if sample is not None:
+            for step in STREAM_STEPS:
+                step(self, sample)
+
+    def _sample(self, stream: Stream) -> Sample | None:
         path = stream.paths[0]
         full = pager_for(stream, Position()).request()
         oldest = self._fetch(full, PER_PAGE)
         plain = self._fetch(Request(path, ()), 1, probe=assumptions.DEFAULT_EXCLUSIONS)
         if oldest is None:
-            return
-        self._exclusions(path, with_all=oldest, plain=plain)
+            return None
+        if stream.name == "individual_appointments" and oldest.records:
+            self.individual_appointment = str(oldest.records[0].get("id"))
         newest = self._fetch(replace(full, sort=DESCENDING), 1, probe=assumptions.SORTED)
-        if not oldest.records or newest is None or not newest.records:
-            self._no_records(path)
-            return
+        latest_record = newest.records[0] if newest is not None and newest.records and oldest.records else None
         seconds = [second for second in map(_second, oldest.records) if second is not None]
-        latest_record = newest.records[0]
-        latest = _second(latest_record)
-        if not seconds or latest is None:
-            return
-        self._order(path, seconds, "the oldest records")
-        if latest < max(seconds):
-            self.evidence.add(
-                assumptions.SORTED, VIOLATED, "the newest record by updated_at came before older ones", path
-            )
-        middle = whole_second(seconds[0] + (latest - seconds[0]) / 2)
-        self._since(stream, middle, latest)
-        self._one_second(stream, latest, latest_record)
+        return Sample(stream, path, oldest, plain, latest_record, seconds)
 
-    def _since(self, stream: Stream, since: datetime, latest: datetime) -> None:
-        path = stream.paths[0]
-        page = self._fetch(pager_for(stream, Position(since)).request(), PER_PAGE)
-        if page is None:
-            return
-        seconds = [second for second in map(_second, page.records) if second is not None]
-        if any(second < since for second in seconds):
-            self.evidence.add(assumptions.FILTERED, VIOLATED, "records from before the asked second came back", path)
-        elif not seconds:
-            self.evidence.add(assumptions.FILTERED, VIOLATED, "no records although a newer one exists", path)
-        else:
-            self.evidence.add(assumptions.FILTERED, HELD, "only records from the asked second on", path)
-        self._order(path, seconds, "records since a middle second")
+    # -- one step per assumption, on one stream's sample (STREAM_STEPS) ---------------------------------------
 
-    def _one_second(self, stream: Stream, second: datetime, latest_record: dict[str, Any]) -> None:
-        """The newest shown second read alone by id, after a 19-digit id: the newest record's id minus one when that
-        has 19 digits (it must come first), else 10^18 (it must not come back)."""
-        path = stream.paths[0]
-        latest_id = _id_number(latest_record)
-        if latest_id is None:
-            self.evidence.add(assumptions.LARGE_IDS, UNKNOWN, "ids are not decimal digits", path)
-            return
-        after = max(latest_id - 1, NINETEEN_DIGITS)
-        request = pager_for(stream, Position(second, frozenset(), str(after))).request()
-        page = self._fetch(request, PER_PAGE)
-        if page is None:
-            return
-        shown = [_second(raw) for raw in page.records]
-        ids = [_id_number(raw) for raw in page.records]
-        if any(each != second for each in shown):
-            self.evidence.add(assumptions.ONE_SECOND_ONLY, VIOLATED, "records from another second came back", path)
-        elif None in ids or not _ascending(ids):
-            self.evidence.add(assumptions.ONE_SECOND_ONLY, VIOLATED, "ids did not ascend", path)
-        elif page.records:
-            self.evidence.add(assumptions.ONE_SECOND_ONLY, HELD, "one shown second only, ids ascending", path)
-        known = [each for each in ids if each is not None]
-        expected_first = latest_id > after
-        if any(each <= after for each in known):
-            self.evidence.add(assumptions.LARGE_IDS, VIOLATED, "records at or below the asked id came back", path)
-        elif expected_first and (not known or known[0] != latest_id):
-            self.evidence.add(assumptions.LARGE_IDS, VIOLATED, "the record just above the asked id is missing", path)
-        else:
-            self.evidence.add(assumptions.LARGE_IDS, HELD, "id:> with a 19-digit id filtered as asked", path)
-
-    def _exclusions(self, path: str, *, with_all: Page, plain: Page | None) -> None:
+    def _default_exclusions(self, sample: Sample) -> None:
+        with_all, plain, path = sample.oldest, sample.plain, sample.path
         if plain is None or with_all.total_entries is None or plain.total_entries is None:
             return
         counts = f"{with_all.total_entries} with field:*, {plain.total_entries} without"
@@ -290,14 +293,73 @@ class DeepCheck:
                 assumptions.DEFAULT_EXCLUSIONS, UNKNOWN, f"{counts}: no excluded records to tell by", path
             )
 
-    def _no_records(self, path: str) -> None:
-        for assumption in (
-            assumptions.SORTED,
-            assumptions.FILTERED,
-            assumptions.ONE_SECOND_ONLY,
-            assumptions.LARGE_IDS,
-        ):
-            self.evidence.add(assumption, UNKNOWN, "no records", path)
+    def _sorted(self, sample: Sample) -> None:
+        if not sample.testable(self.evidence, assumptions.SORTED):
+            return
+        assert sample.latest is not None
+        self._order(sample.path, sample.seconds, "the oldest records")
+        if sample.latest < max(sample.seconds):
+            self.evidence.add(
+                assumptions.SORTED, VIOLATED, "the newest record by updated_at came before older ones", sample.path
+            )
+
+    def _updated_since(self, sample: Sample) -> None:
+        """An incremental page from a second halfway between the oldest record and the newest."""
+        if not sample.testable(self.evidence, assumptions.FILTERED):
+            return
+        assert sample.latest is not None
+        path, first = sample.path, sample.seconds[0]
+        since = whole_second(first + (sample.latest - first) / 2)
+        page = self._fetch(pager_for(sample.stream, Position(since)).request(), PER_PAGE)
+        if page is None:
+            return
+        seconds = [second for second in map(_second, page.records) if second is not None]
+        if any(second < since for second in seconds):
+            self.evidence.add(assumptions.FILTERED, VIOLATED, "records from before the asked second came back", path)
+        elif not seconds:
+            self.evidence.add(assumptions.FILTERED, VIOLATED, "no records although a newer one exists", path)
+        else:
+            self.evidence.add(assumptions.FILTERED, HELD, "only records from the asked second on", path)
+        self._order(path, seconds, "records since a middle second")
+
+    def _one_second(self, sample: Sample) -> None:
+        """The newest shown second read alone by id, after a 19-digit id: the newest record's id minus one when that
+        has 19 digits (it must come first), else 10^18 (it must not come back). _large_ids reads the same page."""
+        if not sample.testable(self.evidence, assumptions.ONE_SECOND_ONLY) or sample.latest_id is None:
+            return
+        after = max(sample.latest_id - 1, NINETEEN_DIGITS)
+        request = pager_for(sample.stream, Position(sample.latest, frozenset(), str(after))).request()
+        sample.after, sample.one_second = after, self._fetch(request, PER_PAGE)
+        page = sample.one_second
+        if page is None:
+            return
+        shown = [_second(raw) for raw in page.records]
+        ids = [_id_number(raw) for raw in page.records]
+        path = sample.path
+        if any(each != sample.latest for each in shown):
+            self.evidence.add(assumptions.ONE_SECOND_ONLY, VIOLATED, "records from another second came back", path)
+        elif None in ids or not _ascending(ids):
+            self.evidence.add(assumptions.ONE_SECOND_ONLY, VIOLATED, "ids did not ascend", path)
+        elif page.records:
+            self.evidence.add(assumptions.ONE_SECOND_ONLY, HELD, "one shown second only, ids ascending", path)
+
+    def _large_ids(self, sample: Sample) -> None:
+        """What the one-second request (id:> a 19-digit id) showed of id comparison."""
+        if not sample.testable(self.evidence, assumptions.LARGE_IDS):
+            return
+        path, latest_id, page, after = sample.path, sample.latest_id, sample.one_second, sample.after
+        if latest_id is None:
+            self.evidence.add(assumptions.LARGE_IDS, UNKNOWN, "ids are not decimal digits", path)
+            return
+        if page is None:
+            return
+        known = [each for each in map(_id_number, page.records) if each is not None]
+        if any(each <= after for each in known):
+            self.evidence.add(assumptions.LARGE_IDS, VIOLATED, "records at or below the asked id came back", path)
+        elif latest_id > after and (not known or known[0] != latest_id):
+            self.evidence.add(assumptions.LARGE_IDS, VIOLATED, "the record just above the asked id is missing", path)
+        else:
+            self.evidence.add(assumptions.LARGE_IDS, HELD, "id:> with a 19-digit id filtered as asked", path)
 
     def _order(self, path: str, seconds: list[datetime], which: str) -> None:
         if not _ascending(seconds):
@@ -314,20 +376,21 @@ class DeepCheck:
             if first is None:
                 continue
             if path == "practitioners/inactive":
-                active = sum(1 for raw in first.records if raw.get("active") is True)
-                if active:
-                    self.evidence.add(
-                        assumptions.INACTIVE_PRACTITIONERS, VIOLATED, f"{active} listed practitioners are active", path
-                    )
-                else:
-                    self.evidence.add(
-                        assumptions.INACTIVE_PRACTITIONERS, HELD, f"answered, {first.total_entries} listed", path
-                    )
+                self._inactive_practitioners(path, first)
             if first.has_more() and not self.offset_tested:
                 self.offset_tested = True
                 second = self._fetch(replace(request, page=2), REFERENCE_PER_PAGE)
                 if second is not None:
                     self._offset_pages(path, first, second)
+
+    def _inactive_practitioners(self, path: str, first: Page) -> None:
+        active = sum(1 for raw in first.records if raw.get("active") is True)
+        if active:
+            self.evidence.add(
+                assumptions.INACTIVE_PRACTITIONERS, VIOLATED, f"{active} listed practitioners are active", path
+            )
+        else:
+            self.evidence.add(assumptions.INACTIVE_PRACTITIONERS, HELD, f"answered, {first.total_entries} listed", path)
 
     def _offset_pages(self, path: str, first: Page, second: Page) -> None:
         ids_first = {str(raw.get("id")) for raw in first.records}
@@ -382,6 +445,10 @@ class DeepCheck:
     # -- verdicts that need every answer ----------------------------------------------------------------------
 
     def _conclude(self) -> None:
+        for step in CONCLUSIONS:
+            step(self)
+
+    def _documented_filters(self) -> None:
         evidence = self.evidence
         for path, refusals in self.refused.items():
             asked = len(refusals) + len(self.accepted.get(path, []))
@@ -390,11 +457,6 @@ class DeepCheck:
             messages = ", ".join(sorted({said for _, said in refusals}))
             note = f"{len(refusals)} of {asked} refused ({messages}){blamed}"
             evidence.add(assumptions.DOCUMENTED_FILTERS, VIOLATED, note, path)
-        for shape, (names, paths) in self.odd_times.items():
-            for path in paths:
-                evidence.add(
-                    assumptions.WHOLE_SECOND_TIMES, VIOLATED, f"{', '.join(sorted(names))} shaped {shape}", path
-                )
         accepted = sum(len(each) for each in self.accepted.values())
         if accepted and not self.refused:
             evidence.add(
@@ -402,20 +464,57 @@ class DeepCheck:
                 HELD,
                 f"{accepted} requests as the sync builds them, on {len(self.accepted)} endpoints, all accepted",
             )
-        if evidence.has(assumptions.MORE_PAGES, HELD) and self.next_links_keep_query:
+
+    def _whole_second_times(self) -> None:
+        for shape, (names, paths) in self.odd_times.items():
+            for path in paths:
+                self.evidence.add(
+                    assumptions.WHOLE_SECOND_TIMES, VIOLATED, f"{', '.join(sorted(names))} shaped {shape}", path
+                )
+
+    def _more_pages(self) -> None:
+        if self.evidence.has(assumptions.MORE_PAGES, HELD) and self.next_links_keep_query:
             kept = "keeps q[] and sort" if self.next_links_keep_query == {True} else "drops q[] or sort"
-            evidence.add(assumptions.MORE_PAGES, HELD, f"links.next {kept} (informational: never followed)")
+            self.evidence.add(assumptions.MORE_PAGES, HELD, f"links.next {kept} (informational: never followed)")
+
+    def _rate_limit_reset(self) -> None:
         stats = self.client.stats
         if stats.rate_limited:
             headers = ", ".join(stats.rate_limit_headers) or "no rate-limit header"
             status = HELD if "X-RateLimit-Reset" in stats.rate_limit_headers else VIOLATED
-            evidence.add(assumptions.RATE_LIMIT_RESET, status, f"a 429 came with {headers}")
+            self.evidence.add(assumptions.RATE_LIMIT_RESET, status, f"a 429 came with {headers}")
 
+
+# The steps run on each incremental stream's sample, one per assumption, in this order.
+STREAM_STEPS: tuple[Callable[[DeepCheck, Sample], None], ...] = (
+    DeepCheck._default_exclusions,
+    DeepCheck._sorted,
+    DeepCheck._updated_since,
+    DeepCheck._one_second,
+    DeepCheck._large_ids,
+)
+
+# The verdicts that need every answer, one per assumption, after the requests.
+CONCLUSIONS: tuple[Callable[[DeepCheck], None], ...] = (
+    DeepCheck._documented_filters,
+    DeepCheck._whole_second_times,
+    DeepCheck._more_pages,
+    DeepCheck._rate_limit_reset,
+)
 
 UNTESTED = {
     assumptions.RATE_LIMIT_RESET.name: "no 429 during the check (it never provokes one)",
     assumptions.OFFSET_PAGES.name: f"every small list fits on one page of {REFERENCE_PER_PAGE}",
 }
+
+
+INDIVIDUAL_ATTENDEES = Assumption(
+    "individual_attendees",
+    "/attendees lists an attendee record for every individual appointment (information, never a violation)",
+    assumptions.INFERRED,
+    "nothing: group classes' attendees are read by their ids, individual appointments' records left out",
+)
+INFORMATION = (INDIVIDUAL_ATTENDEES,)  # rows after the assumptions', with the status INFO
 
 
 def outcomes(org_id: str, evidence: Evidence, stopped: str | None = None) -> list[Outcome]:
@@ -434,6 +533,9 @@ def outcomes(org_id: str, evidence: Evidence, stopped: str | None = None) -> lis
                 relies=assumption.relies,
             )
         )
+    seen = evidence.individual_attendees or f"not tested: {stopped or 'no records to test with'}"
+    info = INDIVIDUAL_ATTENDEES
+    rows.append(Outcome(org_id, info.name, INFO, info.statement, seen, info.source, info.relies))
     return rows
 
 

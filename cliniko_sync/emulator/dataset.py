@@ -110,6 +110,7 @@ class Clinic:
         group_appointments: Iterable[GroupAppointment],
         attendees: Iterable[Attendee],
         id_source: IdSource,
+        appointment_attendees: Iterable[Attendee] = (),
     ) -> None:
         self.lock = threading.RLock()
         self.seed = seed
@@ -117,6 +118,8 @@ class Clinic:
         # Shifts the timestamps mutations write, as if Cliniko's clock ran ahead of (or behind) the clinic's.
         self.clock_offset_seconds = 0
         self._ids = id_source
+        # Individual appointments' attendee records draw ids from their own stream: the other ids stay as they were.
+        self._attendee_ids = id_source.fork(seed * 7 + 5)
         self._rng = random.Random(seed * 7919 + 17)
         # Hidden sub-second fractions of new stamps come from their own stream, so they never shift other draws.
         self._fraction_rng = random.Random(seed * 104729 + 3)
@@ -126,7 +129,12 @@ class Clinic:
             individual_appointments, extra=("starts_at",)
         )
         self.group_appointments: Table[GroupAppointment] = Table(group_appointments, extra=("starts_at",))
-        self.attendees: Table[Attendee] = Table(attendees)
+        self.attendees: Table[Attendee] = Table(attendees, extra=("booking_id",))
+        # The attendee record Cliniko keeps for every individual appointment (cliniko-api.md §4, Attendees): listed by
+        # /attendees beside the group-class ones (self.attendees), unless drop_individual_attendees() was called.
+        self.individual_attendees = True
+        self.appointment_attendees: Table[Attendee] = Table(appointment_attendees, extra=("booking_id",))
+        self._attendee_of = {record.booking_id: record for record in self.appointment_attendees.records.values()}
         self.appointment_types: Table[AppointmentType] = Table(appointment_types)
         self.practitioners: Table[Practitioner] = Table(practitioners)
         self.businesses: Table[Business] = Table(businesses)
@@ -174,11 +182,40 @@ class Clinic:
         """Truncate every stored created_at/updated_at to the shown second, and stamp whole seconds from now on."""
         with self.lock:
             self.whole_seconds = True
-            for table in self.tables.values():
+            for table in (*self.tables.values(), self.appointment_attendees):
                 for record in table.records.values():
                     record.created_at = whole_second(record.created_at)
                     record.updated_at = whole_second(record.updated_at)
                 table.reindex()
+
+    def drop_individual_attendees(self) -> None:
+        """No attendee records for individual appointments, now or later (the older reading of /attendees)."""
+        with self.lock:
+            self.individual_attendees = False
+            self.appointment_attendees = Table((), extra=("booking_id",))
+            self._attendee_of = {}
+
+    def listed_tables(self, resource: str) -> tuple[Table[Any], ...]:
+        """The tables a resource's list holds: /attendees lists the group-class attendees and the individual
+        appointments' records."""
+        if resource == "attendees" and self.appointment_attendees.records:
+            return (self.attendees, self.appointment_attendees)
+        return (self.tables[resource],)
+
+    def stored(self, resource: str, record_id: int) -> Any:
+        """A record of a resource's list by id, from whichever of its tables holds it."""
+        for table in self.listed_tables(resource):
+            if record_id in table.records:
+                return table.records[record_id]
+        raise KeyError(record_id)
+
+    def _follow(self, appointment: IndividualAppointment) -> None:
+        """An individual appointment changed: its attendee record follows (status, arrival) and is stamped."""
+        record = self._attendee_of.get(appointment.id)
+        if record is None:
+            return
+        _mirror_appointment(record, appointment)
+        self._stamp(self.appointment_attendees, record)
 
     # --- lookups ---------------------------------------------------------------------------------------------
 
@@ -252,25 +289,40 @@ class Clinic:
         """Book an individual appointment and return its id."""
         with self.lock:
             patient = self._find(self.patients, patient_id)
-            kind = self._reference(self.appointment_types, appointment_type_id, group=False)
-            practitioner = self._reference(self.practitioners, practitioner_id)
-            business = self._reference(self.businesses, business_id)
-            start = to_epoch(starts_at)
-            end = to_epoch(ends_at) if ends_at else start + kind.duration_in_minutes * MINUTE
-            moment = self._moment()
-            appointment = IndividualAppointment(
-                id=self._ids.next(),
-                patient_id=patient.id,
-                practitioner_id=practitioner.id,
-                appointment_type_id=kind.id,
-                business_id=business.id,
-                starts_at=start,
-                ends_at=end,
-                created_at=moment,
-                updated_at=moment,
-            )
+            slot, _ = self._slot(starts_at, ends_at, appointment_type_id, practitioner_id, business_id, group=False)
+            appointment = IndividualAppointment(patient_id=patient.id, **slot)
             self.individual_appointments.add(appointment)
+            if self.individual_attendees:
+                record = _attendee_for(appointment, self._attendee_ids.next())
+                self.appointment_attendees.add(record)
+                self._attendee_of[appointment.id] = record
             return str(appointment.id)
+
+    def _slot(
+        self,
+        starts_at: datetime,
+        ends_at: datetime | None,
+        appointment_type_id: str | int | None,
+        practitioner_id: str | int | None,
+        business_id: str | int | None,
+        *,
+        group: bool,
+    ) -> tuple[dict[str, Any], AppointmentType]:
+        """A new booking's common fields (a new id, its type, practitioner, business, times, stamps) and its type."""
+        kind = self._reference(self.appointment_types, appointment_type_id, group=group)
+        start = to_epoch(starts_at)
+        moment = self._moment()
+        fields = {
+            "id": self._ids.next(),
+            "practitioner_id": self._reference(self.practitioners, practitioner_id).id,
+            "appointment_type_id": kind.id,
+            "business_id": self._reference(self.businesses, business_id).id,
+            "starts_at": start,
+            "ends_at": to_epoch(ends_at) if ends_at else start + kind.duration_in_minutes * MINUTE,
+            "created_at": moment,
+            "updated_at": moment,
+        }
+        return fields, kind
 
     def _reference(self, table: Table[Any], record_id: str | int | None, *, group: bool | None = None) -> Any:
         if record_id is not None:
@@ -286,6 +338,7 @@ class Clinic:
             appointment = self._find(self.individual_appointments, appointment_id)
             appointment.cancelled_at = self._stamp(self.individual_appointments, appointment)
             appointment.cancellation_reason = reason
+            self._follow(appointment)
 
     def mark_did_not_arrive(self, appointment_id: str | int) -> None:
         with self.lock:
@@ -293,16 +346,19 @@ class Clinic:
             self._stamp(self.individual_appointments, appointment)
             appointment.did_not_arrive = True
             appointment.patient_arrived = False
+            self._follow(appointment)
 
     def archive_appointment(self, appointment_id: str | int) -> None:
         with self.lock:
             appointment = self._find(self.individual_appointments, appointment_id)
             appointment.archived_at = self._stamp(self.individual_appointments, appointment)
+            self._follow(appointment)
 
     def delete_appointment(self, appointment_id: str | int) -> None:
         with self.lock:
             appointment = self._find(self.individual_appointments, appointment_id)
             appointment.deleted_at = self._stamp(self.individual_appointments, appointment)
+            self._follow(appointment)
 
     # --- group classes ---------------------------------------------------------------------------------------
 
@@ -318,6 +374,20 @@ class Clinic:
             group.attendee_ids.append(attendee.id)
             self.attendees.add(attendee)
             return str(attendee.id)
+
+    def add_class(self, starts_at: datetime, *, appointment_type_id: str | int | None = None) -> str:
+        """Schedule a group class (no attendees yet) and return its id."""
+        with self.lock:
+            slot, kind = self._slot(starts_at, None, appointment_type_id, None, None, group=True)
+            group = GroupAppointment(max_attendees=kind.max_attendees or 1, **slot)
+            self.group_appointments.add(group)
+            return str(group.id)
+
+    def delete_class(self, group_id: str | int) -> None:
+        """Delete a group class (listed with deleted_at:*; its attendees stay as they were)."""
+        with self.lock:
+            group = self._find(self.group_appointments, group_id)
+            group.deleted_at = self._stamp(self.group_appointments, group)
 
     def cancel_attendee(self, attendee_id: str | int, *, reason: int = 50) -> None:
         with self.lock:
@@ -336,6 +406,29 @@ class Clinic:
         ]
 
 
+def _mirror_appointment(record: Attendee, appointment: IndividualAppointment) -> None:
+    """An individual appointment's attendee record takes its status from the appointment; `arrived` follows
+    `did_not_arrive` (false when the patient did not arrive, else the appointment's own arrival flag)."""
+    record.cancelled_at = appointment.cancelled_at
+    record.cancellation_reason = appointment.cancellation_reason
+    record.archived_at = appointment.archived_at
+    record.deleted_at = appointment.deleted_at
+    record.arrived = False if appointment.did_not_arrive else appointment.patient_arrived
+
+
+def _attendee_for(appointment: IndividualAppointment, attendee_id: int) -> Attendee:
+    """The attendee record of an individual appointment: the appointment is its booking, same patient, same stamps."""
+    record = Attendee(
+        id=attendee_id,
+        patient_id=appointment.patient_id,
+        booking_id=appointment.id,
+        created_at=appointment.created_at,
+        updated_at=appointment.updated_at,
+    )
+    _mirror_appointment(record, appointment)
+    return record
+
+
 def _set_patient_fields(patient: Patient, changes: dict[str, Any]) -> None:
     for name, value in changes.items():
         if name in _PATIENT_SETTABLE:
@@ -352,6 +445,12 @@ class IdSource:
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
         self._used: set[int] = set()
+
+    def fork(self, seed: int) -> IdSource:
+        """Another source of ids with its own random stream, never repeating an id of this one."""
+        forked = IdSource(random.Random(seed))
+        forked._used = self._used
+        return forked
 
     def next(self) -> int:
         while True:
@@ -609,6 +708,7 @@ class _Generator:
         for table in (self.types, self.practitioners, [self.business], patients, self.individual, self.groups):
             _hide_fractions(finish_rng, table)
         _hide_fractions(finish_rng, self.attendees)
+        ids = self.ids.fork(self.seed * 31 + 3)
         return Clinic(
             now=self.now,
             seed=self.seed,
@@ -620,6 +720,7 @@ class _Generator:
             group_appointments=self.groups,
             attendees=self.attendees,
             id_source=self.ids,
+            appointment_attendees=[_attendee_for(a, ids.next()) for a in self.individual],
         )
 
     def _practitioners(self) -> list[Practitioner]:

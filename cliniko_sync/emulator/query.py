@@ -488,7 +488,9 @@ def run_list_query(
     checks = (*filters, *visibility_conditions(spec, filters))
     offset = (query.page - 1) * query.per_page
     records = table.records
-    id_lists = [f for f in filters if f.field == "id" and f.operator == "="]
+    # `field:=a,b,…` on an indexed field (ids, attendees' booking ids): the listed values are looked up.
+    indexes = table.indexes
+    id_lists = [f for f in filters if f.field in indexes and f.operator == "=" and not indexes[f.field].shown]
     sources = [_range_source(index, filters) for index in table.indexes.values()]
     for source in sources:
         source.ordered = _in_order(source, query.sort)
@@ -509,24 +511,85 @@ def run_list_query(
     chosen = ordered[0] if walk_in_order else min(sources, key=len)
     candidates: Iterable[Any]
     if id_lists:
-        candidates = (table.get(record_id) for record_id in sorted(set(id_lists[0].values)))
+        candidates = _records_with(table, id_lists[0])
         wanted = _predicate(spec, clinic, checks, set())
     else:
         candidates = _records_in(chosen, records)
         wanted = _predicate(spec, clinic, checks, chosen.covered)
     if walk_in_order:
         # Walk the range in order: the page comes out as it is met; the rest is only counted.
-        page, total = [], 0
+        page, total, position = [], 0, chosen.lo
         for record in candidates:
+            position += 1
             if wanted(record):
                 if offset <= total < offset + query.per_page:
                     page.append(record)
                 total += 1
+                if total == offset + query.per_page:
+                    rest = _count_by_complement(chosen, position, sources, checks, records)
+                    if rest is not None:
+                        return page, total + rest
         return page, total
     found = [record for record in candidates if record is not None and wanted(record)]
+    found = sort_records(found, spec, clinic, query)
+    return found[offset : offset + query.per_page], len(found)
+
+
+def _count_by_complement(
+    chosen: _Source, start: int, sources: Sequence[_Source], checks: Sequence[Condition], records: dict[int, Any]
+) -> int | None:
+    """How many records of chosen's index range from `start` on match, when all the range leaves unchecked is a range
+    on one other indexed field (e.g. a backfill's `starts_at:<T` beside its updated_at crawl) and a few `id:!=`: the
+    range's length less its records outside the other range, counted over that range's complement when it is the
+    smaller side. None when that does not apply or would not be cheaper than walking on."""
+    entries, field = chosen.index.entries, chosen.index.field
+    if start >= chosen.hi:
+        return 0
+    first, last = entries[start], entries[chosen.hi - 1]
+    unchecked = {p for p, f in enumerate(checks) if p not in chosen.covered and f.operator != "*"}
+    excluded = {p for p in unchecked if checks[p].field == "id" and checks[p].operator == "!="}
+    for other in sources:
+        if other is chosen or other.index.shown or not (unchecked - excluded) <= other.covered:
+            continue
+        inside_from, inside_to = (
+            other.index.entries[other.lo : other.lo + 1],
+            other.index.entries[other.hi - 1 : other.hi],
+        )
+        outside = other.index.entries[: other.lo] + other.index.entries[other.hi :]
+        if len(outside) >= chosen.hi - start:
+            return None
+
+        def in_rest(record: Any) -> bool:
+            return first <= (chosen.index.key(getattr(record, field)), record.id) <= last
+
+        count = chosen.hi - start - sum(1 for _, record_id in outside if in_rest(records[record_id]))
+        for position in excluded:
+            record = records.get(checks[position].values[0])
+            if record is None or not in_rest(record) or not inside_from:
+                continue
+            key = (other.index.key(getattr(record, other.index.field)), record.id)
+            count -= inside_from[0] <= key <= inside_to[0]
+        return count
+    return None
+
+
+def sort_records(found: list[Any], spec: ResourceSpec, clinic: Clinic, query: ListQuery) -> list[Any]:
+    """Records in the query's order (stable sorts, last key first)."""
     for name, descending in reversed(query.sort):
         found.sort(key=_sort_key(spec.getter(name), clinic), reverse=descending)
-    return found[offset : offset + query.per_page], len(found)
+    return found
+
+
+def _records_with(table: Table[Any], condition: Condition) -> Iterable[Any]:
+    """The listed records whose indexed field equals one of the condition's values."""
+    if condition.field == "id":
+        return (table.get(record_id) for record_id in sorted(set(condition.values)))
+    entries = table.indexes[condition.field].entries
+    return (
+        table.records[entries[position][1]]
+        for value in sorted(set(condition.values))
+        for position in range(bisect_left(entries, (value, -1)), bisect_right(entries, (value, math.inf)))
+    )
 
 
 def _page_skipping(

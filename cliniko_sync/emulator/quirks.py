@@ -36,6 +36,9 @@ class Quirks:
     no_inactive_practitioners_endpoint: bool = False
     # Attendees also carry the old `did_not_arrive` (true when `arrived` is false).
     attendee_did_not_arrive: bool = False
+    # /attendees lists group-class attendees only: individual appointments have no attendee record (the older reading;
+    # by default every individual appointment has one, its booking the appointment itself; changes the clinic).
+    group_attendees_only: bool = False
     # Timestamps rendered with their stored fraction, `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
     fractional_seconds_rendered: bool = False
 

@@ -41,6 +41,7 @@ from cliniko_sync.emulator.query import (
     parse_list_query,
     permissive_spec,
     run_list_query,
+    sort_records,
 )
 from cliniko_sync.emulator.quirks import BOOLEAN_QUIRKS, Quirks
 from cliniko_sync.emulator.render import render
@@ -48,6 +49,7 @@ from cliniko_sync.emulator.render import render
 __all__ = ["BOOLEAN_QUIRKS", "EmulatorServer", "Faults", "Quirks", "RequestLogEntry", "serve_until_interrupted"]
 
 SHARD_SUFFIX = re.compile(r"(?P<base>.+)-(?P<shard>[a-z]{2}\d{1,2})")
+BOOKINGS = ("group_appointments", "individual_appointments")  # the lists whose records have /{id}/attendees
 ROUTE = re.compile(r"/v1/(?P<resource>[a-z_]+)(?:/(?P<id>[^/]+)(?:/(?P<sub>attendees))?)?/?")
 ACCESS_DENIED = b"HTTP Basic: Access denied.\n"
 SHARD_HOST = re.compile(r"api\.(?P<shard>[a-z]{2}\d{1,2})\.cliniko\.com(:\d+)?", re.IGNORECASE)
@@ -190,6 +192,8 @@ class EmulatorServer:
         self.quirks = quirks or Quirks()
         if self.quirks.whole_second_storage:
             clinic.drop_fractions()
+        if self.quirks.group_attendees_only:
+            clinic.drop_individual_attendees()
         self.shard = shard
         self.host = host
         self.port = port
@@ -387,9 +391,9 @@ class EmulatorServer:
         params = parse_qsl(parts.query, keep_blank_values=True)
         try:
             if sub:
-                if resource != "group_appointments":
+                if resource not in BOOKINGS:
                     return _not_found()
-                return self._group_attendees(record_id, params, base, faults)
+                return self._booking_attendees(resource, record_id, params, base, faults)
             if resource == "practitioners" and record_id == "inactive":
                 if self.quirks.no_inactive_practitioners_endpoint:
                     return _not_found()
@@ -427,19 +431,26 @@ class EmulatorServer:
         texts = [value for name, value in params if name == "q[]" and filter_field(value) not in rules.ignored]
         filters = [parse_condition(text, spec, rules.refused) for text in texts]
         with self.clinic.lock:
-            record = find_record(self.clinic, self.clinic.tables[resource], spec, record_id, filters)
+            tables = self.clinic.listed_tables(resource)
+            found = (find_record(self.clinic, table, spec, record_id, filters) for table in tables)
+            record = next((item for item in found if item is not None), None)
             if record is None:
                 return _not_found()
             return _json(200, render(resource, record, base, self.clinic, self.quirks))
 
-    def _group_attendees(self, group_id: str, params: list[tuple[str, str]], base: str, faults: Faults) -> _Response:
-        """The deprecated /group_appointments/{id}/attendees: the attendees list narrowed to one class."""
+    def _booking_attendees(
+        self, resource: str, booking_id: str, params: list[tuple[str, str]], base: str, faults: Faults
+    ) -> _Response:
+        """/group_appointments/{id}/attendees (deprecated) and /individual_appointments/{id}/attendees: the attendees
+        list narrowed to one booking (an individual appointment's own record; none under the group_attendees_only
+        quirk)."""
         with self.clinic.lock:
-            group = self.clinic.group_appointments.get(int(group_id)) if group_id.isdigit() else None
-            if group is None:
+            table = self.clinic.tables[resource]
+            booking = table.get(int(booking_id)) if booking_id.isdigit() else None
+            if booking is None:
                 return _not_found()
-        booking = Condition("booking_id", "=", NUMERIC, (group.id,))
-        return self._list("attendees", params, base, f"{base}/group_appointments/{group_id}/attendees", faults, booking)
+        only = Condition("booking_id", "=", NUMERIC, (booking.id,))
+        return self._list("attendees", params, base, f"{base}/{resource}/{booking_id}/attendees", faults, only)
 
     def _list(
         self,
@@ -453,14 +464,13 @@ class EmulatorServer:
         spec = self._spec(resource)
         endpoint = url.removeprefix(f"{base}/")
         if resource == "attendees" and endpoint != "attendees":
-            endpoint = "group_appointments/{id}/attendees"
+            endpoint = f"{endpoint.split('/')[0]}/{{id}}/attendees"
         query = parse_list_query(params, spec, self._rules(endpoint))
-        table = self.clinic.tables[resource]
         with self.clinic.lock:
             self._maybe_mutate(resource, faults)
-            records, total = run_list_query(self.clinic, table, spec, query, extra)
+            records, total = self._run(resource, spec, query, extra)
             if query.page > 1 and records and self._roll(faults.duplicate_rate):
-                previous, _ = run_list_query(self.clinic, table, spec, replace(query, page=query.page - 1), extra)
+                previous, _ = self._run(resource, spec, replace(query, page=query.page - 1), extra)
                 records = previous[-1:] + records
             if self._roll(faults.shuffle):
                 records = records[:]
@@ -474,6 +484,25 @@ class EmulatorServer:
         if query.page * query.per_page < total:
             links["next"] = _page_url(url, query, query.page + 1, keep)
         return _json(200, {resource: rendered, "total_entries": total, "links": links})
+
+    def _run(
+        self, resource: str, spec: ResourceSpec, query: ListQuery, extra: tuple[Condition, ...]
+    ) -> tuple[list[Any], int]:
+        """One page of a listing. /attendees lists two tables (group-class attendees, individual appointments'
+        records): the page is merged from the first `page × per_page` records of each, in the query's order."""
+        clinic = self.clinic
+        tables = clinic.listed_tables(resource)
+        if len(tables) == 1:
+            return run_list_query(clinic, tables[0], spec, query, extra)
+        head = replace(query, page=1, per_page=query.page * query.per_page)
+        found: list[Any] = []
+        total = 0
+        for table in tables:
+            records, count = run_list_query(clinic, table, spec, head, extra)
+            found += records
+            total += count
+        offset = (query.page - 1) * query.per_page
+        return sort_records(found, spec, clinic, query)[offset : offset + query.per_page], total
 
     def _maybe_mutate(self, resource: str, faults: Faults) -> None:
         """The mutate_every fault: a record changes mid-crawl and moves to the end of an updated_at crawl."""

@@ -22,7 +22,8 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
-from cliniko_sync.assumptions import FILTERED, LARGE_IDS, OFFSET_PAGES, ONE_SECOND_ONLY, SORTED
+from cliniko_sync.assumptions import BOOKING_LISTS, FILTERED, LARGE_IDS, OFFSET_PAGES, ONE_SECOND_ONLY, SORTED
+from cliniko_sync.cliniko import records
 from cliniko_sync.cliniko.client import Filter
 from cliniko_sync.errors import AssumptionViolatedError, ClinikoRefusedError
 from cliniko_sync.sync.streams import Stream
@@ -37,6 +38,7 @@ ID_LIST_SIZE = 100
 MAX_EXCLUDED_IDS = 10
 # tie_after_id of a crowded second read from its start (ids are positive integers).
 SECOND_START = "0"
+NO_ID = "0"  # an id no record has
 # A small list read by page number that came up short (records moved while we paged) is read again this often.
 REFERENCE_RELISTS = 3
 # A page that breaks an assumption (out of order, outside the filter) is asked for again this often before the run
@@ -106,13 +108,14 @@ class Pager(Protocol):
 
 
 class UpdatedAtPager:
-    """Page 1 of everything from the position's second on, in (shown second, hidden fraction) order."""
+    """Page 1 of everything from the position's second on, in (shown second, hidden fraction) order. `scope`: more
+    filters the whole pass keeps (a backfill's `starts_at:<` the window)."""
 
-    def __init__(self, stream: Stream, position: Position) -> None:
-        self.stream, self.position = stream, position
+    def __init__(self, stream: Stream, position: Position, scope: tuple[Filter, ...] = ()) -> None:
+        self.stream, self.position, self.scope = stream, position, scope
 
     def request(self) -> Request:
-        filters = list(self.stream.include_filters)
+        filters = [*self.stream.include_filters, *self.scope]
         if self.position.updated_at is not None:
             filters.append(Filter("updated_at", ">=", self.position.updated_at))
             if len(self.position.ids) <= MAX_EXCLUDED_IDS:
@@ -141,7 +144,7 @@ class UpdatedAtPager:
         return Step(new_rows, moved, complete=not more)
 
     def following(self, step: Step) -> Pager:
-        return keyset_pager(self.stream, step.position)
+        return keyset_pager(self.stream, step.position, self.scope)
 
     def refused(self, error: ClinikoRefusedError) -> bool:
         return False
@@ -150,15 +153,16 @@ class UpdatedAtPager:
 class CrowdedSecondPager:
     """One shown second with more records than a page, read by id; then the crawl carries on after that second."""
 
-    def __init__(self, stream: Stream, position: Position) -> None:
+    def __init__(self, stream: Stream, position: Position, scope: tuple[Filter, ...] = ()) -> None:
         assert position.updated_at is not None and position.tie_after_id is not None
-        self.stream, self.position = stream, position
+        self.stream, self.position, self.scope = stream, position, scope
         self.second: datetime = position.updated_at
         self.after: str = position.tie_after_id
 
     def request(self) -> Request:
         filters = [
             *self.stream.include_filters,
+            *self.scope,
             Filter("updated_at", ">=", self.second),
             Filter("updated_at", "<", self.second + ONE_SECOND),
         ]
@@ -184,7 +188,7 @@ class CrowdedSecondPager:
         return Step(new_rows, Position(self.second, position.ids, rows[-1]["id"]), complete=False)
 
     def following(self, step: Step) -> Pager:
-        return keyset_pager(self.stream, step.position)
+        return keyset_pager(self.stream, step.position, self.scope)
 
     def refused(self, error: ClinikoRefusedError) -> bool:
         return False
@@ -287,6 +291,72 @@ class IdOrderPager:
         return False
 
 
+class BookingListPager:
+    """The attendees of given bookings (group classes), 100 booking ids a request (`booking_id:=a,b,…`), sorted by
+    booking then id: never the attendee records Cliniko keeps for individual appointments.
+
+    A full page ends inside a booking, so the next request starts at that booking again, leaving out the few records
+    already read in it by `id:!=` (or, past MAX_EXCLUDED_IDS of them, reading that booking alone by `id:>`): no page
+    holds a record already read, and no page comes back short before the last. The position: `tie_after_id` the
+    booking the pass stands at (SECOND_START: the first), `ids` the attendees read in it, `updated_at` the clock
+    reading taken before the pass began (the stream's cursor once it completes).
+    """
+
+    def __init__(self, path: str, filters: tuple[Filter, ...], bookings: tuple[str, ...], position: Position) -> None:
+        assert position.tie_after_id is not None
+        self.path, self.filters, self.position = path, filters, position
+        ordered = sorted(bookings, key=id_order)
+        start = position.tie_after_id
+        if start != SECOND_START:
+            ordered = [booking for booking in ordered if id_order(booking) >= id_order(start)]
+        self.bookings = tuple(ordered)
+        self.alone = len(position.ids) > MAX_EXCLUDED_IDS and bool(self.bookings) and self.bookings[0] == start
+
+    def _asked(self) -> tuple[str, ...]:
+        # No class at all: one request for an id none has (ids are positive), so the pass still ends on a page.
+        return self.bookings[:1] if self.alone else self.bookings[:ID_LIST_SIZE] or (NO_ID,)
+
+    def request(self) -> Request:
+        filters = [*self.filters, Filter("booking_id", "=", self._asked())]
+        if self.alone:
+            filters.append(Filter("id", ">", max(self.position.ids, key=id_order)))
+            return Request(self.path, tuple(filters), "id")
+        if self.bookings and self.bookings[0] == self.position.tie_after_id:
+            filters += [Filter("id", "!=", record_id) for record_id in sorted(self.position.ids, key=id_order)]
+        return Request(self.path, tuple(filters), "booking_id,id")
+
+    def advance(self, page: Listing, rows: list[dict[str, Any]]) -> Step:
+        asked = self._asked()
+        rank = {booking: n for n, booking in enumerate(asked)}
+        keys = []
+        for row in rows:
+            booking = records.link_id(row["raw"].get("booking"))
+            if booking not in rank or row["id"] in self.position.ids:
+                raise AssumptionViolatedError(self.path, BOOKING_LISTS, "a record of another booking came back")
+            keys.append((rank[booking], id_order(row["id"])))
+        if any(later <= earlier for earlier, later in zip(keys, keys[1:], strict=False)):
+            raise AssumptionViolatedError(self.path, BOOKING_LISTS, "records were not in booking and id order")
+        clock = self.position.updated_at
+        if not page.has_more():
+            following = self.bookings[len(asked) :]
+            if not following:
+                return Step(rows, Position(clock, frozenset(), SECOND_START), complete=True)
+            return Step(rows, Position(clock, frozenset(), following[0]), complete=False)
+        if not rows:
+            raise AssumptionViolatedError(self.path, BOOKING_LISTS, "an empty page said more pages follow")
+        last = asked[keys[-1][0]]
+        read = {row["id"] for row, key in zip(rows, keys, strict=True) if key[0] == keys[-1][0]}
+        if last == self.position.tie_after_id:
+            read |= self.position.ids
+        return Step(rows, Position(clock, frozenset(read), last), complete=False)
+
+    def following(self, step: Step) -> Pager:
+        return BookingListPager(self.path, self.filters, self.bookings, step.position)
+
+    def refused(self, error: ClinikoRefusedError) -> bool:
+        return False
+
+
 def fetcher(client: Any) -> Callable[[Request], Listing]:
     """The crawl's `fetch` for a Cliniko client: each Request sent exactly as the pager built it."""
 
@@ -297,10 +367,10 @@ def fetcher(client: Any) -> Callable[[Request], Listing]:
     return fetch
 
 
-def keyset_pager(stream: Stream, position: Position) -> Pager:
+def keyset_pager(stream: Stream, position: Position, scope: tuple[Filter, ...] = ()) -> Pager:
     if position.tie_after_id is not None and position.updated_at is not None:
-        return CrowdedSecondPager(stream, position)
-    return UpdatedAtPager(stream, position)
+        return CrowdedSecondPager(stream, position, scope)
+    return UpdatedAtPager(stream, position, scope)
 
 
 def pager_for(stream: Stream, position: Position) -> Pager:

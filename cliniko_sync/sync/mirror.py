@@ -37,6 +37,23 @@ class _Shape:
     patient_column: str | None
     dirty: str
     derive: Callable[[dict[str, Any], str], list[Any]] | None = None
+    backfilled: str = "true"  # the rows a backfill pass reads (window.py): those the window reads do not
+    after: str | None = None  # what else the upsert's new rows settle (mirror_after_*.sql)
+    # Writers of these streams take turns per organization (BOOKINGS_LOCK): an attendee record of an individual
+    # appointment is either left out (its appointment is in the mirror) or dropped when the appointment arrives.
+    bookings: bool = False
+
+
+# The transaction-level advisory lock (this namespace, hashtext(organization id)) that individual appointments' and
+# attendees' writers take before writing: each then sees what the other committed.
+BOOKINGS_LOCK = 0x434C4241
+
+
+_BEFORE_WINDOW = "starts_at < %(window_from)s"
+_CLASSES_BEFORE_WINDOW = (
+    "group_appointment_id IN (SELECT g.id FROM cliniko_group_appointments g"
+    " WHERE g.organization_id = %(org)s AND g.starts_at < %(window_from)s)"
+)
 
 
 def _patient_values(raw: dict[str, Any], region: str) -> list[Any]:
@@ -45,9 +62,20 @@ def _patient_values(raw: dict[str, Any], region: str) -> list[Any]:
 
 _SHAPES: dict[str, _Shape] = {
     "patients": _Shape("mirror_rows_patients", None, "mirror_dirty_patients", _patient_values),
-    "individual_appointments": _Shape("mirror_rows_individual_appointments", "patient_id", "mirror_dirty_bookings"),
-    "group_appointments": _Shape("mirror_rows_group_appointments", None, "mirror_dirty_group_appointments"),
-    "attendees": _Shape("mirror_rows_attendees", "patient_id", "mirror_dirty_bookings"),
+    "individual_appointments": _Shape(
+        "mirror_rows_individual_appointments",
+        "patient_id",
+        "mirror_dirty_bookings",
+        backfilled=_BEFORE_WINDOW,
+        after="mirror_after_individual_appointments",
+        bookings=True,
+    ),
+    "group_appointments": _Shape(
+        "mirror_rows_group_appointments", None, "mirror_dirty_group_appointments", backfilled=_BEFORE_WINDOW
+    ),
+    "attendees": _Shape(
+        "mirror_rows_attendees", "patient_id", "mirror_dirty_bookings", backfilled=_CLASSES_BEFORE_WINDOW, bookings=True
+    ),
     "appointment_types": _Shape(
         "mirror_rows_reference", None, "mirror_dirty_reference", lambda raw, _: [records.appointment_type_name(raw)]
     ),
@@ -107,6 +135,7 @@ def _upsert_statement(stream: Stream, returning_old: bool) -> bytes:
         returning=returning,
         previous=previous,
         dirty=dirty,
+        after=sql.SQL(query(shape.after) if shape.after else ""),
     )
     return upsert.as_bytes(None)
 
@@ -117,7 +146,10 @@ def _remove_statement(stream: Stream) -> bytes:
     shape = _SHAPES[stream.name]
     patient = sql.Identifier(shape.patient_column) if shape.patient_column else sql.SQL("NULL::text")
     remove = sql.SQL(query("mirror_remove_unseen")).format(
-        table=sql.Identifier(stream.table), patient=patient, dirty=sql.SQL(query(shape.dirty))
+        table=sql.Identifier(stream.table),
+        patient=patient,
+        dirty=sql.SQL(query(shape.dirty)),
+        backfilled=sql.SQL(shape.backfilled),
     )
     return remove.as_bytes(None)
 
@@ -235,6 +267,8 @@ def write_pages(
     # Planned afresh for every batch (prepared: parsed once): a plan cached while the table was small (a first
     # sync) would go on scanning it when it is big.
     conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+    if shape.bookings:
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (BOOKINGS_LOCK, organization_id))
     try:
         result = conn.execute(_upsert_statement(stream, returns_old(conn)), params, prepare=True).fetchone()
     except psycopg.DataError as exc:
@@ -247,9 +281,13 @@ def write_pages(
     )
 
 
-def remove_unseen(conn: DictConnection, stream: Stream, organization_id: str, full_pass: int) -> int:
-    """After a complete full pass: soft-delete mirror rows that the pass did not see (their patients go dirty)."""
-    row = conn.execute(_remove_statement(stream), {"org": organization_id, "pass": full_pass}).fetchone()
+def remove_unseen(
+    conn: DictConnection, stream: Stream, organization_id: str, full_pass: int, window_from: datetime | None = None
+) -> int:
+    """After a complete full pass: soft-delete mirror rows that the pass did not see (their patients go dirty). A
+    backfill pass (`window_from`: the start of the window the window reads read) answers only for the rows before it."""
+    params = {"org": organization_id, "pass": full_pass, "window_from": window_from}
+    row = conn.execute(_remove_statement(stream), params).fetchone()
     return row["removed"] if row else 0
 
 

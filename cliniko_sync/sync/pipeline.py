@@ -14,7 +14,7 @@ import resource
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -34,6 +34,7 @@ from cliniko_sync.errors import (
 from cliniko_sync.sync import run_log, window
 from cliniko_sync.sync.active import recompute_active_patients, refresh_statistics, take_changed_patients
 from cliniko_sync.sync.contacts import match_contacts, valid_phone_share
+from cliniko_sync.sync.passes import Backfill
 from cliniko_sync.sync.run_log import LOCK_NAMESPACE
 from cliniko_sync.sync.stream_pass import Progress, RunContext, RunTally, check_stop, crawl_stream, crawl_streams
 from cliniko_sync.sync.streams import STREAMS
@@ -303,7 +304,8 @@ def _crawl_and_compute(
             crawl_stream(context, tally, stream, work)
     was_complete = window.history_complete(work, context.organization_id)
     if not was_complete:
-        _window_first(context, tally, plan, result, work)
+        backfill = _window_first(context, tally, plan, result, work)
+        context = replace(context, backfill=backfill)
     crawl_streams(context, tally, [stream for stream in STREAMS if stream.incremental], work)
     check_stop(context, tally)
     complete = was_complete or window.history_complete(work, context.organization_id)
@@ -314,8 +316,9 @@ def _crawl_and_compute(
 
 def _window_first(
     context: RunContext, tally: RunTally, plan: _Plan, result: SyncResult, work: db.DictConnection
-) -> None:
-    """No complete history yet: read the window and commit a provisional active list before the backfill."""
+) -> Backfill | None:
+    """No complete history yet: read the window and commit a provisional active list before the backfill, which
+    leaves the window's records to the window reads."""
     seen = window.read_window(context, tally, work, as_of=plan.as_of, window_days=plan.organization.window_days)
     _contacts_and_active(work, context, plan, result, history_complete=False)
     result.stats["window"] = {
@@ -327,6 +330,7 @@ def _window_first(
         "first_active_requests": tally.stats()["requests"],
         "first_active_seconds": round(time.monotonic() - context.started, 3),
     }
+    return seen.backfill
 
 
 def _contacts_and_active(

@@ -6,16 +6,17 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any, Protocol
 
 from cliniko_sync import db
 from cliniko_sync.cliniko import records
 from cliniko_sync.cliniko.waits import StopRequested
 from cliniko_sync.errors import ClinikoSyncError, DatabaseUnavailableError
-from cliniko_sync.sync import crawl
+from cliniko_sync.sync import crawl, passes
 from cliniko_sync.sync.mirror import (
     PageRows,
     StreamState,
@@ -66,6 +67,7 @@ class RunContext:
     progress: Progress | None
     make_client: Callable[[], Any]
     lock_lost: threading.Event = field(default_factory=threading.Event)  # set when the lock's connection failed
+    backfill: passes.Backfill | None = None  # set after window reads, while the history backfills
 
 
 @dataclass
@@ -173,7 +175,6 @@ class _Batch:
 
     pages: list[PageRows] = field(default_factory=list)
     fetched: int = 0  # records Cliniko sent
-    rows: int = 0  # records to write (the crawl drops those it had already read)
     last: crawl.Step | None = None
 
     def add(self, stream: Stream, page: crawl.Listing, step: crawl.Step) -> None:
@@ -182,7 +183,7 @@ class _Batch:
         skipped = tuple(position for position, raw in enumerate(page.records) if id(raw) not in new)
         body = page.text if len(page.records) - len(skipped) == len(step.new_rows) else None
         self.pages.append(page_rows(stream, step.new_rows, body, skipped))
-        self.fetched, self.rows, self.last = self.fetched + len(page.records), self.rows + len(step.new_rows), step
+        self.fetched, self.last = self.fetched + len(page.records), step
 
 
 def _checkpoint(work: db.DictConnection, context: RunContext, stream: Stream, state: StreamState, batch: _Batch,
@@ -200,7 +201,8 @@ def _checkpoint(work: db.DictConnection, context: RunContext, stream: Stream, st
         new_state = StreamState(pass_id, mode, step.complete, step.position, state.cursor_updated_at)
         if step.complete:
             if mode == "full":
-                stats.deleted += remove_unseen(work, stream, context.organization_id, pass_id)
+                window_from = context.backfill.window_from if context.backfill else None
+                stats.deleted += remove_unseen(work, stream, context.organization_id, pass_id, window_from)
             reached = step.position.updated_at
             if reached is not None and (state.cursor_updated_at is None or reached > state.cursor_updated_at):
                 new_state.cursor_updated_at = reached
@@ -220,11 +222,15 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
         progress.stream_started(org, stream.name, mode)
     with tally.new_client(context) as client:
         total: int | None = None
-        listing = crawl.pages(
-            stream,
-            position,
+        with tally.connection_turn:  # a backfill's pager reads the classes it asks for
+            pager = passes.pass_pager(
+                stream, mode, position, work=work, organization_id=org, client=client, backfill=context.backfill
+            )
+        listing = crawl.run(
+            pager,
             fetch=crawl.fetcher(client),
             parse=records.listing_row,  # id and updated_at only: the mirror's SQL reads the rest
+            ask_again=stream.incremental,
         )
         check_stop(context, tally)
         batch = _Batch()
@@ -234,7 +240,9 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
             with tally.connection_turn:
                 started = tally.writer_starts()
                 counts = _checkpoint(work, context, stream, state, batch, mode, pass_id, stats)
-                tally.writer_ends(started, batch.rows)
+                tally.writer_ends(
+                    started, counts.inserted + counts.updated + counts.unchanged
+                )  # what reached the mirror
             stats.pages, stats.fetched = stats.pages + len(batch.pages), stats.fetched + batch.fetched
             stats.inserted, stats.updated = stats.inserted + counts.inserted, stats.updated + counts.updated
             stats.unchanged, stats.requests = stats.unchanged + counts.unchanged, client.stats.requests
@@ -267,21 +275,43 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
         return stats
 
 
+def _lanes(streams: list[Stream]) -> list[list[Stream]]:
+    """Streams that run one after the other: a stream read by another's ids (attendees by their classes) after it."""
+    names = {stream.name for stream in streams}
+    lanes = {stream.name: [stream] for stream in streams if stream.classes_of not in names}
+    for stream in streams:
+        if stream.classes_of in names:
+            lanes[stream.classes_of].append(stream)
+    return list(lanes.values())
+
+
 def crawl_streams(context: RunContext, tally: RunTally, streams: list[Stream], work: db.DictConnection) -> None:
-    """Crawl streams at once, each in a thread of its own, writing on the run's one connection in turn (a dry run's
-    pages too, inside its one transaction): Cliniko's latency then overlaps instead of adding up, the key's shared
-    limiter still keeps the total under the rate limit, and the run holds no more connections than one."""
+    """Crawl streams at once, a lane of them in a thread of its own (a stream read by another's ids after it:
+    attendees after their classes), writing on the run's one connection in turn (a dry run's pages too, inside its
+    one transaction): Cliniko's latency then overlaps instead of adding up, the key's shared limiter still keeps the
+    total under the rate limit, and the run holds no more connections than one."""
+
+    def crawl_lane(lane: list[Stream]) -> None:
+        for stream in lane:
+            crawl_stream(context, tally, stream, work)
+
+    at_once(tally, [partial(crawl_lane, lane) for lane in _lanes(streams)])
+
+
+def at_once(tally: RunTally, jobs: Sequence[Callable[[], None]]) -> None:
+    """Run jobs at once, each in its own thread: Cliniko's latency overlaps instead of adding up, and the key's
+    shared limiter keeps the total under the rate limit. A failed job stops the others after their current page."""
     errors: list[BaseException] = []
 
-    def crawl_alone(stream: Stream) -> None:
+    def run(job: Callable[[], None]) -> None:
         try:
-            crawl_stream(context, tally, stream, work)
+            job()
         except BaseException as exc:
             if not isinstance(exc, SiblingFailed):
                 tally.aborted.set()  # the others stop after their current page
             errors.append(exc)
 
-    threads = [threading.Thread(target=crawl_alone, args=(s,), name=f"sync-{s.name}") for s in streams]
+    threads = [threading.Thread(target=run, args=(job,), name="sync-crawl") for job in jobs]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -34,6 +34,9 @@ class Stream:
     include_filters: tuple[Filter, ...] = field(default=())
     incremental: bool = True
     paths: tuple[str, ...] = ()  # the documented list endpoints read into this mirror; default: (name,)
+    timed_by: str | None = None  # the field the window reads filter on (appointments' starts_at)
+    # Full passes read these records by the ids of that stream's records (`booking_id:=…`), after its pass.
+    classes_of: str | None = None
 
     def __post_init__(self) -> None:
         if not self.paths:
@@ -114,6 +117,7 @@ STREAMS: tuple[Stream, ...] = (
         ),
         parse=lambda raw, country: records.individual_appointment_row(raw),
         include_filters=_everything("archived_at", "cancelled_at", "deleted_at"),
+        timed_by="starts_at",
     ),
     Stream(
         name="group_appointments",
@@ -134,6 +138,7 @@ STREAMS: tuple[Stream, ...] = (
         ),
         parse=lambda raw, country: records.group_appointment_row(raw),
         include_filters=_everything("archived_at", "deleted_at"),
+        timed_by="starts_at",
     ),
     Stream(
         name="attendees",
@@ -153,6 +158,9 @@ STREAMS: tuple[Stream, ...] = (
         ),
         parse=lambda raw, country: records.attendee_row(raw),
         include_filters=_everything("archived_at", "cancelled_at", "deleted_at"),
+        # Cliniko lists an attendee record for every individual appointment too: a whole crawl would read about as
+        # many records as the individual appointments themselves, for nothing (DESIGN §2).
+        classes_of="group_appointments",
     ),
 )
 

@@ -3,6 +3,8 @@
 WITH changed AS (
     UPDATE {table} SET removed_at = now()
     WHERE organization_id = %(org)s AND removed_at IS NULL AND last_full_pass IS DISTINCT FROM %(pass)s
+      -- A backfill pass (window_from set) answers only for the rows it read: those before the window.
+      AND (%(window_from)s::timestamptz IS NULL OR {backfilled})
     RETURNING id, {patient} AS patient_id, NULL::text AS old_patient_id
 ), dirty AS (
     {dirty}

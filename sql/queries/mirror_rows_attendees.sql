@@ -1,5 +1,7 @@
 -- A page of Cliniko attendees as cliniko_attendees columns. The group appointment comes from the booking link
--- (booking id = group id); `arrived` is kept only as a boolean, and arrived = false means did not arrive.
+-- (booking id = group id); `arrived` is kept only as a boolean, and arrived = false means did not arrive. Cliniko
+-- also keeps an attendee record for every individual appointment (its booking the appointment itself): an
+-- updated_at crawl meets those, and they are left out here (the appointment is its own mirror row).
 SELECT r ->> 'id' AS id,
        cliniko_link_id(r -> 'patient') AS patient_id,
        coalesce(cliniko_link_id(r -> 'booking'), cliniko_link_id(r -> 'group_appointment'),
@@ -14,3 +16,7 @@ SELECT r ->> 'id' AS id,
        r - %(denied)s::text[] AS raw,
        n
 FROM page
+WHERE NOT EXISTS (
+    SELECT 1 FROM cliniko_individual_appointments i
+    WHERE i.organization_id = %(org)s AND i.id = cliniko_link_id(r -> 'booking')
+)

@@ -4,7 +4,8 @@
 -- mirror_rows_*.sql.
 -- A batch may repeat a record: the newest version wins (the later one on a tie). Never replaces a newer row with an
 -- older one, skips no-op updates (no dead tuples for unchanged rows), and marks the patients whose rows changed
--- dirty for the next recompute (mirror_dirty_*.sql), in this same transaction.
+-- dirty for the next recompute (mirror_dirty_*.sql), in this same transaction, with what else a stream's new rows
+-- settle (mirror_after_*.sql).
 WITH page AS (
     SELECT e.r, d.d, e.n
     FROM (
@@ -50,7 +51,7 @@ WITH page AS (
     WHERE fresh OR old_removed_at IS NOT NULL OR (updated_at >= old_updated_at AND raw_changed)
 ), dirty AS (
     {dirty}
-)
+){after}
 SELECT
     count(*) FILTER (WHERE fresh) AS inserted,
     count(*) FILTER (WHERE NOT fresh AND updated_at >= old_updated_at

@@ -1,2 +1,2 @@
--- The window pass's cursor: the newest updated_at (as Cliniko shows it) among the records the window reads saw.
-SELECT cursor_updated_at FROM sync_state WHERE organization_id = %(org)s AND stream = 'window';
+-- The window pass's cursor (Cliniko's clock as the last window read began) and the start of the window it read.
+SELECT cursor_updated_at, window_from FROM sync_state WHERE organization_id = %(org)s AND stream = 'window';

@@ -72,7 +72,11 @@ def crawl(client: ClinikoClient, resource: str, filters: list[Filter], **options
 def dataset(clinic: Clinic, resource: str, base_url: str) -> list[dict]:
     """The clinic's records as the API renders them, every one the API can list."""
     with clinic.lock:
-        return [RENDERERS[resource](record, base_url, clinic) for record in clinic.tables[resource].iter_listed()]
+        return [
+            RENDERERS[resource](record, base_url, clinic)
+            for table in clinic.listed_tables(resource)
+            for record in table.iter_listed()
+        ]
 
 
 def by_id(records: list[dict]) -> dict[str, dict]:

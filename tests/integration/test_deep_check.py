@@ -16,12 +16,12 @@ from emulator_fixtures import EMULATOR_API_KEY
 from sync_helpers import SYNC_ENV, quick_retries, setup_org  # noqa: F401 (fixture)
 
 from cliniko_sync.assumptions import ASSUMPTIONS
-from cliniko_sync.deep_check import COLUMNS
+from cliniko_sync.deep_check import COLUMNS, INFORMATION
 from cliniko_sync.emulator.quirks import Quirks
 from cliniko_sync.emulator.server import Faults
 
 ORG = "surf-rehab"
-NAMES = [assumption.name for assumption in ASSUMPTIONS]
+NAMES = [assumption.name for assumption in (*ASSUMPTIONS, *INFORMATION)]
 # Held on the strict emulator; the other two are unknown there by design (no 429 is ever provoked; every small list
 # of the seeded clinic is read by page number, so offset_pages is tested: it must be held too).
 UNTESTABLE_ON_EMULATOR = {"rate_limit_reset"}
@@ -57,10 +57,12 @@ def test_every_assumption_holds_on_the_strict_emulator(cli: Any, emulator: Any, 
     assert [row["name"] for row in rows] == NAMES
     assert {row["organization_id"] for row in rows} == {org}
     assert {row["name"]: row["status"] for row in rows} == {
-        name: "unknown" if name in UNTESTABLE_ON_EMULATOR else "held" for name in NAMES
+        **{name: "unknown" if name in UNTESTABLE_ON_EMULATOR else "held" for name in NAMES},
+        "individual_attendees": "info",
     }
+    assert rows[-1]["detail"].startswith("yes: ")
     assert all(set(row) == set(COLUMNS) and row["source"] in ("spec", "issue tracker", "inferred") for row in rows)
-    assert 10 <= len(emulator.request_log) - before <= 26
+    assert 10 <= len(emulator.request_log) - before <= 27
 
 
 def test_requests_are_small_and_read_only(cli: Any, emulator: Any, org: str) -> None:
@@ -96,7 +98,7 @@ def test_a_rejected_key_stops_before_the_assumptions_with_77(cli: Any, emulator:
     assert result.returncode == 77
     assert len(emulator.request_log) - before == 1
     rows = json.loads(result.stdout)
-    assert {row["status"] for row in rows} == {"unknown"}
+    assert {row["status"] for row in rows} == {"unknown", "info"}
     assert rows[0]["detail"] == "not tested: the key check failed (exit 77)"
     assert "rejected the API key" in result.stderr and EMULATOR_API_KEY[:-4] not in result.stderr
 
@@ -108,7 +110,7 @@ def test_an_unreachable_cliniko_exits_69(cli: Any, emulator: Any, org: str) -> N
     result = deep(cli, org, "--format", "json")
 
     assert result.returncode == 69
-    assert {row["status"] for row in json.loads(result.stdout)} == {"unknown"}
+    assert {row["status"] for row in json.loads(result.stdout)} == {"unknown", "info"}
 
 
 def test_no_key_stored_exits_78(cli: Any, conn: psycopg.Connection, emulator: Any) -> None:
@@ -247,3 +249,15 @@ def test_a_429_that_happens_is_waited_out_and_its_headers_reported(
 def test_the_docs_explain_every_row() -> None:
     commands = (Path(__file__).parents[2] / "docs" / "commands.md").read_text()
     assert [name for name in NAMES if f"| `{name}` |" not in commands] == []
+
+
+def test_it_says_whether_attendees_lists_individual_appointments(
+    cli: Any, conn: psycopg.Connection, make_emulator: Any
+) -> None:
+    """Information, never a violation: the sync reads classes' attendees by their ids either way."""
+    org_on(conn, make_emulator(quirks=Quirks(group_attendees_only=True)))
+
+    result = deep(cli, ORG, "--format", "json")
+
+    row = rows_by_name(result.stdout)["individual_attendees"]
+    assert (row["status"], row["detail"][:4], result.returncode) == ("info", "no: ", 0)

@@ -194,7 +194,7 @@ def test_times_are_shown_in_whole_seconds(emulator: EmulatorServer, clinic: Clin
         for record in get(emulator, f"/{resource}", per_page=100, q=EVERYTHING[resource]).json()[resource]:
             for name in ("created_at", "updated_at"):
                 assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", record[name]), record[name]
-            stored = clinic.tables[resource].records[int(record["id"])]
+            stored = clinic.stored(resource, int(record["id"]))
             assert record["updated_at"] == iso(stored.updated_at)
 
 

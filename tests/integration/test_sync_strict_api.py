@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from sync_helpers import active_rows, expected_active, setup_org, snapshot
 
 from cliniko_sync.emulator import Faults, generate_clinic
+from cliniko_sync.emulator.quirks import Quirks
 from cliniko_sync.sync.pipeline import sync_organization
 
 ORG = "strict-clinic"
@@ -168,3 +169,101 @@ def test_appointment_details_name_the_business(
     assert details and all(a["business"] == where[a["id"]] for a in details)
     assert {a["business"] for a in details if a["id"] == booked} == {"Northside Rehab (synthetic)"}
     assert len({a["business"] for a in details}) == 2
+
+
+class EditWhileListing:
+    """Edits the clinic while a sync reads it: on every `every`-th listing the emulator answers, the next of `edits`
+    (classes booked and deleted, patients added to and cancelled from classes, appointments booked and cancelled),
+    during the window reads and the backfill alike. The emulator looks up a resource's tables once per listing."""
+
+    def __init__(self, clinic: Any, edits: list[tuple[str, int]], every: int) -> None:
+        self.clinic, self.edits, self.every, self.listings = clinic, list(edits), every, 0
+        self.listed_tables = clinic.listed_tables
+        clinic.listed_tables = self.listing
+
+    def listing(self, resource: str) -> Any:
+        self.listings += 1
+        if self.edits and self.listings % self.every == 0:
+            self.edit(*self.edits.pop(0))
+        return self.listed_tables(resource)
+
+    def edit(self, kind: str, number: int) -> None:
+        clinic = self.clinic
+        patients = sorted(clinic.patients.records)
+        patient = patients[number % len(patients)]
+        groups = sorted(clinic.group_appointments.records)
+        attendees = sorted(clinic.attendees.records)
+        appointments = sorted(clinic.individual_appointments.records)
+        # Inside the window or before it (the backfill's side), in turn.
+        when = clinic.now - timedelta(days=(number % 90) + 1)
+        if kind == "class":
+            clinic.add_attendee(clinic.add_class(when), patient)
+        elif kind == "attend" and groups:
+            clinic.add_attendee(groups[number % len(groups)], patient)
+        elif kind == "cancel_attendee" and attendees:
+            clinic.cancel_attendee(attendees[number % len(attendees)])
+        elif kind == "delete_class" and groups:
+            clinic.delete_class(groups[number % len(groups)])
+        elif kind == "book":
+            clinic.book(patient, when)
+        elif kind == "cancel" and appointments:
+            clinic.cancel_appointment(appointments[number % len(appointments)])
+
+    def stop(self) -> None:
+        self.edits.clear()
+
+
+EDIT = st.tuples(
+    st.sampled_from(["class", "attend", "cancel_attendee", "delete_class", "book", "cancel"]), st.integers(0, 10_000)
+)
+
+
+@pytest.mark.parametrize("group_attendees_only", [False, True])
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    seed=st.integers(1, 10_000),
+    edits=st.lists(EDIT, min_size=1, max_size=8),
+    every=st.integers(1, 6),
+    first_stop=st.one_of(st.none(), st.integers(1, 20)),
+    second_stop=st.one_of(st.none(), st.integers(1, 8)),
+)
+def test_property_edits_during_the_window_reads_and_the_backfill_leave_nothing_behind(
+    make_database: Any,
+    make_emulator: Any,
+    group_attendees_only: bool,
+    seed: int,
+    edits: list[tuple[str, int]],
+    every: int,
+    first_stop: int | None,
+    second_stop: int | None,
+) -> None:
+    """A new clinic's first sync (window reads, then the backfill), stopped after any committed page of either and
+    resumed, with classes and appointments booked, cancelled and deleted while it reads; then edits between runs and
+    an incremental sync stopped anywhere: the result equals a fresh full sync's, whether /attendees lists
+    individual appointments' attendee records or not."""
+    clinic = generate_clinic(patients=40, seed=seed)
+    server = make_emulator(clinic, quirks=Quirks(group_attendees_only=group_attendees_only))
+    editor = EditWhileListing(clinic, edits, every)
+    url = make_database()
+    with psycopg.connect(url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        setup_org(conn, server.base_url, EMULATOR_API_KEY, ORG)
+        sync_until_done(url, clinic.now, first_stop)
+        editor.edits = list(reversed(edits))
+        clinic.advance_clock(timedelta(minutes=30))
+        editor.edit("class", seed)
+        editor.edit("cancel_attendee", seed)
+        sync_until_done(url, clinic.now, second_stop)
+        editor.stop()
+        assert run(url, clinic.now).mode == "incremental"
+        attendees = conn.execute(
+            "SELECT count(*) AS n FROM cliniko_attendees t JOIN cliniko_individual_appointments i"
+            " ON i.organization_id = t.organization_id AND i.id = t.group_appointment_id WHERE t.organization_id = %s",
+            (ORG,),
+        ).fetchone()
+        assert attendees["n"] == 0  # individual appointments' attendee records are never kept
+        fresh_url = make_database()
+        with psycopg.connect(fresh_url, autocommit=True, row_factory=psycopg.rows.dict_row) as fresh:
+            setup_org(fresh, server.base_url, EMULATOR_API_KEY, ORG)
+            assert sync_organization(fresh_url, ORG, as_of=clinic.now).status == "success"
+            assert snapshot(conn, ORG) == snapshot(fresh, ORG)
+        assert set(active_rows(conn, ORG)) == set(expected_active(clinic, clinic.now))

@@ -394,3 +394,70 @@ def test_every_request_the_sync_builds_is_documented(mode: str, request_: crawl.
         listing.check_sort(request_.sort)
     # The client builds it without complaint (it refuses anything undocumented).
     ClinikoClient._listing_params(listing, request_.filters, request_.sort, MAX_PER_PAGE)
+
+
+def _attendees(sizes: list[int], seed: int) -> dict[str, str]:
+    """Attendee id → class id, for classes of the given sizes; ids are random 19-digit strings."""
+    rng = random.Random(seed)
+    classes = [str(rng.randrange(10**18, 9 * 10**18)) for _ in sizes]
+    return {
+        str(rng.randrange(10**18, 9 * 10**18)): group
+        for group, size in zip(classes, sizes, strict=True)
+        for _ in range(size)
+    }
+
+
+def _by_booking(attendees: dict[str, str]) -> Any:
+    """`/attendees` as documented: booking_id:= lists, id:!= and id:> filters, sort booking_id,id or id."""
+    requests: list[crawl.Request] = []
+
+    def fetch(request: crawl.Request) -> FakePage:
+        listing = endpoint(request.path)
+        for item in request.filters:
+            listing.check_filter(item.field, item.op)
+        assert request.sort is not None
+        listing.check_sort(request.sort)
+        requests.append(request)
+        found = list(attendees.items())
+        for item in request.filters:
+            if item.field == "booking_id":
+                found = [(a, b) for a, b in found if b in item.value]
+            elif item.field == "id" and item.op == "!=":
+                found = [(a, b) for a, b in found if a != item.value]
+            elif item.field == "id" and item.op == ">":
+                found = [(a, b) for a, b in found if int(a) > int(item.value)]
+        key = (lambda r: int(r[0])) if request.sort == "id" else (lambda r: (int(r[1]), int(r[0])))
+        found.sort(key=key)
+        page = [
+            {"id": a, "updated_at": T0, "raw": {"booking": {"links": {"self": f"https://x/bookings/{b}"}}}}
+            for a, b in found[:MAX_PER_PAGE]
+        ]
+        return FakePage(page, len(found), "next" if len(found) > MAX_PER_PAGE else None)
+
+    return fetch, requests
+
+
+def _read_by_booking(attendees: dict[str, str]) -> tuple[list[str], list[crawl.Request]]:
+    fetch, requests = _by_booking(attendees)
+    pager = crawl.BookingListPager(
+        "attendees", (), tuple(set(attendees.values())), crawl.Position(T0, frozenset(), crawl.SECOND_START)
+    )
+    read = [row["id"] for _, step in crawl.run(pager, fetch=fetch, parse=lambda r: r) for row in step.new_rows]
+    return read, requests
+
+
+def test_attendees_by_class_ids_fill_every_page_but_the_last() -> None:
+    attendees = _attendees([random.Random(n).randint(0, 9) for n in range(400)], seed=3)
+    read, requests = _read_by_booking(attendees)
+    assert sorted(read) == sorted(attendees)
+    assert len(requests) == -(-len(attendees) // MAX_PER_PAGE)  # Σ ceil(records/100): no short page before the last
+    assert all(len(r.filters[0].value) <= crawl.ID_LIST_SIZE for r in requests)
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(0, 260), max_size=30), seed=st.integers(0, 1000))
+def test_attendees_by_class_ids_read_each_record_once(sizes: list[int], seed: int) -> None:
+    """Classes of any size (more than a page, more than MAX_EXCLUDED_IDS read in one) come out whole, once."""
+    attendees = _attendees(sizes, seed)
+    read, _ = _read_by_booking(attendees)
+    assert len(read) == len(set(read)) and set(read) == set(attendees)
