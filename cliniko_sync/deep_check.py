@@ -1,5 +1,6 @@
 """`check-credentials --deep`: about 25 small read-only requests that test, on the clinic's own Cliniko, every
-assumption the sync makes about the API (cliniko_sync/assumptions.py), each reported as held, violated or unknown.
+assumption the sync makes about the API (cliniko_sync/assumptions.py), each reported as held, violated or unknown
+(or info: told, never a violation).
 
 The requests are the sync's own, built by its pagers for every stream and mode, with per_page 5 or less, plus three
 probes per stream that give them meaningful values: the newest record (sort descending), a second between the oldest
@@ -534,8 +535,9 @@ def outcomes(org_id: str, evidence: Evidence, stopped: str | None = None) -> lis
             )
         )
     seen = evidence.individual_attendees or f"not tested: {stopped or 'no records to test with'}"
+    told = UNKNOWN if seen.startswith("not tested") else INFO  # like an assumption that could not be tested
     info = INDIVIDUAL_ATTENDEES
-    rows.append(Outcome(org_id, info.name, INFO, info.statement, seen, info.source, info.relies))
+    rows.append(Outcome(org_id, info.name, told, info.statement, seen, info.source, info.relies))
     return rows
 
 

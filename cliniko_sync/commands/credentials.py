@@ -116,7 +116,7 @@ def check_credentials(
 
     Exit 0 when accepted, 77 rejected, 69 unreachable, 78 configuration (no key, cannot decrypt, no contact email),
     1 an unexpected answer; with --all the worst of them, in the order 78, 77, 1, 69. With --deep, one row per
-    assumption (held, violated or unknown) and exit 1 when any is violated.
+    assumption (held, violated, unknown or info) and exit 1 when any is violated.
     """
     from cliniko_sync import db, orgs
     from cliniko_sync.config import current_settings

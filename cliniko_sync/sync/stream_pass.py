@@ -226,12 +226,8 @@ def crawl_stream(context: RunContext, tally: RunTally, stream: Stream, work: db.
             pager = passes.pass_pager(
                 stream, mode, position, work=work, organization_id=org, client=client, backfill=context.backfill
             )
-        listing = crawl.run(
-            pager,
-            fetch=crawl.fetcher(client),
-            parse=records.listing_row,  # id and updated_at only: the mirror's SQL reads the rest
-            ask_again=stream.incremental,
-        )
+        # Parsed to id and updated_at only: the mirror's SQL reads the rest.
+        listing = crawl.run(pager, fetch=crawl.fetcher(client), parse=records.listing_row, ask_again=stream.incremental)
         check_stop(context, tally)
         batch = _Batch()
 
