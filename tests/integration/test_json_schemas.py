@@ -65,6 +65,8 @@ def reader_role(conn: psycopg.Connection) -> Iterator[str]:
     role = f"csr_schema_{uuid.uuid4().hex[:8]}"
     conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
     yield role
+    # A CREATEROLE owner that is not a superuser drops what a role owns only as its member.
+    conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
     conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
     conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 

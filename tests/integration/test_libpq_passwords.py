@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import TEST_CONTACT_EMAIL, TEST_ENCRYPTION_KEY, CliResult, run_cli_in_process, url_for_database
+from conftest import TEST_CONTACT_EMAIL, TEST_ENCRYPTION_KEY, CliResult, run_cli_in_process
 from emulator_fixtures import EMULATOR_API_KEY
 from psycopg import sql
 from systemd_helpers import UNITS, settings, values
@@ -31,6 +31,9 @@ def owner(roles: Roles, tcp_admin_url: str) -> Iterator[dict[str, str]]:  # noqa
     role, _ = roles.login(PASSWORD)
     dbname = f"cliniko_sync_libpq_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(tcp_admin_url, autocommit=True) as admin:
+        # Before PostgreSQL 16 a CREATEROLE owner that is not a superuser names another role the owner only as its
+        # member.
+        admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
         admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), sql.Identifier(role)))
     params = psycopg.conninfo.conninfo_to_dict(tcp_admin_url)
     yield {"user": role, "dbname": dbname, "port": str(params["port"]), "host": "127.0.0.1"}
@@ -79,8 +82,8 @@ def test_without_the_password_file_the_error_names_the_service_and_no_secret(lib
 
 def test_the_test_server_really_asks_for_the_password(owner: dict[str, str], tcp_admin_url: str) -> None:  # noqa: F811
     with pytest.raises(psycopg.OperationalError, match="password"):
-        psycopg.connect(url_for_database(tcp_admin_url, owner["dbname"]).replace("postgres@", f"{owner['user']}@"),
-                        host="127.0.0.1", passfile="/nonexistent")  # fmt: skip
+        psycopg.connect(host=owner["host"], port=owner["port"], dbname=owner["dbname"], user=owner["user"],
+                        passfile="/nonexistent")  # fmt: skip
 
 
 def as_systemd_runs(unit: Path, root: Path) -> tuple[list[str], dict[str, str]]:
