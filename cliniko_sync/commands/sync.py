@@ -157,9 +157,8 @@ def _sync_due(
     # Nothing due is the usual minute: say so only with -v, so a cron log is not a line a minute of nothing.
     level = NOTICE if run.results else logging.INFO
     logging.getLogger("cliniko_sync.sync").log(level, schedule.summary_line(run), extra=log_extra(None, "due_finished"))
-    for result in run.results:
-        if result.error:
-            stderr_line(f"{result.status}: {result.error}", organization=result.organization_id, event="sync_failed")
+    for result in run.failures():
+        stderr_line(f"{result.status}: {result.error}", organization=result.organization_id, event="sync_failed")
     if run.error is not None:
         raise run.error
     raise typer.Exit(schedule.exit_code_for_due(run))
