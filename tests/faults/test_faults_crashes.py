@@ -193,7 +193,6 @@ def test_postgresql_restarted_mid_sync(own_server: Any, env: dict[str, str], mak
                                 state == clean, f"the interrupted run exited {process.returncode}"))  # fmt: skip
 
 
-
 DUE_ORGS = ("clinic-a", "clinic-b", "clinic-c")
 
 
@@ -219,7 +218,8 @@ def test_postgresql_restarted_under_sync_due(own_server: Any, env: dict[str, str
     assert "Traceback" not in stderr, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("cliniko-sync: error:")]  # the rest: logs
     assert len(errors) == 1, stderr
-    assert errors[0].startswith(f"cliniko-sync: error: lost the database at {db.describe_url(url)}; the syncs of "), stderr
+    lost = f"cliniko-sync: error: lost the database at {db.describe_url(url)}; the syncs of "
+    assert errors[0].startswith(lost), stderr
     slow.latency_ms = 0
     resumed = start_sync(own_env, "--due", "--jobs", "2", "--as-of", iso(clinic.now))
     _, stderr = resumed.communicate(timeout=120)
