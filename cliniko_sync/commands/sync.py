@@ -62,9 +62,11 @@ def sync(
     """Sync organizations from Cliniko into PostgreSQL."""
     from cliniko_sync import db
     from cliniko_sync.config import current_settings
+    from cliniko_sync.sync.pipeline import limit_malloc_arenas
     from cliniko_sync.sync.run_log import SyncLocks
 
     _check_targets(organization, all_organizations, due, jobs)
+    limit_malloc_arenas()  # before any thread: a long --due or --all process's RSS stays flat
     when = parse_as_of(as_of) if as_of else None
     max_runtime = parse_max_runtime(max_runtime_text) if max_runtime_text is not None else None
     settings = current_settings()
