@@ -5,9 +5,11 @@ connection left behind, a flat RSS, no run later than its interval plus a cron m
 
 Simulated time: PostgreSQL runs with libfaketime preloaded (`apt-get install libfaketime`), its clock moved forward
 through a file that libfaketime reads on every call, and the emulator's clinics and `--as-of` follow the same clock.
-Minutes in which nothing is due and no edit, prune or fault falls are skipped: the `sync --due` of such a minute
-would only find nothing due. The due runs are made in this process (`schedule.sync_due`, as the CLI does), so this
-process is the long `--due` process whose RSS is watched; the kills run a sync as a process of its own.
+Minutes in which nothing is due and no edit, prune or fault falls are skipped, and so is the `sync --due` of a minute
+with only an edit or a prune: it would only find nothing due. The due runs are made in this process
+(`schedule.sync_due` on a lock connection per minute, as the CLI does), so this process is the long `--due` process
+whose RSS is watched; the kills run a sync as a process of its own. While a due run works, a thread counts the tool's
+connections in pg_stat_activity every 20 ms (the peak is a figure).
 """
 
 from __future__ import annotations
@@ -274,6 +276,7 @@ class HarnessConnection:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+            self._conn = None
 
 
 def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read top to bottom)
@@ -332,6 +335,8 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
     lateness: list[float] = []
     late_claims: list[str] = []
     excused: set[str] = set()  # organizations whose next run comes late for a reason (disabled meanwhile)
+    outage: datetime | None = None  # the last minute the database was unreachable, until a --due run works again
+    after_outage: list[float] = []  # lateness of the runs that waited for the database to come back
     rss: list[tuple[int, float]] = []
     events: list[str] = []
     try:
@@ -385,6 +390,7 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
                     if synced.error is not None:  # what the CLI raises: one line, exit 69 (the database went away)
                         raise synced.error
                     due_runs += 1
+                    outage = None
                 else:
                     synced = schedule.DueRun(results=[])
                 timing["sync_due"] += time.monotonic() - spent
@@ -393,6 +399,9 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
                         excused.discard(result.organization_id)
                     elif result.organization_id in due_at and result.status != "skipped":
                         became_due = due_at[result.organization_id]
+                        if outage is not None and became_due <= outage:  # waited for the database, not capacity
+                            after_outage.append((now - became_due).total_seconds())
+                            continue
                         lateness.append((now - became_due).total_seconds())
                         first_minute = became_due.replace(second=0, microsecond=0)
                         first_minute += MINUTE if first_minute < became_due else timedelta(0)
@@ -413,6 +422,8 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
                 sampler.watching.clear()
                 say(f"{now:%Y-%m-%d %H:%M}: {type(exc).__name__}: {exc}")
                 server.wait_until_ready()  # cron's next minutes would fail the same way meanwhile
+                harness.close()  # its session ended with the server's
+                outage = now  # what was due by now waits for the database, not for capacity
                 upcoming, due_at = [], None
             spent = time.monotonic()
             set_clock(max([now + MINUTE, min(upcoming, default=now)]).replace(second=0, microsecond=0))
@@ -431,6 +442,7 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
             end_tables=end_figures,
             lateness_max_seconds=max(lateness, default=0.0),
             claims_after_the_first_cron_minute=late_claims,
+            lateness_after_the_restart_seconds=max(after_outage, default=0.0),
             runs=len(lateness),
             due_runs=due_runs,
             peak_connections=sampler.peak,
@@ -639,7 +651,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--clinics", type=int, default=24)
-    parser.add_argument("--interval-hours", type=float, default=8.0)
+    parser.add_argument("--interval-hours", type=float, default=24.0)
     parser.add_argument("--no-prune", dest="prune", action="store_false", help="never prune (sizes without retention)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()

@@ -35,4 +35,5 @@ def test_two_simulated_days_of_cron_with_faults_keep_every_promise(
     assert figures["sync_log_older_than_period_max_per_org"] <= 9  # the latest runs of each kind, kept
     assert figures["removed_older_than_period"] == 0
     assert figures["runs"] > 20
+    assert figures["claims_after_the_first_cron_minute"] == []  # the restart's wait aside (reported apart)
     assert figures["rss_flat"], figures["rss_mb"]  # within 10 % of day 1's (after the first full syncs)
