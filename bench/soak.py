@@ -220,19 +220,24 @@ def rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-TOOL_CONNECTIONS = "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'cliniko-sync%%'"
+# The tool's connections opened since the --due run began: the backends of the previous minute's run may still be
+# exiting (cron's minutes are 60 s apart, the soak's a few milliseconds), and a killed sync's are not this process's.
+TOOL_CONNECTIONS = (
+    "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'cliniko-sync%%' AND backend_start >= %s"
+)
 SAMPLE_SECONDS = 0.02
 
 
 class ConnectionSampler:
-    """Counts the tool's connections (pg_stat_activity, by application_name) every SAMPLE_SECONDS while `watching`
-    is set (around each `sync --due` run), on a connection of its own named otherwise; the peak is the figure."""
+    """Counts the `--due` run's connections (pg_stat_activity, by application_name) every SAMPLE_SECONDS between
+    watch() and unwatch(), on a connection of its own named otherwise; the peak is the figure."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.peak = 0
         self.samples = 0
         self.watching = threading.Event()
+        self.since: datetime | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="soak-connections", daemon=True)
         self._thread.start()
@@ -244,7 +249,7 @@ class ConnectionSampler:
                 continue
             try:
                 conn = conn if conn is not None and not conn.broken else psycopg.connect(self.url, autocommit=True)
-                count = conn.execute(TOOL_CONNECTIONS).fetchone()
+                count = conn.execute(TOOL_CONNECTIONS, (self.since,)).fetchone()
             except psycopg.Error:  # the database restarting: sample again once it is back
                 conn = None
                 time.sleep(0.2)
@@ -253,6 +258,11 @@ class ConnectionSampler:
             time.sleep(SAMPLE_SECONDS)
         if conn is not None:
             conn.close()
+
+    def watch(self, conn: Any) -> None:
+        """From now on (the server's clock, read on `conn`)."""
+        self.since = conn.execute("SELECT clock_timestamp() AS t").fetchone()["t"]
+        self.watching.set()
 
     def stop(self) -> None:
         self._done.set()
@@ -383,14 +393,13 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
                 # A minute in which nothing is due would only find nothing due (the database's clock is at most a
                 # second or two ahead of the simulated minute): skipped, as the minutes between events are.
                 if min(due_at.values(), default=now) <= now + DUE_SLACK:
-                    sampler.watching.set()
+                    sampler.watch(harness.get())
                     with SyncLocks(url) as locks:  # a cron minute's process: its lock connection, one per job
                         synced = schedule.sync_due(locks, sync_one, jobs=2, as_of=now)
                     sampler.watching.clear()
                     if synced.error is not None:  # what the CLI raises: one line, exit 69 (the database went away)
                         raise synced.error
                     due_runs += 1
-                    outage = None
                 else:
                     synced = schedule.DueRun(results=[])
                 timing["sync_due"] += time.monotonic() - spent
@@ -407,6 +416,7 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
                         first_minute += MINUTE if first_minute < became_due else timedelta(0)
                         if now > first_minute:  # not claimed at the first cron minute after it became due
                             late_claims.append(f"{result.organization_id} at {now:%m-%d %H:%M}")
+                outage = None if synced.results else outage
                 if start_figures is None and synced.results:
                     start_figures = rows_and_sizes(harness.get())
                 spent = time.monotonic()
