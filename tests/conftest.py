@@ -45,12 +45,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Let the CLI processes the tests start share one bytecode cache, in a directory of this session's own.
+    """Ctrl-C reaches the processes the tests start, as in a terminal, even when this run was started in the
+    background (where the shell ignores SIGINT, and every child would inherit that and never stop on it).
+
+    Let the CLI processes the tests start share one bytecode cache, in a directory of this session's own.
 
     With PYTHONDONTWRITEBYTECODE set (as on the CI machine) and an editable install, every `python -m cliniko_sync`
     would compile the whole package from source again: about a quarter of a second of CPU, well over a hundred times
     a run. Only child processes read these variables (at their start), so this process is unchanged, and nothing is
     written into the source tree."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     cache = tempfile.mkdtemp(prefix="cliniko-sync-tests-pycache-")
     config.stash[_PYCACHE] = cache
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)

@@ -593,10 +593,8 @@ def serve_until_interrupted(
             f"  echo {api_key} | cliniko-sync credentials set ORG --api-url {server.base_url}\n"
             f"Press Ctrl-C to stop."
         )
-        # Short sleeps: a Ctrl-C the kernel hands to one of the serving threads only raises in this (the main) thread
-        # when it next runs Python code, so a long sleep could leave the emulator deaf to it for an hour.
         while True:
-            time.sleep(0.5)
+            time.sleep(3600)
     except KeyboardInterrupt:
         announce("Cliniko emulator: stopped")
     finally:
