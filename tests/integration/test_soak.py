@@ -36,4 +36,4 @@ def test_two_simulated_days_of_cron_with_faults_keep_every_promise(
     assert figures["removed_older_than_period"] == 0
     assert figures["runs"] > 20
     assert figures["claims_after_the_first_cron_minute"] == []  # the restart's wait aside (reported apart)
-    assert figures["rss_flat"], figures["rss_mb"]  # within 10 % of day 1's (after the first full syncs)
+    assert figures["rss_flat"], figures["rss_mb"]  # the last readings within 10 % of day 1's (after the first fulls)
