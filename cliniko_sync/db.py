@@ -317,22 +317,50 @@ def _check_known(applied: dict[str, dict[str, Any]], known: tuple[Migration, ...
             raise ConfigError(f"migration {name} was edited after it was applied; refusing to continue")
 
 
+def missing_privilege(conn: DictConnection, doing: str, exc: psycopg.errors.InsufficientPrivilege) -> ConfigError:
+    """A statement refused for a missing privilege (SQLSTATE 42501), as one line (exit 78) naming it as PostgreSQL
+    does ("permission denied for table …", "must be owner of …": object names, never row data)."""
+    return ConfigError(
+        f"{doing}: the database role {conn.info.user} lacks a privilege ({exc.diag.message_primary}); "
+        "see docs/database.md, Servers and privileges"
+    )
+
+
 @contextlib.contextmanager
-def _privileges_needed(conn: DictConnection, doing: str) -> Iterator[None]:
-    """A statement refused for a missing privilege (SQLSTATE 42501) becomes one line and exit 78 naming it, as
-    PostgreSQL does ("permission denied for table …", "must be owner of …")."""
+def privileges_needed(conn: DictConnection, doing: str) -> Iterator[None]:
+    """A statement refused for a missing privilege ends what it was doing with missing_privilege's line."""
     try:
         yield
     except psycopg.errors.InsufficientPrivilege as exc:
+        raise missing_privilege(conn, doing, exc) from exc
+
+
+_UNUSABLE_SCHEMA = """
+SELECT n.nspname AS schema
+FROM unnest(string_to_array(current_setting('search_path'), ',')) WITH ORDINALITY AS item (name, position)
+JOIN pg_namespace n ON n.nspname = CASE btrim(item.name) WHEN '"$user"' THEN current_user::text
+                                                          ELSE btrim(btrim(item.name), '"') END
+WHERE NOT has_schema_privilege(n.oid, 'USAGE')
+ORDER BY item.position
+LIMIT 1
+"""
+
+
+def _require_schema_usage(conn: DictConnection, doing: str) -> None:
+    """PostgreSQL leaves a schema of the search_path that the role may not use (USAGE revoked) out of every name
+    lookup without a word, so the tool's tables there would look missing: name the privilege instead."""
+    row = conn.execute(_UNUSABLE_SCHEMA).fetchone()
+    if row is not None:
         raise ConfigError(
-            f"{doing}: the database role {conn.info.user} lacks a privilege ({exc.diag.message_primary}); "
+            f"{doing}: the database role {conn.info.user} lacks the USAGE privilege on schema {row['schema']}; "
             "see docs/database.md, Servers and privileges"
-        ) from exc
+        )
 
 
 def _check_can_create(conn: DictConnection) -> None:
     """db upgrade creates its tables, views and functions in the first schema of the search_path (and re-creates the
     views and functions every time): without CREATE there, say so before anything is tried."""
+    _require_schema_usage(conn, "db upgrade applied nothing")
     row = conn.execute(
         "SELECT current_schema() AS schema, current_database() AS database,"
         " has_schema_privilege(current_schema(), 'CREATE') AS can_create"
@@ -386,7 +414,7 @@ def upgrade(url: str, schema: str | None = None, *, contacts_row_security: bool 
             if schema is not None:
                 _create_schema(conn, schema)
             _check_can_create(conn)
-            with _privileges_needed(conn, "db upgrade applied nothing"), conn.transaction():
+            with privileges_needed(conn, "db upgrade applied nothing"), conn.transaction():
                 applied = _applied(conn)
                 _check_known(applied, known)
                 if ADOPTING_MIGRATION not in applied:
@@ -413,7 +441,7 @@ def upgrade(url: str, schema: str | None = None, *, contacts_row_security: bool 
 def status(url: str) -> list[MigrationStatus]:
     """Applied and pending migrations, in order."""
     known = migrations()
-    with connect(url, autocommit=True) as conn, _privileges_needed(conn, "cannot read the schema's migrations"):
+    with connect(url, autocommit=True) as conn, privileges_needed(conn, "cannot read the schema's migrations"):
         applied = _applied(conn)
         _check_known(applied, known)
     return [MigrationStatus(m.name, applied[m.name]["applied_at"] if m.name in applied else None) for m in known]
@@ -423,8 +451,10 @@ def require_current_schema(conn: DictConnection) -> None:
     """Refuse (exit 78) to work on a database whose schema is missing, behind, or unknown to this version, in a
     session that lost this invocation's --schema on the way, or as a role that may not read it."""
     require_search_path(conn, current_settings().resolved_schema())
-    with _privileges_needed(conn, "cannot read the schema's migrations"):
+    with privileges_needed(conn, "cannot read the schema's migrations"):
         applied = _applied(conn)
+    if not applied:
+        _require_schema_usage(conn, "cannot read the schema's migrations")
     known = migrations()
     _check_known(applied, known)
     if len(applied) < len(known):
@@ -440,5 +470,5 @@ def session(settings: Settings, *, autocommit: bool = False) -> Iterator[DictCon
         require_current_schema(conn)
         if not autocommit:
             conn.commit()
-        with _privileges_needed(conn, "the command stopped"):
+        with privileges_needed(conn, "the command stopped"):
             yield conn
