@@ -127,6 +127,15 @@ TRANSACTION_POOLING = (
 )
 
 
+@contextlib.contextmanager
+def _transactions_kept() -> Iterator[None]:
+    """A pooler in statement mode refuses a transaction block (PgBouncer: "transaction blocks not allowed")."""
+    try:
+        yield
+    except psycopg.errors.ProtocolViolation as exc:
+        raise ConfigError(TRANSACTION_POOLING) from exc
+
+
 def require_session_pooling(conn: DictConnection, other: DictConnection) -> None:
     """Refuse (exit 78) a pooler that lends a client's server session to other clients between transactions
     (PgBouncer's transaction and statement modes): a session-level advisory lock taken there would not stay ours.
@@ -140,13 +149,10 @@ def require_session_pooling(conn: DictConnection, other: DictConnection) -> None
     mine = conn.execute(
         "SELECT pg_backend_pid() AS pid, set_config(%s, %s, false) AS token", (SESSION_PROBE, token)
     ).fetchone()
-    try:
-        with other.transaction():
-            theirs = other.execute(probe, (SESSION_PROBE,)).fetchone()
-            shared = theirs is None or mine is None or theirs["pid"] == mine["pid"] or theirs["token"] == token
-            again = None if shared else conn.execute(probe, (SESSION_PROBE,)).fetchone()
-    except psycopg.errors.ProtocolViolation as exc:  # a statement-mode pooler refuses transaction blocks
-        raise ConfigError(TRANSACTION_POOLING) from exc
+    with _transactions_kept(), other.transaction():
+        theirs = other.execute(probe, (SESSION_PROBE,)).fetchone()
+        shared = theirs is None or mine is None or theirs["pid"] == mine["pid"] or theirs["token"] == token
+        again = None if shared else conn.execute(probe, (SESSION_PROBE,)).fetchone()
     if shared or again != mine:
         raise ConfigError(TRANSACTION_POOLING)
 
@@ -396,9 +402,9 @@ def _create_schema(conn: DictConnection, schema: str) -> None:
 
 def upgrade(url: str, schema: str | None = None, *, contacts_row_security: bool = False) -> list[str]:
     """Apply pending migrations in order, then the definitions in sql/views, all in one transaction (a failure leaves
-    nothing half-applied) under an advisory lock. `schema`: the one `url` puts on the search_path (with_schema),
-    created when missing. `contacts_row_security`: give an adopted contacts table row-level security from now on
-    (008_contacts.sql)."""
+    nothing half-applied) under its advisory lock, on one connection. `schema`: the one `url` puts on the search_path
+    (with_schema), created when missing. `contacts_row_security`: give an adopted contacts table row-level security
+    from now on (008_contacts.sql)."""
     from cliniko_sync.contacts_adoption import ADOPTING_MIGRATION, check_adoptable, protect_adopted_contacts
 
     known = migrations()
@@ -406,33 +412,31 @@ def upgrade(url: str, schema: str | None = None, *, contacts_row_security: bool 
         problem = server_version_problem(conn.info.server_version)
         if problem:
             raise ConfigError(problem)
-        require_search_path(conn, schema)
-        with connect(url, autocommit=True) as other:
-            require_session_pooling(conn, other)
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
-        try:
+        # Checks, lock and changes in one transaction: nothing db upgrade relies on outlives it (the lock is the
+        # transaction's), so it holds one connection and needs no pooler to keep its session; only a transaction
+        # block must stay on one server session, which a statement-mode pooler refuses.
+        with _transactions_kept(), privileges_needed(conn, "db upgrade applied nothing"), conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+            require_search_path(conn, schema)
             if schema is not None:
                 _create_schema(conn, schema)
             _check_can_create(conn)
-            with privileges_needed(conn, "db upgrade applied nothing"), conn.transaction():
-                applied = _applied(conn)
-                _check_known(applied, known)
-                if ADOPTING_MIGRATION not in applied:
-                    check_adoptable(conn)
-                conn.execute(_CREATE_MIGRATIONS_TABLE)
-                pending = [migration for migration in known if migration.name not in applied]
-                for migration in pending:
-                    conn.execute(migration.sql.encode())
-                    conn.execute(
-                        "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)",
-                        (migration.name, migration.checksum),
-                    )
-                if contacts_row_security:
-                    protect_adopted_contacts(conn)
-                for _name, text in definitions():
-                    conn.execute(text.encode())
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            applied = _applied(conn)
+            _check_known(applied, known)
+            if ADOPTING_MIGRATION not in applied:
+                check_adoptable(conn)
+            conn.execute(_CREATE_MIGRATIONS_TABLE)
+            pending = [migration for migration in known if migration.name not in applied]
+            for migration in pending:
+                conn.execute(migration.sql.encode())
+                conn.execute(
+                    "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)",
+                    (migration.name, migration.checksum),
+                )
+            if contacts_row_security:
+                protect_adopted_contacts(conn)
+            for _name, text in definitions():
+                conn.execute(text.encode())
     for migration in pending:
         log.info("applied migration %s", migration.name)
     return [migration.name for migration in pending]
