@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from cliniko_sync.cli_help import examples
-from cliniko_sync.output import Format, RowFormat
+from cliniko_sync.cli_help import FORMAT_OPTION, examples
+from cliniko_sync.output import RowFormat
 
 app = typer.Typer(help="Store and rotate encrypted Cliniko API keys.", no_args_is_help=True)
 
@@ -107,9 +107,7 @@ def rotate() -> None:
 def check_credentials(
     org_id: str | None = typer.Argument(None, metavar="ORG", help="Organization id (or --all)."),
     all_: bool = typer.Option(False, "--all", help="Check every enabled organization (disabled ones are skipped)."),
-    fmt: RowFormat = typer.Option(
-        Format.table, "--format", metavar="[table|json|jsonl|csv]", help="Output format: table, json, jsonl or csv."
-    ),
+    fmt: RowFormat = FORMAT_OPTION,
     deep: bool = typer.Option(
         False, "--deep", help="Also test every assumption the sync makes about the Cliniko API (about 25 requests)."
     ),
