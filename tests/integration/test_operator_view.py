@@ -25,6 +25,7 @@ import pytest
 from conftest import TEST_CONTACT_EMAIL, run_cli, run_cli_in_process
 from emulator_fixtures import EMULATOR_API_KEY
 from psycopg.types.json import Jsonb
+from schema_helpers import errors
 from sync_helpers import SYNC_ENV, setup_org
 
 from cliniko_sync import cli
@@ -130,8 +131,11 @@ def test_a_locked_run_is_counted_apart_and_never_becomes_the_last_run(
         holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (LOCK_NAMESPACE, org))
         locked = run("sync", org)
     assert locked.code == 75
-    (row,) = json.loads(run("status", "--format", "json").stdout)
+    rows = json.loads(run("status", "--format", "json").stdout)
+    assert errors("status", rows) == []  # its schema, which never lets a skipped run be the last run
+    (row,) = rows
     assert (row["last_run_status"], row["skipped_runs"]) == ("success", 1)
+    assert errors("status", [{**row, "last_run_status": "skipped"}])
     assert row["last_run_requests"] > 0 and row["last_run_duration_seconds"] > 0
     assert row["last_success_at"] is not None and row["last_skipped_at"] is not None
     metrics = run("status", "--format", "prometheus").stdout
