@@ -44,6 +44,11 @@ FROM generate_series(1, %(rows)s) AS n,
                 now() - interval '20 minutes' - k.run * interval '15 minutes' AS started
      ) AS r
 """
+# What sync_log_skipped.sql counts as each skipped run is recorded.
+SKIPPED_COUNTS = """
+UPDATE organizations o
+SET skipped_runs = (SELECT count(*) FROM sync_log s WHERE s.organization_id = o.id AND s.status = 'skipped')
+"""
 # Each clinic's latest run: a success a minute ago (so nothing is due), and a full one an hour ago.
 RECENT_RUNS = """
 INSERT INTO sync_log (organization_id, status, mode, started_at, heartbeat_at, finished_at, as_of, window_days, stats)
@@ -66,6 +71,7 @@ def fill(url: str, rows: int) -> None:
                 add_organization(conn, f"clinic-{n}", name=f"Clinic {n}")
         say(f"growth: {rows:,} older sync_log rows behind {CLINICS} clinics")
         conn.execute(OLDER_RUNS, {"clinics": CLINICS, "rows": rows})
+        conn.execute(SKIPPED_COUNTS)
         conn.execute(RECENT_RUNS)
         conn.execute("VACUUM ANALYZE sync_log")
 

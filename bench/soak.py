@@ -5,9 +5,11 @@ connection left behind, a flat RSS, no run later than its interval plus a cron m
 
 Simulated time: PostgreSQL runs with libfaketime preloaded (`apt-get install libfaketime`), its clock moved forward
 through a file that libfaketime reads on every call, and the emulator's clinics and `--as-of` follow the same clock.
-Minutes in which nothing is due and no edit, prune or fault falls are skipped: the `sync --due` of such a minute
-would only find nothing due. The due runs are made in this process (`schedule.sync_due`, as the CLI does), so this
-process is the long `--due` process whose RSS is watched; the kills run a sync as a process of its own.
+Minutes in which nothing is due and no edit, prune or fault falls are skipped, and so is the `sync --due` of a minute
+with only an edit or a prune: it would only find nothing due. The due runs are made in this process
+(`schedule.sync_due` on a lock connection per minute, as the CLI does), so this process is the long `--due` process
+whose RSS is watched; the kills run a sync as a process of its own. While a due run works, a thread counts the tool's
+connections in pg_stat_activity every 20 ms (the peak is a figure).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +42,7 @@ FAKETIME_LIBRARY = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 PATIENTS, APPOINTMENTS = 60, 600  # a small clinic: one or a few pages per stream
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
+DUE_SLACK = timedelta(seconds=5)  # how far the database's clock may run ahead of the simulated minute
 TABLES = ("sync_log", "sync_state", "active_patients", "active_recompute_state", "active_dirty_patients",
           "organizations", "contacts", "cliniko_patients", "cliniko_individual_appointments",
           "cliniko_group_appointments", "cliniko_attendees")  # fmt: skip
@@ -95,6 +99,18 @@ class FakeClockPostgres:
     def restart(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
         self.start()
+
+    def wait_until_ready(self, timeout: float = 30.0) -> None:
+        """Until the server (restarting) accepts connections again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg.connect(self.url, connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def set_offset(self, seconds: float) -> None:
         """The server's clock runs `seconds` (rounded up: never behind the simulated minute) ahead of the real one."""
@@ -184,6 +200,7 @@ class Soak:
     seed: int = 23
     keep_sync_log: timedelta = timedelta(days=14)
     keep_removed: timedelta = timedelta(days=7)
+    warm_up_days: int = 10  # the RSS must stay within 10 % of its reading on this day (after a round of full syncs)
     figures: dict[str, Any] = field(default_factory=dict)
 
 
@@ -204,6 +221,75 @@ def rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+# The tool's connections opened since the --due run began: the backends of the previous minute's run may still be
+# exiting (cron's minutes are 60 s apart, the soak's a few milliseconds), and a killed sync's are not this process's.
+TOOL_CONNECTIONS = (
+    "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'cliniko-sync%%' AND backend_start >= %s"
+)
+SAMPLE_SECONDS = 0.02
+
+
+class ConnectionSampler:
+    """Counts the `--due` run's connections (pg_stat_activity, by application_name) every SAMPLE_SECONDS between
+    watch() and unwatch(), on a connection of its own named otherwise; the peak is the figure."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.peak = 0
+        self.samples = 0
+        self.watching = threading.Event()
+        self.since: datetime | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="soak-connections", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        conn = None
+        while not self._done.is_set():
+            if not self.watching.wait(0.1):
+                continue
+            try:
+                conn = conn if conn is not None and not conn.broken else psycopg.connect(self.url, autocommit=True)
+                count = conn.execute(TOOL_CONNECTIONS, (self.since,)).fetchone()
+            except psycopg.Error:  # the database restarting: sample again once it is back
+                conn = None
+                time.sleep(0.2)
+                continue
+            self.peak, self.samples = max(self.peak, count[0] if count else 0), self.samples + 1
+            time.sleep(SAMPLE_SECONDS)
+        if conn is not None:
+            conn.close()
+
+    def watch(self, conn: Any) -> None:
+        """From now on (the server's clock, read on `conn`)."""
+        self.since = conn.execute("SELECT clock_timestamp() AS t").fetchone()["t"]
+        self.watching.set()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+
+class HarnessConnection:
+    """The soak's own connection (named apart from the tool's), opened again after the database restarted."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: Any = None
+
+    def get(self) -> Any:
+        from cliniko_sync import db
+
+        if self._conn is None or self._conn.broken or self._conn.closed:
+            self._conn = db.connect(self.url, autocommit=True, application="soak harness")
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read top to bottom)
     from cryptography.fernet import Fernet
 
@@ -212,7 +298,16 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
     from cliniko_sync.errors import ClinikoSyncError
     from cliniko_sync.orgs import add_organization, update_organization
     from cliniko_sync.sync import schedule
-    from cliniko_sync.sync.pipeline import SyncResult, SyncSettings, sync_organization
+    from cliniko_sync.sync.pipeline import (
+        JobConnection,
+        SyncResult,
+        SyncSettings,
+        limit_malloc_arenas,
+        sync_organization,
+    )
+    from cliniko_sync.sync.run_log import SyncLocks
+
+    limit_malloc_arenas()  # as the CLI's sync command does, before any thread
 
     if not FAKETIME_LIBRARY.exists():
         raise SystemExit(f"bench: the soak needs libfaketime ({FAKETIME_LIBRARY}): apt-get install libfaketime")
@@ -227,6 +322,8 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
     emulator_of = {org: n % 4 for n, org in enumerate(orgs)}  # which emulator serves each clinic
     server = FakeClockPostgres()
     url = server.url
+    harness = HarnessConnection(url)
+    sampler = ConnectionSampler(url)
     clock = {"now": start}
 
     def set_clock(moment: datetime) -> None:
@@ -236,10 +333,12 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
         server.set_offset((moment - datetime.now(UTC)).total_seconds())
         emulators.call("clock", moment)
 
-    def sync_one(org: str, full: bool, runtime_left: float | None) -> SyncResult:
+    def sync_one(org: str, full: bool, runtime_left: float | None, job: JobConnection) -> SyncResult:
         """One claimed organization, as the CLI's --due does: an error before the run began becomes a result."""
         try:
-            return sync_organization(url, org, full=full, as_of=clock["now"], settings=settings)
+            return sync_organization(
+                url, org, full=full, as_of=clock["now"], settings=settings, locks=locks, work=job.get()
+            )
         except ClinikoSyncError as exc:
             status = "skipped" if exc.exit_code == 75 else "failed"
             return SyncResult(org, status, None, clock["now"], exit_code=exc.exit_code, error=str(exc))
@@ -247,6 +346,8 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
     lateness: list[float] = []
     late_claims: list[str] = []
     excused: set[str] = set()  # organizations whose next run comes late for a reason (disabled meanwhile)
+    outage: datetime | None = None  # the last minute the database was unreachable, until a --due run works again
+    after_outage: list[float] = []  # lateness of the runs that waited for the database to come back
     rss: list[tuple[int, float]] = []
     events: list[str] = []
     try:
@@ -266,7 +367,8 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
         day = -1
         removed_orgs: set[str] = set()
         due_at: dict[str, datetime] | None = None
-        timing = {"sync_due": 0.0, "hourly": 0.0}
+        timing = {"sync_due": 0.0, "hourly": 0.0, "faults": 0.0, "clock": 0.0}
+        due_runs = 0  # `sync --due` runs made (minutes in which something was due)
         while clock["now"] < end:
             now = clock["now"]
             if (now - start).days != day:
@@ -274,50 +376,75 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
                 rss.append((day, rss_mb()))
                 if day % 10 == 0:
                     say(f"day {day}: {time.monotonic() - started:.0f} s, RSS {rss[-1][1]:.0f} MB")
+            spent = time.monotonic()
             for name in [name for name, at in faults.items() if at <= now]:
+                if name == "database restart" and due_at and min(due_at.values()) > now:
+                    faults[name] = min(due_at.values())  # under a --due run that syncs: the next due minute's
+                    continue
                 del faults[name]
                 events.append(f"day {(now - start).total_seconds() / 86400:.1f}: {name}")
                 apply_fault(name, orgs, emulators, emulator_of, keys, server, url, now, rng, removed_orgs)
                 due_at = None  # a fault may change who is due
                 if name == "clinic enabled":
                     excused.add(orgs[2])
+            timing["faults"] += time.monotonic() - spent
             try:
-                due_at = due_at if due_at is not None else due_moments(url)
+                due_at = due_at if due_at is not None else due_moments(harness.get())
                 spent = time.monotonic()
-                synced = schedule.sync_due(url, sync_one, jobs=2, as_of=now)
+                # A minute in which nothing is due would only find nothing due (the database's clock is at most a
+                # second or two ahead of the simulated minute): skipped, as the minutes between events are.
+                if min(due_at.values(), default=now) <= now + DUE_SLACK:
+                    sampler.watch(harness.get())
+                    with SyncLocks(url) as locks:  # a cron minute's process: its lock connection, one per job
+                        synced = schedule.sync_due(locks, sync_one, jobs=2, as_of=now)
+                    sampler.watching.clear()
+                    if synced.error is not None:  # what the CLI raises: one line, exit 69 (the database went away)
+                        raise synced.error
+                    due_runs += 1
+                else:
+                    synced = schedule.DueRun(results=[])
                 timing["sync_due"] += time.monotonic() - spent
                 for result in synced.results:
                     if result.organization_id in excused:
                         excused.discard(result.organization_id)
                     elif result.organization_id in due_at and result.status != "skipped":
                         became_due = due_at[result.organization_id]
+                        if outage is not None and became_due <= outage:  # waited for the database, not capacity
+                            after_outage.append((now - became_due).total_seconds())
+                            continue
                         lateness.append((now - became_due).total_seconds())
                         first_minute = became_due.replace(second=0, microsecond=0)
                         first_minute += MINUTE if first_minute < became_due else timedelta(0)
                         if now > first_minute:  # not claimed at the first cron minute after it became due
                             late_claims.append(f"{result.organization_id} at {now:%m-%d %H:%M}")
+                outage = None if synced.results else outage
                 if start_figures is None and synced.results:
-                    with db.connect(url, autocommit=True) as conn:
-                        start_figures = rows_and_sizes(conn)
+                    start_figures = rows_and_sizes(harness.get())
                 spent = time.monotonic()
                 if now >= next_hour:
                     emulators.call("edit")
                     if soak.prune:
-                        with db.connect(url, autocommit=True) as conn:
-                            retention.prune(conn)
+                        retention.prune(harness.get())
                     next_hour += HOUR
                 timing["hourly"] += time.monotonic() - spent
-                due_at = due_moments(url)
+                due_at = due_moments(harness.get())
                 upcoming = [next_hour, *faults.values(), *due_at.values()]
             except (ClinikoSyncError, psycopg.OperationalError) as exc:  # the database restarting: cron's next minute
+                sampler.watching.clear()
                 say(f"{now:%Y-%m-%d %H:%M}: {type(exc).__name__}: {exc}")
-                time.sleep(1)
+                server.wait_until_ready()  # cron's next minutes would fail the same way meanwhile
+                harness.close()  # its session ended with the server's
+                outage = now  # what was due by now waits for the database, not for capacity
                 upcoming, due_at = [], None
+            spent = time.monotonic()
             set_clock(max([now + MINUTE, min(upcoming, default=now)]).replace(second=0, microsecond=0))
+            timing["clock"] += time.monotonic() - spent
         wall = time.monotonic() - started
+        rss.append((soak.days, rss_mb()))
         say(f"simulated {soak.days} days in {wall:.0f} s; checking")
-        with db.connect(url, autocommit=True) as conn:
-            end_figures = rows_and_sizes(conn)
+        end_figures = rows_and_sizes(harness.get())
+        harness.close()
+        sampler.stop()
         figures = finish(soak, url, orgs, removed_orgs, emulators, emulator_of, keys, settings, clock["now"])
         figures.update(
             wall_seconds=wall,
@@ -326,30 +453,46 @@ def run_soak(soak: Soak) -> dict[str, Any]:  # noqa: C901 (one timeline, read to
             end_tables=end_figures,
             lateness_max_seconds=max(lateness, default=0.0),
             claims_after_the_first_cron_minute=late_claims,
+            lateness_after_the_restart_seconds=max(after_outage, default=0.0),
             runs=len(lateness),
+            due_runs=due_runs,
+            peak_connections=sampler.peak,
+            connection_samples=sampler.samples,
             rss_mb=rss,
             events=events,
         )
-        warm = [mb for d, mb in rss if d >= 10]
         figures["rss_peak_mb"] = max(mb for _, mb in rss)
-        figures["rss_flat"] = bool(warm) and max(warm) <= 1.10 * warm[0]
+        figures.update(rss_flatness(rss, soak.warm_up_days, soak.days))
         return figures
     finally:
+        sampler.stop()
+        harness.close()
         emulators.stop()
         server.stop()
 
 
-def due_moments(url: str) -> dict[str, datetime]:
-    """When each enabled organization became due: the start of its latest finished run plus its interval."""
-    from cliniko_sync import db
+def rss_flatness(rss: list[tuple[int, float]], warm_up_days: int, days: int) -> dict[str, Any]:
+    """Whether the RSS crept: the median of the last week's daily readings within 10 % of the first week's after
+    warm-up. A median, because one reading can catch garbage not yet collected (a few MB for a day, reported as the
+    peak); a creep moves every reading."""
+    week = 7
+    first = [mb for d, mb in rss if warm_up_days <= d < warm_up_days + week]
+    last = [mb for d, mb in rss if d >= max(warm_up_days, days - week)]
+    if not first or not last:
+        return {"rss_flat": False}
+    after, before = statistics.median(last), statistics.median(first)
+    return {"rss_warm_mb": before, "rss_last_week_mb": after, "rss_flat": after <= 1.10 * before}
 
-    with db.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT o.id, max(l.started_at) + o.sync_interval AS due FROM organizations o"
-            " LEFT JOIN sync_log l ON l.organization_id = o.id AND l.status IN ('success', 'failed')"
-            " WHERE o.enabled GROUP BY o.id, o.sync_interval"
-        ).fetchall()
-    return {row["id"]: row["due"] for row in rows if row["due"] is not None}
+
+def due_moments(conn: Any) -> dict[str, datetime]:
+    """When each enabled organization became due: the start of its latest finished run plus its interval (never
+    synced: when it was added)."""
+    rows = conn.execute(
+        "SELECT o.id, coalesce(max(l.started_at) + o.sync_interval, o.created_at) AS due FROM organizations o"
+        " LEFT JOIN sync_log l ON l.organization_id = o.id AND l.status IN ('success', 'failed')"
+        " WHERE o.enabled GROUP BY o.id, o.sync_interval"
+    ).fetchall()
+    return {row["id"]: row["due"] for row in rows}
 
 
 def fault_plan(soak: Soak, start: datetime, rng: random.Random) -> dict[str, datetime]:
@@ -385,7 +528,7 @@ def apply_fault(name: str, orgs: list[str], emulators: Emulators, emulator_of: d
         org = rng.choice([o for o in orgs if o not in removed_orgs])
         kill_a_sync(url, org, now, rng)
     elif name == "database restart":
-        threading.Timer(0.2, server.restart).start()  # while the due run below is under way
+        threading.Thread(target=restart_under_a_sync, args=(server,), daemon=True).start()  # the due run below
     elif name == "credential rotated":
         org = orgs[1]
         new_key = f"rotated{keys[org]}"
@@ -401,6 +544,17 @@ def apply_fault(name: str, orgs: list[str], emulators: Emulators, emulator_of: d
         with db.connect(url, autocommit=True) as conn:
             remove_organization(conn, orgs[3])
         removed_orgs.add(orgs[3])
+
+
+def restart_under_a_sync(server: FakeClockPostgres) -> None:
+    """Restart PostgreSQL (fast: AdminShutdown on every connection) once a sync is under way, else after 5 s."""
+    waited = time.monotonic() + 5
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        while time.monotonic() < waited and not conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'cliniko-sync clinic-%%'"
+        ).fetchone()[0]:  # fmt: skip
+            time.sleep(0.005)
+    server.restart()
 
 
 def kill_a_sync(url: str, org: str, now: datetime, rng: random.Random) -> None:
@@ -520,7 +674,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--clinics", type=int, default=24)
-    parser.add_argument("--interval-hours", type=float, default=8.0)
+    parser.add_argument("--interval-hours", type=float, default=24.0)
     parser.add_argument("--no-prune", dest="prune", action="store_false", help="never prune (sizes without retention)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()

@@ -62,9 +62,11 @@ def sync(
     """Sync organizations from Cliniko into PostgreSQL."""
     from cliniko_sync import db
     from cliniko_sync.config import current_settings
+    from cliniko_sync.sync.pipeline import limit_malloc_arenas
     from cliniko_sync.sync.run_log import SyncLocks
 
     _check_targets(organization, all_organizations, due, jobs)
+    limit_malloc_arenas()  # before any thread: a long --due or --all process's RSS stays flat
     when = parse_as_of(as_of) if as_of else None
     max_runtime = parse_max_runtime(max_runtime_text) if max_runtime_text is not None else None
     settings = current_settings()
@@ -157,9 +159,8 @@ def _sync_due(
     # Nothing due is the usual minute: say so only with -v, so a cron log is not a line a minute of nothing.
     level = NOTICE if run.results else logging.INFO
     logging.getLogger("cliniko_sync.sync").log(level, schedule.summary_line(run), extra=log_extra(None, "due_finished"))
-    for result in run.results:
-        if result.error:
-            stderr_line(f"{result.status}: {result.error}", organization=result.organization_id, event="sync_failed")
+    for result in run.failures():
+        stderr_line(f"{result.status}: {result.error}", organization=result.organization_id, event="sync_failed")
     if run.error is not None:
         raise run.error
     raise typer.Exit(schedule.exit_code_for_due(run))

@@ -14,7 +14,15 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from cliniko_sync.db import DictConnection, connect, query, require_current_schema, require_session_pooling
+from cliniko_sync.db import (
+    DictConnection,
+    connect,
+    describe_url,
+    query,
+    require_current_schema,
+    require_session_pooling,
+)
+from cliniko_sync.errors import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +58,10 @@ class SyncLocks:
             for setting, value in KEEPALIVE_SETTINGS.items():
                 # Server-side settings for this connection; they apply over TCP and mean nothing on a Unix socket.
                 self.conn.execute("SELECT set_config(%s, %s, false)", (setting, str(value)))
-        except BaseException:
+        except BaseException as exc:
             self.conn.close()
+            if isinstance(exc, psycopg.OperationalError):  # the server went away just after the connection opened
+                raise DatabaseUnavailableError(f"lost the database at {describe_url(url)}") from exc
             raise
 
     def __enter__(self) -> SyncLocks:

@@ -22,6 +22,7 @@ import psycopg
 
 from cliniko_sync import db
 from cliniko_sync.errors import (
+    EXIT_FAILURE,
     EXIT_LOCKED,
     EXIT_OK,
     EXIT_PARTIAL,
@@ -110,7 +111,18 @@ class DueRun:
     results: list[SyncResult]
     runtime_spent: bool = False
     stopped: bool = False  # a signal asked the process to stop
-    error: ClinikoSyncError | None = None  # a worker lost the database: the process exits with its code
+    # A worker lost the database (or met a bug): the process reports it once and exits with its code.
+    error: Exception | None = None
+
+    def failures(self) -> list[SyncResult]:
+        """The failed runs to report one line each: those the lost database cut short are said once, in `error`."""
+        if isinstance(self.error, DatabaseUnavailableError):
+            return [result for result in self.results if result.error and not _lost_the_database(result)]
+        return [result for result in self.results if result.error]
+
+
+def _lost_the_database(result: SyncResult) -> bool:
+    return result.stats.get("error_class") in ("DatabaseUnavailableError", "LockLost")
 
 
 def sync_due(
@@ -163,19 +175,25 @@ def sync_due(
 
     _run_workers(work, jobs, locks.url, run)
     run.stopped = stop.is_set()
+    cut_short = [result.organization_id for result in run.results if _lost_the_database(result)]
+    if isinstance(run.error, DatabaseUnavailableError) and cut_short:
+        run.error = DatabaseUnavailableError(
+            f"{run.error}; the syncs of {', '.join(cut_short)} stopped there (the next run resumes them)"
+        )
     return run
 
 
 def _run_workers(work: Callable[[JobConnection], None], jobs: int, url: str, run: DueRun) -> None:
-    """`jobs` threads, each with a connection of its own; the first database error of any is the run's."""
+    """`jobs` threads, each with a connection of its own. The first error any of them ends with is the run's, raised
+    by the caller in the main thread (one line and its exit code, as for any command): never a thread's traceback."""
 
     def guarded() -> None:
         job = JobConnection(url)
         try:
             work(job)
-        except psycopg.OperationalError:  # the database went away under the lock connection
+        except psycopg.OperationalError:  # the database went away (restarted, say) under the lock connection
             run.error = run.error or DatabaseUnavailableError(f"lost the database at {db.describe_url(url)}")
-        except ClinikoSyncError as exc:  # a worker's connection failed, or the pooler cannot keep locks
+        except Exception as exc:  # a worker's connection failed, the pooler cannot keep locks, or a bug
             run.error = run.error or exc
         finally:
             job.close()
@@ -192,7 +210,7 @@ def exit_code_for_due(run: DueRun) -> int:
     checkpoint: under --due that is the plan, and the next claim resumes it. 3 when any failed, was skipped or was
     stopped by a signal. A worker that lost the database: that error's code (69)."""
     if run.error is not None:
-        return run.error.exit_code
+        return run.error.exit_code if isinstance(run.error, ClinikoSyncError) else EXIT_FAILURE
     for result in run.results:
         if result.exit_code == EXIT_OK:
             continue

