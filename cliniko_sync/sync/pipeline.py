@@ -34,7 +34,6 @@ from cliniko_sync.errors import (
 from cliniko_sync.sync import run_log, window
 from cliniko_sync.sync.active import recompute_active_patients, refresh_statistics, take_changed_patients
 from cliniko_sync.sync.contacts import match_contacts, valid_phone_share
-from cliniko_sync.sync.passes import Backfill
 from cliniko_sync.sync.run_log import LOCK_NAMESPACE
 from cliniko_sync.sync.stream_pass import Progress, RunContext, RunTally, check_stop, crawl_stream, crawl_streams
 from cliniko_sync.sync.streams import STREAMS
@@ -303,10 +302,11 @@ def _crawl_and_compute(
         if not stream.incremental:
             crawl_stream(context, tally, stream, work)
     was_complete = window.history_complete(work, context.organization_id)
+    read_whole: tuple[str, ...] = ()  # streams whose pass the window read ran
     if not was_complete:
-        backfill = _window_first(context, tally, plan, result, work)
-        context = replace(context, backfill=backfill)
-    crawl_streams(context, tally, [stream for stream in STREAMS if stream.incremental], work)
+        seen = _window_first(context, tally, plan, result, work)
+        context, read_whole = replace(context, backfill=seen.backfill), seen.whole
+    crawl_streams(context, tally, [s for s in STREAMS if s.incremental and s.name not in read_whole], work)
     check_stop(context, tally)
     complete = was_complete or window.history_complete(work, context.organization_id)
     if complete and not was_complete:
@@ -316,21 +316,26 @@ def _crawl_and_compute(
 
 def _window_first(
     context: RunContext, tally: RunTally, plan: _Plan, result: SyncResult, work: db.DictConnection
-) -> Backfill | None:
+) -> window.WindowRead:
     """No complete history yet: read the window and commit a provisional active list before the backfill, which
-    leaves the window's records to the window reads."""
-    seen = window.read_window(context, tally, work, as_of=plan.as_of, window_days=plan.organization.window_days)
+    leaves the window's records (and the passes it ran whole) to the window reads."""
+    seen = window.WindowRead()
+    try:
+        window.read_window(context, tally, work, seen, as_of=plan.as_of, window_days=plan.organization.window_days)
+    finally:  # a run stopped halfway says what it read
+        result.stats["window"] = {
+            "mode": seen.mode,
+            "records": seen.records,
+            "requests": seen.requests,
+            "missing_patients": seen.missing_patients,
+            "inserted": seen.inserted,
+        }
     _contacts_and_active(work, context, plan, result, history_complete=False)
-    result.stats["window"] = {
-        "mode": seen.mode,
-        "records": seen.records,
-        "requests": seen.requests,
-        "missing_patients": seen.missing_patients,
-        "inserted": seen.inserted,
-        "first_active_requests": tally.stats()["requests"],
-        "first_active_seconds": round(time.monotonic() - context.started, 3),
-    }
-    return seen.backfill
+    result.stats["window"].update(
+        first_active_requests=tally.stats()["requests"],
+        first_active_seconds=round(time.monotonic() - context.started, 3),
+    )
+    return seen
 
 
 def _contacts_and_active(

@@ -294,12 +294,12 @@ def crawl_streams(context: RunContext, tally: RunTally, streams: list[Stream], w
     at_once(tally, [partial(crawl_lane, lane) for lane in _lanes(streams)])
 
 
-def at_once(tally: RunTally, jobs: Sequence[Callable[[], None]]) -> None:
+def at_once(tally: RunTally, jobs: Sequence[Callable[[], object]]) -> None:
     """Run jobs at once, each in its own thread: Cliniko's latency overlaps instead of adding up, and the key's
     shared limiter keeps the total under the rate limit. A failed job stops the others after their current page."""
     errors: list[BaseException] = []
 
-    def run(job: Callable[[], None]) -> None:
+    def run(job: Callable[[], object]) -> None:
         try:
             job()
         except BaseException as exc:

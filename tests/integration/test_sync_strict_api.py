@@ -173,7 +173,8 @@ def test_appointment_details_name_the_business(
 
 class EditWhileListing:
     """Edits the clinic while a sync reads it: on every `every`-th listing the emulator answers, the next of `edits`
-    (classes booked and deleted, patients added to and cancelled from classes, appointments booked and cancelled),
+    (classes booked, moved and deleted, patients added to and cancelled from classes, appointments booked and
+    cancelled),
     during the window reads and the backfill alike. The emulator looks up a resource's tables once per listing."""
 
     def __init__(self, clinic: Any, edits: list[tuple[str, int]], every: int) -> None:
@@ -204,6 +205,8 @@ class EditWhileListing:
             clinic.cancel_attendee(attendees[number % len(attendees)])
         elif kind == "delete_class" and groups:
             clinic.delete_class(groups[number % len(groups)])
+        elif kind == "move_class" and groups:
+            clinic.move_class(groups[number % len(groups)], when)
         elif kind == "book":
             clinic.book(patient, when)
         elif kind == "cancel" and appointments:
@@ -214,7 +217,8 @@ class EditWhileListing:
 
 
 EDIT = st.tuples(
-    st.sampled_from(["class", "attend", "cancel_attendee", "delete_class", "book", "cancel"]), st.integers(0, 10_000)
+    st.sampled_from(["class", "attend", "cancel_attendee", "delete_class", "move_class", "book", "cancel"]),
+    st.integers(0, 10_000),
 )
 
 
