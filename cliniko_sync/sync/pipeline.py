@@ -302,11 +302,15 @@ def _crawl_and_compute(
         if not stream.incremental:
             crawl_stream(context, tally, stream, work)
     was_complete = window.history_complete(work, context.organization_id)
-    read_whole: tuple[str, ...] = ()  # streams whose pass the window read ran
-    if not was_complete:
-        seen = _window_first(context, tally, plan, result, work)
-        context, read_whole = replace(context, backfill=seen.backfill), seen.whole
-    crawl_streams(context, tally, [s for s in STREAMS if s.incremental and s.name not in read_whole], work)
+    streams = [stream for stream in STREAMS if stream.incremental]
+    if was_complete:
+        crawl_streams(context, tally, streams, work)
+    else:
+        seen = _read_window(context, tally, plan, result, work)
+        # The backfill starts while the provisional list is computed: its first requests go out meanwhile.
+        provisional = partial(_provisional_list, context, tally, plan, result, work)
+        backfill = replace(context, backfill=seen.backfill)
+        crawl_streams(backfill, tally, [s for s in streams if s.name not in seen.whole], work, beside=provisional)
     check_stop(context, tally)
     complete = was_complete or window.history_complete(work, context.organization_id)
     if complete and not was_complete:
@@ -314,11 +318,11 @@ def _crawl_and_compute(
     _contacts_and_active(work, context, plan, result, history_complete=complete)
 
 
-def _window_first(
+def _read_window(
     context: RunContext, tally: RunTally, plan: _Plan, result: SyncResult, work: db.DictConnection
 ) -> window.WindowRead:
-    """No complete history yet: read the window and commit a provisional active list before the backfill, which
-    leaves the window's records (and the passes it ran whole) to the window reads."""
+    """No complete history yet: read the window, which the backfill then leaves to the window reads (with the
+    passes it ran whole)."""
     seen = window.WindowRead()
     try:
         window.read_window(context, tally, work, seen, as_of=plan.as_of, window_days=plan.organization.window_days)
@@ -329,13 +333,19 @@ def _window_first(
             "requests": seen.requests,
             "missing_patients": seen.missing_patients,
             "inserted": seen.inserted,
+            "first_active_requests": tally.stats()["requests"],
         }
-    _contacts_and_active(work, context, plan, result, history_complete=False)
-    result.stats["window"].update(
-        first_active_requests=tally.stats()["requests"],
-        first_active_seconds=round(time.monotonic() - context.started, 3),
-    )
     return seen
+
+
+def _provisional_list(
+    context: RunContext, tally: RunTally, plan: _Plan, result: SyncResult, work: db.DictConnection
+) -> None:
+    """The provisional active list from the window's reads, committed beside the backfill's first requests (holding
+    the run's connection meanwhile)."""
+    with tally.connection_turn:
+        _contacts_and_active(work, context, plan, result, history_complete=False)
+    result.stats["window"]["first_active_seconds"] = round(time.monotonic() - context.started, 3)
 
 
 def _contacts_and_active(

@@ -281,17 +281,25 @@ def _lanes(streams: list[Stream]) -> list[list[Stream]]:
     return list(lanes.values())
 
 
-def crawl_streams(context: RunContext, tally: RunTally, streams: list[Stream], work: db.DictConnection) -> None:
+def crawl_streams(
+    context: RunContext,
+    tally: RunTally,
+    streams: list[Stream],
+    work: db.DictConnection,
+    beside: Callable[[], object] | None = None,
+) -> None:
     """Crawl streams at once, a lane of them in a thread of its own (a stream read by another's ids after it:
     attendees after their classes), writing on the run's one connection in turn (a dry run's pages too, inside its
     one transaction): Cliniko's latency then overlaps instead of adding up, the key's shared limiter still keeps the
-    total under the rate limit, and the run holds no more connections than one."""
+    total under the rate limit, and the run holds no more connections than one. `beside`: one more job meanwhile
+    (it takes the connection's turn itself)."""
 
     def crawl_lane(lane: list[Stream]) -> None:
         for stream in lane:
             crawl_stream(context, tally, stream, work)
 
-    at_once(tally, [partial(crawl_lane, lane) for lane in _lanes(streams)])
+    jobs: list[Callable[[], object]] = [partial(crawl_lane, lane) for lane in _lanes(streams)]
+    at_once(tally, [beside, *jobs] if beside else jobs)
 
 
 def at_once(tally: RunTally, jobs: Sequence[Callable[[], object]]) -> None:
