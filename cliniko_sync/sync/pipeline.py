@@ -297,16 +297,14 @@ def _work(context: RunContext, tally: RunTally, plan: _Plan, result: SyncResult,
 def _crawl_and_compute(
     context: RunContext, tally: RunTally, plan: _Plan, result: SyncResult, work: db.DictConnection
 ) -> None:
-    # The small reference lists first, on the run's connection; then the big streams at once.
-    for stream in STREAMS:
-        if not stream.incremental:
-            crawl_stream(context, tally, stream, work)
+    # The small reference lists beside the first reads (the big streams', or the window's).
+    references = partial(_reference_lists, context, tally, work)
     was_complete = window.history_complete(work, context.organization_id)
     streams = [stream for stream in STREAMS if stream.incremental]
     if was_complete:
-        crawl_streams(context, tally, streams, work)
+        crawl_streams(context, tally, streams, work, beside=references)
     else:
-        seen = _read_window(context, tally, plan, result, work)
+        seen = _read_window(context, tally, plan, result, work, references)
         # The backfill starts while the provisional list is computed: its first requests go out meanwhile.
         provisional = partial(_provisional_list, context, tally, plan, result, work)
         backfill = replace(context, backfill=seen.backfill)
@@ -318,14 +316,26 @@ def _crawl_and_compute(
     _contacts_and_active(work, context, plan, result, history_complete=complete)
 
 
+def _reference_lists(context: RunContext, tally: RunTally, work: db.DictConnection) -> None:
+    for stream in STREAMS:
+        if not stream.incremental:
+            crawl_stream(context, tally, stream, work)
+
+
 def _read_window(
-    context: RunContext, tally: RunTally, plan: _Plan, result: SyncResult, work: db.DictConnection
+    context: RunContext,
+    tally: RunTally,
+    plan: _Plan,
+    result: SyncResult,
+    work: db.DictConnection,
+    references: Callable[[], None],
 ) -> window.WindowRead:
-    """No complete history yet: read the window, which the backfill then leaves to the window reads (with the
-    passes it ran whole)."""
+    """No complete history yet: read the window (and the reference lists meanwhile), which the backfill then leaves
+    to the window reads (with the passes it ran whole)."""
     seen = window.WindowRead()
+    days = plan.organization.window_days
     try:
-        window.read_window(context, tally, work, seen, as_of=plan.as_of, window_days=plan.organization.window_days)
+        window.read_window(context, tally, work, seen, as_of=plan.as_of, window_days=days, beside=references)
     finally:  # a run stopped halfway says what it read
         result.stats["window"] = {
             "mode": seen.mode,

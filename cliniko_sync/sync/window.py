@@ -83,9 +83,11 @@ def read_window(
     *,
     as_of: datetime,
     window_days: int,
+    beside: Callable[[], object],
 ) -> None:
     """The first window pass, or a refresh of it, noted in `seen` as it goes (a run stopped halfway keeps what it
-    did): afterwards the mirror holds everything the active list needs."""
+    did): afterwards the mirror holds everything the active list needs. `beside`: a job run at once with the first
+    reads (the reference lists; it takes the connection's turn itself)."""
     found = work.execute(db.query("window_state_load"), {"org": context.organization_id}).fetchone()
     cursor = found["cursor_updated_at"] if found else None
     window_from = found["window_from"] if found else None
@@ -95,10 +97,10 @@ def read_window(
         progress.stream_started(org, "window", "first pass" if cursor is None else "refresh")
     if cursor is None:
         window_from = crawl.whole_second(as_of - timedelta(days=window_days))
-        _first_pass(context, tally, work, window_from, seen)
+        _first_pass(context, tally, work, window_from, seen, beside)
     else:
         seen.mode = "window refresh"
-        _refresh(context, tally, work, cursor - OVERLAP, seen)
+        _refresh(context, tally, work, cursor - OVERLAP, seen, beside)
     _fetch_patients(context, tally, work, seen)
     classes_since = classes_since or seen.classes_since
     params = {
@@ -121,13 +123,22 @@ def forget_window(conn: db.DictConnection, organization_id: str) -> None:
 
 
 def _first_pass(
-    context: RunContext, tally: RunTally, work: db.DictConnection, window_from: datetime, seen: WindowRead
+    context: RunContext,
+    tally: RunTally,
+    work: db.DictConnection,
+    window_from: datetime,
+    seen: WindowRead,
+    beside: Callable[[], object],
 ) -> None:
     """One read after another, each starting after the last ended: the individual appointments' read, in updated_at
     order, ends at a lower bound on Cliniko's clock as every later read begins (the window's cursor)."""
     individual = STREAMS_BY_NAME["individual_appointments"]
     pager = crawl.UpdatedAtPager(individual, crawl.Position(), (Filter("starts_at", ">=", window_from),))
-    seen.newest = _read(context, tally, work, individual, pager, seen).updated_at
+
+    def read_individual() -> None:
+        seen.newest = _read(context, tally, work, individual, pager, seen).updated_at
+
+    at_once(tally, [beside, read_individual])
     if seen.newest is None:  # no appointment in the window: read the clock
         seen.newest = _clock_probe(context, tally)
         seen.requests += 1
@@ -147,10 +158,17 @@ def _first_pass(
         _read(context, tally, work, attendees, by_class, seen)
 
 
-def _refresh(context: RunContext, tally: RunTally, work: db.DictConnection, since: datetime, seen: WindowRead) -> None:
+def _refresh(
+    context: RunContext,
+    tally: RunTally,
+    work: db.DictConnection,
+    since: datetime,
+    seen: WindowRead,
+    beside: Callable[[], object],
+) -> None:
     seen.requests += 1
     seen.newest = _clock_probe(context, tally)
-    reads: list[Callable[[], object]] = []
+    reads: list[Callable[[], object]] = [beside]
     for name in (*APPOINTMENTS, "attendees", "patients"):
         stream = STREAMS_BY_NAME[name]
         reads.append(
