@@ -34,15 +34,18 @@ from cliniko_sync.errors import (
 from cliniko_sync.sync import run_log, window
 from cliniko_sync.sync.active import recompute_active_patients, refresh_statistics, take_changed_patients
 from cliniko_sync.sync.contacts import match_contacts, valid_phone_share
+from cliniko_sync.sync.passes import Backfill
 from cliniko_sync.sync.run_log import LOCK_NAMESPACE
 from cliniko_sync.sync.stream_pass import Progress, RunContext, RunTally, check_stop, crawl_stream, crawl_streams
-from cliniko_sync.sync.streams import STREAMS
+from cliniko_sync.sync.streams import STREAMS, Stream
 
 log = logging.getLogger(__name__)
 
 __all__ = ["LOCK_NAMESPACE", "Progress", "SyncResult", "SyncSettings", "StopRequested", "sync_organization"]
 
 DRY_RUN_PASS_ID = -1
+# The backfill's passes that need nothing from the window reads: they start at once with them.
+EARLY_BACKFILL = ("patients", "individual_appointments")
 
 
 @dataclass(frozen=True)
@@ -304,16 +307,44 @@ def _crawl_and_compute(
     if was_complete:
         crawl_streams(context, tally, streams, work, beside=references)
     else:
-        seen = _read_window(context, tally, plan, result, work, references)
-        # The backfill starts while the provisional list is computed: its first requests go out meanwhile.
-        provisional = partial(_provisional_list, context, tally, plan, result, work)
-        backfill = replace(context, backfill=seen.backfill)
-        crawl_streams(backfill, tally, [s for s in streams if s.name not in seen.whole], work, beside=provisional)
+        _window_and_backfill(context, tally, plan, result, work, streams, references)
     check_stop(context, tally)
     complete = was_complete or window.history_complete(work, context.organization_id)
     if complete and not was_complete:
         window.forget_window(work, context.organization_id)
     _contacts_and_active(work, context, plan, result, history_complete=complete)
+
+
+def _window_and_backfill(
+    context: RunContext,
+    tally: RunTally,
+    plan: _Plan,
+    result: SyncResult,
+    work: db.DictConnection,
+    streams: list[Stream],
+    references: Callable[[], None],
+) -> None:
+    """The window reads, then the provisional list beside the rest of the backfill. The backfill's passes that do
+    not depend on the window (patients; individual appointments before its start) start at once with it, yielding
+    the limiter's slots to its reads: under the rate limit the requests beyond the first window's worth wait for the
+    earliest to age out, so the earlier they go out the sooner the sync ends, and the window is not slowed."""
+    organization = plan.organization
+    edge = window.backfill_edge(work, context.organization_id, as_of=plan.as_of, window_days=organization.window_days)
+    reading = threading.Event()
+    reading.set()
+    early = [stream for stream in streams if stream.name in EARLY_BACKFILL]
+    early_context = replace(context, backfill=Backfill(edge, None) if edge else None, yields_to=reading)
+
+    def window_then_the_rest() -> None:
+        try:
+            seen = _read_window(context, tally, plan, result, work, references)
+        finally:
+            reading.clear()
+        provisional = partial(_provisional_list, context, tally, plan, result, work)
+        rest = [stream for stream in streams if stream.name not in EARLY_BACKFILL and stream.name not in seen.whole]
+        crawl_streams(replace(context, backfill=seen.backfill), tally, rest, work, beside=provisional)
+
+    crawl_streams(early_context, tally, early, work, beside=window_then_the_rest)
 
 
 def _reference_lists(context: RunContext, tally: RunTally, work: db.DictConnection) -> None:
@@ -343,7 +374,10 @@ def _read_window(
             "requests": seen.requests,
             "missing_patients": seen.missing_patients,
             "inserted": seen.inserted,
-            "first_active_requests": tally.stats()["requests"],
+            # What the list needed: the window's and the reference lists' requests (the backfill's first requests
+            # go out beside them).
+            "first_active_requests": seen.requests
+            + sum(tally.streams[s.name].requests for s in STREAMS if not s.incremental and s.name in tally.streams),
         }
     return seen
 

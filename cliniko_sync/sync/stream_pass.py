@@ -35,6 +35,9 @@ OVERLAP = timedelta(minutes=5)  # incremental passes re-read this much before th
 # Each of the four streams holds this many pages until they are written (ten took the sync's peak RSS at M from 78
 # to 105 MB).
 PAGES_PER_TRANSACTION = 5
+# Slots of the key's limiter that requests yielding to the window reads leave to them (the window reads run at most
+# this many requests at once: window.PATIENT_READS).
+WINDOW_RESERVE = 4
 
 
 class SiblingFailed(StopRequested):
@@ -68,6 +71,8 @@ class RunContext:
     make_client: Callable[[], Any]
     lock_lost: threading.Event = field(default_factory=threading.Event)  # set when the lock's connection failed
     backfill: passes.Backfill | None = None  # set after window reads, while the history backfills
+    # Set while the window reads run: this context's requests then leave WINDOW_RESERVE of the limiter's slots to them.
+    yields_to: threading.Event | None = None
 
 
 @dataclass
@@ -102,6 +107,9 @@ class RunTally:
     def new_client(self, context: RunContext) -> Any:
         """A new client for one crawl; clients of the same key share its rate limiter."""
         client = context.make_client()
+        reading = context.yields_to
+        if reading is not None:
+            client.reserve = lambda: WINDOW_RESERVE if reading.is_set() else 0
         with self._lock:
             self.clients.append(client)
         return client

@@ -31,11 +31,19 @@ from cliniko_sync.cliniko import records
 from cliniko_sync.cliniko.client import Filter
 from cliniko_sync.sync import crawl, passes
 from cliniko_sync.sync.mirror import load_state, write_rows
-from cliniko_sync.sync.stream_pass import OVERLAP, RunContext, RunTally, at_once, check_stop, crawl_stream
+from cliniko_sync.sync.stream_pass import (
+    OVERLAP,
+    WINDOW_RESERVE,
+    RunContext,
+    RunTally,
+    at_once,
+    check_stop,
+    crawl_stream,
+)
 from cliniko_sync.sync.streams import STREAMS, STREAMS_BY_NAME, Stream
 
 APPOINTMENTS = ("individual_appointments", "group_appointments")
-PATIENT_READS = 4  # named patients are read by id, this many requests at once
+PATIENT_READS = WINDOW_RESERVE  # named patients are read by id, this many requests at once
 WINDOW_STREAMS = (*APPOINTMENTS, "attendees")  # the streams whose backfill leaves records to the window reads
 INCREMENTAL = [stream.name for stream in STREAMS if stream.incremental]
 
@@ -75,6 +83,18 @@ def backfill_records(conn: db.DictConnection, organization_id: str) -> int:
     return int(row["records"]) if row else 0
 
 
+def backfill_edge(
+    conn: db.DictConnection, organization_id: str, *, as_of: datetime, window_days: int
+) -> datetime | None:
+    """The window's start, where the backfill's appointment passes stop: kept from the first window pass, or the one
+    the first window pass is about to take (None: a window read before the start was kept; the backfill reads all)."""
+    found = conn.execute(db.query("window_state_load"), {"org": organization_id}).fetchone()
+    if found is None or found["cursor_updated_at"] is None:
+        return crawl.whole_second(as_of - timedelta(days=window_days))
+    start: datetime | None = found["window_from"]
+    return start
+
+
 def read_window(
     context: RunContext,
     tally: RunTally,
@@ -88,7 +108,8 @@ def read_window(
     """The first window pass, or a refresh of it, noted in `seen` as it goes (a run stopped halfway keeps what it
     did): afterwards the mirror holds everything the active list needs. `beside`: a job run at once with the first
     reads (the reference lists; it takes the connection's turn itself)."""
-    found = work.execute(db.query("window_state_load"), {"org": context.organization_id}).fetchone()
+    with tally.connection_turn:  # the run's connection is shared with the backfill's first passes
+        found = work.execute(db.query("window_state_load"), {"org": context.organization_id}).fetchone()
     cursor = found["cursor_updated_at"] if found else None
     window_from = found["window_from"] if found else None
     classes_since = found["window_classes_since"] if found else None
@@ -96,7 +117,8 @@ def read_window(
     if progress:
         progress.stream_started(org, "window", "first pass" if cursor is None else "refresh")
     if cursor is None:
-        window_from = crawl.whole_second(as_of - timedelta(days=window_days))
+        window_from = backfill_edge(work, org, as_of=as_of, window_days=window_days)
+        assert window_from is not None
         _first_pass(context, tally, work, window_from, seen, beside)
     else:
         seen.mode = "window refresh"
@@ -109,7 +131,7 @@ def read_window(
         "window_from": window_from,
         "classes_since": classes_since,
     }
-    with work.transaction():
+    with tally.connection_turn, work.transaction():
         work.execute(db.query("window_state_save"), params)
     if progress:
         progress.stream_finished(org, "window")
@@ -147,10 +169,11 @@ def _first_pass(
     seen.requests, seen.records = seen.requests + read.requests, seen.records + read.fetched
     seen.whole = (classes.name,)
     # A class changed after its pass ended carries an updated_at at or after both clocks read so far.
-    clock = load_state(work, context.organization_id, classes).cursor_updated_at
-    seen.classes_since = max(filter(None, (clock, seen.newest)), default=None)
     params = {"org": context.organization_id, "window_from": window_from}
-    in_window = tuple(row["id"] for row in work.execute(db.query("window_classes"), params).fetchall())
+    with tally.connection_turn:
+        clock = load_state(work, context.organization_id, classes).cursor_updated_at
+        in_window = tuple(row["id"] for row in work.execute(db.query("window_classes"), params).fetchall())
+    seen.classes_since = max(filter(None, (clock, seen.newest)), default=None)
     if in_window:
         attendees = STREAMS_BY_NAME["attendees"]
         start = crawl.Position(tie_after_id=crawl.SECOND_START)
@@ -188,7 +211,8 @@ def _fetch_patients(context: RunContext, tally: RunTally, work: db.DictConnectio
     marked deleted."""
     wanted = sorted(seen.patient_ids, key=crawl.id_order)
     params = {"org": context.organization_id, "ids": wanted}
-    unknown = [row["id"] for row in work.execute(db.query("window_unknown_patients"), params).fetchall()]
+    with tally.connection_turn:
+        unknown = [row["id"] for row in work.execute(db.query("window_unknown_patients"), params).fetchall()]
     if not unknown:
         return
     stream = STREAMS_BY_NAME["patients"]
@@ -207,7 +231,7 @@ def _fetch_patients(context: RunContext, tally: RunTally, work: db.DictConnectio
     seen.requests += returned.requests
     seen.inserted["patients"] = seen.inserted.get("patients", 0) + returned.inserted.get("patients", 0)
     missing = sorted(set(unknown) - returned.read_ids)
-    with work.transaction():
+    with tally.connection_turn, work.transaction():
         work.execute(db.query("window_missing_patients"), {"org": context.organization_id, "ids": missing})
     seen.missing_patients = len(missing)
 
