@@ -45,21 +45,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Let the CLI processes the tests start share one bytecode cache, in a directory of this session's own.
+    """Ctrl-C reaches the processes the tests start, as in a terminal, even when this run was started in the
+    background (where the shell ignores SIGINT, and every child would inherit that and never stop on it).
+
+    Let the processes the tests start share one bytecode cache, kept in the virtual environment from one run to the
+    next (CI runs the suite twice), or in a directory of this session's own where that is not writable.
 
     With PYTHONDONTWRITEBYTECODE set (as on the CI machine) and an editable install, every `python -m cliniko_sync`
     would compile the whole package from source again: about a quarter of a second of CPU, well over a hundred times
-    a run. Only child processes read these variables (at their start), so this process is unchanged, and nothing is
-    written into the source tree."""
-    cache = tempfile.mkdtemp(prefix="cliniko-sync-tests-pycache-")
-    config.stash[_PYCACHE] = cache
+    a run; and each xdist worker would compile its imports and rewrite the test modules' assertions again. Only child
+    processes read these variables (at their start), so this process is unchanged, and nothing is written into the
+    source tree. Python checks each cached file against its source, as in any __pycache__."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    cache = Path(sys.prefix) / "pycache-tests"
+    try:
+        cache.mkdir(exist_ok=True)
+    except OSError:
+        cache = Path(tempfile.mkdtemp(prefix="cliniko-sync-tests-pycache-"))
+        config.stash[_PYCACHE] = str(cache)
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    os.environ["PYTHONPYCACHEPREFIX"] = cache
+    os.environ["PYTHONPYCACHEPREFIX"] = str(cache)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     cache = config.stash.get(_PYCACHE, None)
-    if cache:
+    if cache:  # a session's own
         shutil.rmtree(cache, ignore_errors=True)
 
 

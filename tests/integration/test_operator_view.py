@@ -414,9 +414,14 @@ def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[
         yield from _commands(sub, (*path, name))
 
 
-def test_shell_completion_prints_a_script(run: Callable[..., Seen]) -> None:
-    seen = run("--show-completion", "bash")
-    assert seen.code == 0
+def test_shell_completion_prints_a_script_for_the_shell_it_runs_in(cli_env: dict[str, str]) -> None:
+    # The shell is found among the command's parent processes, so it runs as a child of bash, as a user's would
+    # (the `exit` keeps bash from replacing itself with the command).
+    seen = subprocess.run(
+        ["bash", "--norc", "-c", f"{sys.executable} -m cliniko_sync --show-completion; exit $?"],
+        env=cli_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert seen.returncode == 0, seen.stderr
     assert "_CLINIKO_SYNC_COMPLETE" in seen.stdout and "complete " in seen.stdout
 
 

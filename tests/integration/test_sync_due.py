@@ -126,7 +126,8 @@ def test_three_processes_sync_each_due_organization_once_per_interval(
 
 def claims_held(conn: psycopg.Connection) -> int:
     row = conn.execute(
-        "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND classid IN (%s::oid, %s::oid)",
+        "SELECT count(*) AS n FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+        " WHERE l.locktype = 'advisory' AND l.classid IN (%s::oid, %s::oid) AND d.datname = current_database()",
         (CLAIM_NAMESPACE, LOCK_NAMESPACE),
     ).fetchone()
     assert row is not None
