@@ -428,8 +428,9 @@ def _contacts_and_active(
     result.history_complete = history_complete
     if not history_complete:
         result.stats["backfill_records"] = window.backfill_records(work, context.organization_id)
+    done = result.stats.get("contacts", {})  # the provisional list's matching, when there was one
     result.stats.update(
-        contacts=asdict(contacts),
+        contacts={name: done.get(name, 0) + count for name, count in asdict(contacts).items()},
         active_patients=active.active,
         active_added=active.added,
         active_updated=active.updated,
