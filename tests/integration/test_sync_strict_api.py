@@ -14,7 +14,7 @@ import pytest
 from emulator_fixtures import EMULATOR_API_KEY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sync_helpers import active_rows, expected_active, setup_org, snapshot
+from sync_helpers import active_rows, expected_active, fresh_sync_snapshot, setup_org, snapshot
 
 from cliniko_sync.emulator import Faults, generate_clinic
 from cliniko_sync.emulator.quirks import Quirks
@@ -265,9 +265,5 @@ def test_property_edits_during_the_window_reads_and_the_backfill_leave_nothing_b
             (ORG,),
         ).fetchone()
         assert attendees["n"] == 0  # individual appointments' attendee records are never kept
-        fresh_url = make_database()
-        with psycopg.connect(fresh_url, autocommit=True, row_factory=psycopg.rows.dict_row) as fresh:
-            setup_org(fresh, server.base_url, EMULATOR_API_KEY, ORG)
-            assert sync_organization(fresh_url, ORG, as_of=clinic.now).status == "success"
-            assert snapshot(conn, ORG) == snapshot(fresh, ORG)
+        assert snapshot(conn, ORG) == fresh_sync_snapshot(make_database, server.base_url, ORG, clinic.now)
         assert set(active_rows(conn, ORG)) == set(expected_active(clinic, clinic.now))

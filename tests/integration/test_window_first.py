@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from emulator_fixtures import EMULATOR_API_KEY
-from sync_helpers import active_rows, expected_active, setup_org, snapshot
+from sync_helpers import active_rows, expected_active, fresh_sync_snapshot, setup_org, snapshot
 
 from cliniko_sync.sync.pipeline import sync_organization
 
@@ -193,9 +193,5 @@ def test_a_class_moved_into_the_window_during_the_backfill_keeps_its_attendees(
         (ORG, str(moved.id)),
     ).fetchone()
     assert kept["n"] == len(moved.attendee_ids)
-    fresh_url = make_database()
-    with psycopg.connect(fresh_url, autocommit=True, row_factory=psycopg.rows.dict_row) as fresh:
-        setup_org(fresh, emulator.base_url, EMULATOR_API_KEY, ORG)
-        assert sync_organization(fresh_url, ORG, as_of=clinic.now).status == "success"
-        assert snapshot(conn, ORG) == snapshot(fresh, ORG)
+    assert snapshot(conn, ORG) == fresh_sync_snapshot(make_database, emulator.base_url, ORG, clinic.now)
     assert set(active_rows(conn, ORG)) == set(expected_active(clinic, clinic.now))
