@@ -373,6 +373,7 @@ class ClinikoClient:
         )
         # How many of the key's limiter slots this client's requests leave to more urgent ones (none by default).
         self.reserve: Callable[[], int] | None = None
+        self.rate_limit_slots = rate_limit or 0  # requests the key's limiter allows in its window (0: no limiter)
         self._session = requests.Session()
         self._session.auth = _KeyAuth(api_key)
         self._session.headers.update(

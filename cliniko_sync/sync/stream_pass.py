@@ -35,9 +35,9 @@ OVERLAP = timedelta(minutes=5)  # incremental passes re-read this much before th
 # Each of the four streams holds this many pages until they are written (ten took the sync's peak RSS at M from 78
 # to 105 MB).
 PAGES_PER_TRANSACTION = 5
-# Slots of the key's limiter that requests yielding to the window reads leave to them (the window reads run at most
-# this many requests at once: window.PATIENT_READS).
-WINDOW_RESERVE = 4
+# The share of the key's limiter that requests yielding to the window reads leave to them: the passes started beside
+# the window take at most the rest of the first minute's burst, so the first active list is hardly later.
+WINDOW_SHARE = 0.75
 
 
 class SiblingFailed(StopRequested):
@@ -71,7 +71,7 @@ class RunContext:
     make_client: Callable[[], Any]
     lock_lost: threading.Event = field(default_factory=threading.Event)  # set when the lock's connection failed
     backfill: passes.Backfill | None = None  # set after window reads, while the history backfills
-    # Set while the window reads run: this context's requests then leave WINDOW_RESERVE of the limiter's slots to them.
+    # Set while the window reads run: this context's requests then leave WINDOW_SHARE of the limiter's slots to them.
     yields_to: threading.Event | None = None
 
 
@@ -109,7 +109,8 @@ class RunTally:
         client = context.make_client()
         reading = context.yields_to
         if reading is not None:
-            client.reserve = lambda: WINDOW_RESERVE if reading.is_set() else 0
+            reserved = int(client.rate_limit_slots * WINDOW_SHARE)
+            client.reserve = lambda: reserved if reading.is_set() else 0
         with self._lock:
             self.clients.append(client)
         return client

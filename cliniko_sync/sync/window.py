@@ -33,7 +33,6 @@ from cliniko_sync.sync import crawl, passes
 from cliniko_sync.sync.mirror import load_state, write_rows
 from cliniko_sync.sync.stream_pass import (
     OVERLAP,
-    WINDOW_RESERVE,
     RunContext,
     RunTally,
     at_once,
@@ -43,7 +42,7 @@ from cliniko_sync.sync.stream_pass import (
 from cliniko_sync.sync.streams import STREAMS, STREAMS_BY_NAME, Stream
 
 APPOINTMENTS = ("individual_appointments", "group_appointments")
-PATIENT_READS = WINDOW_RESERVE  # named patients are read by id, this many requests at once
+PATIENT_READS = 4  # named patients are read by id, this many requests at once
 WINDOW_STREAMS = (*APPOINTMENTS, "attendees")  # the streams whose backfill leaves records to the window reads
 INCREMENTAL = [stream.name for stream in STREAMS if stream.incremental]
 
