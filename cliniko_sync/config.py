@@ -113,7 +113,11 @@ def encryption_keys() -> tuple[str, list[str]]:
     path = encryption_key_file()
     if path is None:
         return ENV_ENCRYPTION_KEY, _split_keys(os.environ.get(ENV_ENCRYPTION_KEY, ""))
-    source = f"the key file {path}"
+    source = (
+        f"the key file {path}"
+        if os.environ.get(ENV_ENCRYPTION_KEY_FILE, "").strip()
+        else f"the systemd credential {path}"
+    )
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -16,15 +16,23 @@ if TYPE_CHECKING:
     from cliniko_sync.db import DictConnection
     from cliniko_sync.orgs import Organization
 
+_ROTATION_HINT = "list the new key first and the old one after it (comma-separated, or one a line in a key file)"
 _HOW_TO_MAKE_A_KEY = (
     f"make one with `cliniko-sync keygen` and export {ENV_ENCRYPTION_KEY}=<key> (or name a file holding it in "
     f"{ENV_ENCRYPTION_KEY_FILE}, or load it as the systemd credential {ENCRYPTION_KEY_CREDENTIAL})"
 )
 
 
-def load_fernet() -> MultiFernet:
-    """The encryption keys (config.encryption_keys: the variable, a key file or the systemd credential): the first
-    encrypts, all decrypt."""
+@dataclass(frozen=True)
+class EncryptionKeys:
+    """The encryption keys as one MultiFernet (the first encrypts, all decrypt), and where they came from."""
+
+    fernet: MultiFernet
+    source: str  # for messages: CREDENTIALS_ENCRYPTION_KEY, "the key file PATH" or "the systemd credential PATH"
+
+
+def load_keys() -> EncryptionKeys:
+    """The encryption keys (config.encryption_keys: the variable, a key file or the systemd credential)."""
     from cryptography.fernet import Fernet, MultiFernet
 
     source, keys = encryption_keys()
@@ -39,7 +47,7 @@ def load_fernet() -> MultiFernet:
             raise ConfigError(
                 f"{source} key #{position} is not a valid Fernet key (32 url-safe base64 bytes); {_HOW_TO_MAKE_A_KEY}"
             ) from None
-    return MultiFernet(fernets)
+    return EncryptionKeys(MultiFernet(fernets), source)
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,7 @@ def store_credentials(conn: DictConnection, org_id: str, api_key: str, *, api_ur
     check_key_length(api_key, api_url)
     credentials = Credentials(api_key=api_key, shard=shard_for_key(api_key), api_url=api_url or None)
     payload = {"api_key": credentials.api_key, "shard": credentials.shard, "api_url": credentials.api_url}
-    token = load_fernet().encrypt(json.dumps(payload).encode()).decode()
+    token = load_keys().fernet.encrypt(json.dumps(payload).encode()).decode()
     get_organization(conn, org_id)
     with conn.transaction():
         # A new key has not been checked yet: forget the previous key's validation result.
@@ -110,15 +118,15 @@ def store_credentials(conn: DictConnection, org_id: str, api_key: str, *, api_ur
     return credentials
 
 
-def _decrypt(fernet: MultiFernet, org_id: str, token: str) -> bytes:
+def _decrypt(keys: EncryptionKeys, org_id: str, token: str) -> bytes:
     from cryptography.fernet import InvalidToken
 
     try:
-        return fernet.decrypt(token.encode())
+        return keys.fernet.decrypt(token.encode())
     except InvalidToken:
         raise ConfigError(
-            f"cannot decrypt the stored API key of {org_id} with {ENV_ENCRYPTION_KEY}: wrong key? "
-            "(while rotating, list the new key first and the old one after a comma)"
+            f"cannot decrypt the stored API key of {org_id} with {keys.source}: wrong key? (while rotating, "
+            f"{_ROTATION_HINT})"
         ) from None
 
 
@@ -138,7 +146,7 @@ def load_credentials(conn: DictConnection, organization: Organization | str) -> 
         raise ConfigError(
             f"no Cliniko API key stored for {org_id}: run `cliniko-sync credentials set {org_id}` (key on stdin)"
         )
-    plain = _decrypt(load_fernet(), org_id, row["token"])
+    plain = _decrypt(load_keys(), org_id, row["token"])
     try:
         payload = json.loads(plain)
         # Tokens written by 0.1.0 name the shard "region".
@@ -150,22 +158,21 @@ def load_credentials(conn: DictConnection, organization: Organization | str) -> 
         ) from None
 
 
-def rotate_credentials(conn: DictConnection) -> int:
-    """Re-encrypt every stored token with the first key in CREDENTIALS_ENCRYPTION_KEY; all or nothing."""
+def rotate_credentials(conn: DictConnection, keys: EncryptionKeys) -> int:
+    """Re-encrypt every stored token with the first of `keys`; all or nothing."""
     from cryptography.fernet import InvalidToken
 
     from cliniko_sync.db import query
 
-    fernet = load_fernet()
     with conn.transaction():
         rows = conn.execute(query("credentials_for_rotation")).fetchall()
         for row in rows:
             try:
-                token = fernet.rotate(row["token"].encode()).decode()
+                token = keys.fernet.rotate(row["token"].encode()).decode()
             except InvalidToken:
                 raise ConfigError(
-                    f"cannot decrypt the stored API key of {row['organization_id']} with any key in "
-                    f"{ENV_ENCRYPTION_KEY}; nothing was rotated (add the old key after the new one, comma-separated)"
+                    f"cannot decrypt the stored API key of {row['organization_id']} with any key in {keys.source}; "
+                    f"nothing was rotated ({_ROTATION_HINT})"
                 ) from None
             conn.execute("UPDATE api_credentials SET token = %s, updated_at = now() WHERE id = %s", (token, row["id"]))
     return len(rows)

@@ -127,6 +127,15 @@ TRANSACTION_POOLING = (
 )
 
 
+@contextlib.contextmanager
+def _transactions_kept() -> Iterator[None]:
+    """A pooler in statement mode refuses a transaction block (PgBouncer: "transaction blocks not allowed")."""
+    try:
+        yield
+    except psycopg.errors.ProtocolViolation as exc:
+        raise ConfigError(TRANSACTION_POOLING) from exc
+
+
 def require_session_pooling(conn: DictConnection, other: DictConnection) -> None:
     """Refuse (exit 78) a pooler that lends a client's server session to other clients between transactions
     (PgBouncer's transaction and statement modes): a session-level advisory lock taken there would not stay ours.
@@ -140,13 +149,10 @@ def require_session_pooling(conn: DictConnection, other: DictConnection) -> None
     mine = conn.execute(
         "SELECT pg_backend_pid() AS pid, set_config(%s, %s, false) AS token", (SESSION_PROBE, token)
     ).fetchone()
-    try:
-        with other.transaction():
-            theirs = other.execute(probe, (SESSION_PROBE,)).fetchone()
-            shared = theirs is None or mine is None or theirs["pid"] == mine["pid"] or theirs["token"] == token
-            again = None if shared else conn.execute(probe, (SESSION_PROBE,)).fetchone()
-    except psycopg.errors.ProtocolViolation as exc:  # a statement-mode pooler refuses transaction blocks
-        raise ConfigError(TRANSACTION_POOLING) from exc
+    with _transactions_kept(), other.transaction():
+        theirs = other.execute(probe, (SESSION_PROBE,)).fetchone()
+        shared = theirs is None or mine is None or theirs["pid"] == mine["pid"] or theirs["token"] == token
+        again = None if shared else conn.execute(probe, (SESSION_PROBE,)).fetchone()
     if shared or again != mine:
         raise ConfigError(TRANSACTION_POOLING)
 
@@ -317,22 +323,50 @@ def _check_known(applied: dict[str, dict[str, Any]], known: tuple[Migration, ...
             raise ConfigError(f"migration {name} was edited after it was applied; refusing to continue")
 
 
+def missing_privilege(conn: DictConnection, doing: str, exc: psycopg.errors.InsufficientPrivilege) -> ConfigError:
+    """A statement refused for a missing privilege (SQLSTATE 42501), as one line (exit 78) naming it as PostgreSQL
+    does ("permission denied for table …", "must be owner of …": object names, never row data)."""
+    return ConfigError(
+        f"{doing}: the database role {conn.info.user} lacks a privilege ({exc.diag.message_primary}); "
+        "see docs/database.md, Servers and privileges"
+    )
+
+
 @contextlib.contextmanager
-def _privileges_needed(conn: DictConnection, doing: str) -> Iterator[None]:
-    """A statement refused for a missing privilege (SQLSTATE 42501) becomes one line and exit 78 naming it, as
-    PostgreSQL does ("permission denied for table …", "must be owner of …")."""
+def privileges_needed(conn: DictConnection, doing: str) -> Iterator[None]:
+    """A statement refused for a missing privilege ends what it was doing with missing_privilege's line."""
     try:
         yield
     except psycopg.errors.InsufficientPrivilege as exc:
+        raise missing_privilege(conn, doing, exc) from exc
+
+
+_UNUSABLE_SCHEMA = """
+SELECT n.nspname AS schema
+FROM unnest(string_to_array(current_setting('search_path'), ',')) WITH ORDINALITY AS item (name, position)
+JOIN pg_namespace n ON n.nspname = CASE btrim(item.name) WHEN '"$user"' THEN current_user::text
+                                                          ELSE btrim(btrim(item.name), '"') END
+WHERE NOT has_schema_privilege(n.oid, 'USAGE')
+ORDER BY item.position
+LIMIT 1
+"""
+
+
+def _require_schema_usage(conn: DictConnection, doing: str) -> None:
+    """PostgreSQL leaves a schema of the search_path that the role may not use (USAGE revoked) out of every name
+    lookup without a word, so the tool's tables there would look missing: name the privilege instead."""
+    row = conn.execute(_UNUSABLE_SCHEMA).fetchone()
+    if row is not None:
         raise ConfigError(
-            f"{doing}: the database role {conn.info.user} lacks a privilege ({exc.diag.message_primary}); "
+            f"{doing}: the database role {conn.info.user} lacks the USAGE privilege on schema {row['schema']}; "
             "see docs/database.md, Servers and privileges"
-        ) from exc
+        )
 
 
 def _check_can_create(conn: DictConnection) -> None:
     """db upgrade creates its tables, views and functions in the first schema of the search_path (and re-creates the
     views and functions every time): without CREATE there, say so before anything is tried."""
+    _require_schema_usage(conn, "db upgrade applied nothing")
     row = conn.execute(
         "SELECT current_schema() AS schema, current_database() AS database,"
         " has_schema_privilege(current_schema(), 'CREATE') AS can_create"
@@ -368,9 +402,9 @@ def _create_schema(conn: DictConnection, schema: str) -> None:
 
 def upgrade(url: str, schema: str | None = None, *, contacts_row_security: bool = False) -> list[str]:
     """Apply pending migrations in order, then the definitions in sql/views, all in one transaction (a failure leaves
-    nothing half-applied) under an advisory lock. `schema`: the one `url` puts on the search_path (with_schema),
-    created when missing. `contacts_row_security`: give an adopted contacts table row-level security from now on
-    (008_contacts.sql)."""
+    nothing half-applied) under its advisory lock, on one connection. `schema`: the one `url` puts on the search_path
+    (with_schema), created when missing. `contacts_row_security`: give an adopted contacts table row-level security
+    from now on (008_contacts.sql)."""
     from cliniko_sync.contacts_adoption import ADOPTING_MIGRATION, check_adoptable, protect_adopted_contacts
 
     known = migrations()
@@ -378,33 +412,31 @@ def upgrade(url: str, schema: str | None = None, *, contacts_row_security: bool 
         problem = server_version_problem(conn.info.server_version)
         if problem:
             raise ConfigError(problem)
-        require_search_path(conn, schema)
-        with connect(url, autocommit=True) as other:
-            require_session_pooling(conn, other)
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
-        try:
+        # Checks, lock and changes in one transaction: nothing db upgrade relies on outlives it (the lock is the
+        # transaction's), so it holds one connection and needs no pooler to keep its session; only a transaction
+        # block must stay on one server session, which a statement-mode pooler refuses.
+        with _transactions_kept(), privileges_needed(conn, "db upgrade applied nothing"), conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+            require_search_path(conn, schema)
             if schema is not None:
                 _create_schema(conn, schema)
             _check_can_create(conn)
-            with _privileges_needed(conn, "db upgrade applied nothing"), conn.transaction():
-                applied = _applied(conn)
-                _check_known(applied, known)
-                if ADOPTING_MIGRATION not in applied:
-                    check_adoptable(conn)
-                conn.execute(_CREATE_MIGRATIONS_TABLE)
-                pending = [migration for migration in known if migration.name not in applied]
-                for migration in pending:
-                    conn.execute(migration.sql.encode())
-                    conn.execute(
-                        "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)",
-                        (migration.name, migration.checksum),
-                    )
-                if contacts_row_security:
-                    protect_adopted_contacts(conn)
-                for _name, text in definitions():
-                    conn.execute(text.encode())
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            applied = _applied(conn)
+            _check_known(applied, known)
+            if ADOPTING_MIGRATION not in applied:
+                check_adoptable(conn)
+            conn.execute(_CREATE_MIGRATIONS_TABLE)
+            pending = [migration for migration in known if migration.name not in applied]
+            for migration in pending:
+                conn.execute(migration.sql.encode())
+                conn.execute(
+                    "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)",
+                    (migration.name, migration.checksum),
+                )
+            if contacts_row_security:
+                protect_adopted_contacts(conn)
+            for _name, text in definitions():
+                conn.execute(text.encode())
     for migration in pending:
         log.info("applied migration %s", migration.name)
     return [migration.name for migration in pending]
@@ -413,7 +445,7 @@ def upgrade(url: str, schema: str | None = None, *, contacts_row_security: bool 
 def status(url: str) -> list[MigrationStatus]:
     """Applied and pending migrations, in order."""
     known = migrations()
-    with connect(url, autocommit=True) as conn, _privileges_needed(conn, "cannot read the schema's migrations"):
+    with connect(url, autocommit=True) as conn, privileges_needed(conn, "cannot read the schema's migrations"):
         applied = _applied(conn)
         _check_known(applied, known)
     return [MigrationStatus(m.name, applied[m.name]["applied_at"] if m.name in applied else None) for m in known]
@@ -423,8 +455,10 @@ def require_current_schema(conn: DictConnection) -> None:
     """Refuse (exit 78) to work on a database whose schema is missing, behind, or unknown to this version, in a
     session that lost this invocation's --schema on the way, or as a role that may not read it."""
     require_search_path(conn, current_settings().resolved_schema())
-    with _privileges_needed(conn, "cannot read the schema's migrations"):
+    with privileges_needed(conn, "cannot read the schema's migrations"):
         applied = _applied(conn)
+    if not applied:
+        _require_schema_usage(conn, "cannot read the schema's migrations")
     known = migrations()
     _check_known(applied, known)
     if len(applied) < len(known):
@@ -440,5 +474,5 @@ def session(settings: Settings, *, autocommit: bool = False) -> Iterator[DictCon
         require_current_schema(conn)
         if not autocommit:
             conn.commit()
-        with _privileges_needed(conn, "the command stopped"):
+        with privileges_needed(conn, "the command stopped"):
             yield conn

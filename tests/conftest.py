@@ -304,22 +304,36 @@ def sync_environment(monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str]) -
 
 
 class LoginRoles:
-    """Login roles made for one test (cluster-wide, so each named css_<random>), connected to as themselves (with a
-    password, which TCP servers ask for and the embedded socket does not), dropped with their privileges after it."""
+    """Login roles made for one test (cluster-wide, so each named PREFIX<random>), connected to as themselves (with a
+    password, which TCP servers ask for and the embedded socket does not), dropped with their privileges after it. The
+    admin URL's role may be a superuser (the embedded server) or have CREATEROLE only (TEST_DATABASE_URL, as
+    .ci/pg15-cluster makes it)."""
 
     PASSWORD = "s3cret-Role!"
+    PREFIX = "css_"
 
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
         self.names: list[str] = []
 
-    def role(self) -> str:
-        name = f"css_{uuid.uuid4().hex[:10]}"
+    def name(self) -> str:
+        """A new role name of this kind, not created yet."""
+        return f"{self.PREFIX}{uuid.uuid4().hex[:10]}"
+
+    def adopt(self, name: str) -> str:
+        """Drop `name` at the end too (a role the CLI created, or one the test creates itself)."""
+        self.names.append(name)
+        return name
+
+    def role(self, options: str = "LOGIN", password: str | None = None) -> str:
+        """A new role (with `options`, LOGIN by default) and the password given, else PASSWORD."""
+        name = self.adopt(self.name())
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
             admin.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name), sql.Literal(self.PASSWORD))
+                sql.SQL("CREATE ROLE {} " + options + " PASSWORD {}").format(
+                    sql.Identifier(name), sql.Literal(password or self.PASSWORD)
+                )
             )
-        self.names.append(name)
         return name
 
     def url_as(self, role: str, url: str) -> str:
@@ -330,21 +344,27 @@ class LoginRoles:
         """An autocommit connection (tuple rows) to the database at `url` as `role`."""
         return psycopg.connect(self.url_as(role, url), autocommit=True)
 
+    def release(self, admin: psycopg.Connection, names: list[str]) -> None:
+        """Undo, before the admin role acts for `names`, what would stop it (nothing here)."""
+
     def drop_all(self) -> None:
-        if not self.names:
-            return
-        names = sql.SQL(", ").join(map(sql.Identifier, self.names))
+        """Drop every role still there (the CLI or the test may have dropped some), and what each owns or was granted
+        in every database: DROP OWNED BY needs membership, which a CREATEROLE owner that is not a superuser can grant
+        itself."""
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            # DROP OWNED BY needs membership, which a CREATEROLE owner that is not a superuser can grant itself.
+            rows = admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (self.names,)).fetchall()
+            if not rows:
+                return
+            names = sql.SQL(", ").join(sql.Identifier(row[0]) for row in rows)
+            self.release(admin, [row[0] for row in rows])
             admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(names))
             databases = [row[0] for row in admin.execute("SELECT datname FROM pg_database WHERE datallowconn")]
         for dbname in databases:  # privileges live per database
             try:
-                in_database = psycopg.connect(url_for_database(self.admin_url, dbname), autocommit=True)
-            except psycopg.OperationalError:  # dropped meanwhile (another test session's, on TEST_DATABASE_URL)
+                with psycopg.connect(url_for_database(self.admin_url, dbname), autocommit=True) as in_database:
+                    in_database.execute(sql.SQL("DROP OWNED BY {}").format(names))
+            except psycopg.OperationalError:  # dropped before or while we were in it (another test's, by FORCE)
                 continue
-            with in_database:
-                in_database.execute(sql.SQL("DROP OWNED BY {}").format(names))
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP ROLE {}").format(names))
 

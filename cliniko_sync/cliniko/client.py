@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import json
 import logging
+import os
 import random
 import re
 import threading
@@ -329,6 +331,28 @@ class _KeyAuth:
         return f"<Cliniko API key {self._hint}>"
 
 
+# What requests reads from the environment when it trusts it (proxies, CA bundle); the settings are worked out again
+# only when one of these changes.
+_ENVIRONMENT_VARIABLES = tuple(
+    name for base in ("http_proxy", "https_proxy", "all_proxy", "no_proxy") for name in (base, base.upper())
+) + ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def _environment_settings(base_url: str) -> tuple[dict[str, str], bool | str]:
+    """The proxies and the certificate check (True, or a CA bundle's path) requests would use for `base_url`."""
+    return _environment_settings_for(base_url, tuple(os.environ.get(name) for name in _ENVIRONMENT_VARIABLES))
+
+
+@functools.lru_cache(maxsize=16)
+def _environment_settings_for(base_url: str, variables: tuple[str | None, ...]) -> tuple[dict[str, str], bool | str]:
+    import requests
+
+    with requests.Session() as session:
+        settings = session.merge_environment_settings(base_url, {}, None, None, None)
+    verify = settings["verify"]
+    return dict(settings["proxies"]), True if verify is None else verify
+
+
 class ClinikoClient:
     """One API key's connection to Cliniko. Not shared between threads: give each thread its own client
     (they still share the key's rate limiter)."""
@@ -379,6 +403,12 @@ class ClinikoClient:
         self._session.headers.update(
             {"Accept": "application/json", "User-Agent": f"cliniko-sync/{__version__} ({contact_email})"}
         )
+        # The environment's proxy and CA bundle for the one host this client talks to, instead of requests scanning
+        # the whole environment on every request (about a millisecond of CPU each time).
+        proxies, verify = _environment_settings(self.base_url)
+        self._session.proxies.update(proxies)
+        self._session.verify = verify
+        self._session.trust_env = False
         base = urlsplit(self.base_url)
         self._base_origin = (base.scheme, base.hostname, base.port or (443 if base.scheme == "https" else 80))
         self._base_path = base.path.rstrip("/")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from cliniko_sync.cli_help import examples
-from cliniko_sync.output import Format, RowFormat
+from cliniko_sync.cli_help import FORMAT_OPTION, examples
+from cliniko_sync.output import RowFormat
 
 app = typer.Typer(help="Store and rotate encrypted Cliniko API keys.", no_args_is_help=True)
 
@@ -68,12 +68,12 @@ def set_(
     from cliniko_sync import db, orgs
     from cliniko_sync.cliniko.client import base_url_for, key_hint
     from cliniko_sync.config import current_settings
-    from cliniko_sync.crypto import load_fernet, store_credentials, stored_api_url
+    from cliniko_sync.crypto import load_keys, store_credentials, stored_api_url
 
     with db.session(current_settings(), autocommit=True) as conn:
         # Refuse before asking for the key when it could not be stored anyway.
         organization = orgs.get_organization(conn, org_id)
-        load_fernet()
+        load_keys()
         keep = api_url if api_url is not None else stored_api_url(conn, organization)
         credentials = store_credentials(conn, org_id, _read_api_key(), api_url=keep)
     typer.echo(
@@ -91,23 +91,23 @@ def set_(
     ),
 )
 def rotate() -> None:
-    """Re-encrypt every stored key with the first key in CREDENTIALS_ENCRYPTION_KEY (list: NEW,OLD)."""
+    """Re-encrypt every stored key with the first encryption key (CREDENTIALS_ENCRYPTION_KEY, its key file or the
+    systemd credential: list NEW,OLD)."""
     from cliniko_sync import db
-    from cliniko_sync.config import ENV_ENCRYPTION_KEY, current_settings
-    from cliniko_sync.crypto import rotate_credentials
+    from cliniko_sync.config import current_settings
+    from cliniko_sync.crypto import load_keys, rotate_credentials
 
+    keys = load_keys()
     with db.session(current_settings()) as conn:
-        count = rotate_credentials(conn)
+        count = rotate_credentials(conn, keys)
     noun = "credential" if count == 1 else "credentials"
-    typer.echo(f"re-encrypted {count} stored {noun} with the first key in {ENV_ENCRYPTION_KEY}")
+    typer.echo(f"re-encrypted {count} stored {noun} with the first key in {keys.source}")
 
 
 def check_credentials(
     org_id: str | None = typer.Argument(None, metavar="ORG", help="Organization id (or --all)."),
     all_: bool = typer.Option(False, "--all", help="Check every enabled organization (disabled ones are skipped)."),
-    fmt: RowFormat = typer.Option(
-        Format.table, "--format", metavar="[table|json|jsonl|csv]", help="Output format: table, json, jsonl or csv."
-    ),
+    fmt: RowFormat = FORMAT_OPTION,
     deep: bool = typer.Option(
         False, "--deep", help="Also test every assumption the sync makes about the Cliniko API (about 25 requests)."
     ),

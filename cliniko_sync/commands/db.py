@@ -6,8 +6,8 @@ from typing import Any
 
 import typer
 
-from cliniko_sync.cli_help import examples
-from cliniko_sync.output import Format, RowFormat
+from cliniko_sync.cli_help import FORMAT_OPTION, examples
+from cliniko_sync.output import RowFormat
 
 app = typer.Typer(help="Create and upgrade the database schema; grant reader roles.", no_args_is_help=True)
 
@@ -41,7 +41,7 @@ def upgrade(
 
 @app.command("status", epilog=examples("cliniko-sync db status", "cliniko-sync db status --format json"))
 def status(
-    fmt: Format = typer.Option(Format.table, "--format", help="Output format."),
+    fmt: RowFormat = FORMAT_OPTION,
 ) -> None:
     """List applied and pending schema migrations."""
     from cliniko_sync import db
@@ -130,7 +130,7 @@ def revoke(
 
 @app.command("grants", epilog=examples("cliniko-sync db grants", "cliniko-sync db grants --format json"))
 def grants(
-    fmt: Format = typer.Option(Format.table, "--format", help="Output format: table, json, jsonl or csv."),
+    fmt: RowFormat = FORMAT_OPTION,
 ) -> None:
     """List reader roles and the organizations each may read."""
     from cliniko_sync import db, readers
@@ -163,7 +163,7 @@ def prune(
         metavar="DURATION",
         help="Keep mirror rows removed from Cliniko this long; stored for every later prune (default 30d).",
     ),
-    fmt: RowFormat = typer.Option(Format.table, "--format", metavar="[table|json|jsonl|csv]", help="Output format."),
+    fmt: RowFormat = FORMAT_OPTION,
 ) -> None:
     """Delete sync_log runs and removed mirror rows older than the installation's retention periods.
 

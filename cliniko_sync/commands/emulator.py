@@ -52,6 +52,7 @@ def emulator(
     quirk: list[str] = typer.Option(
         [],
         "--quirk",
+        metavar="NAME",
         help="Switch on a non-default (permissive or broken) behaviour by name; repeatable. "
         "Names: " + ", ".join(BOOLEAN_QUIRKS) + ".",
     ),

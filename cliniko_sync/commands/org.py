@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from cliniko_sync.cli_help import examples
+from cliniko_sync.cli_help import FORMAT_OPTION, examples
 from cliniko_sync.output import Format, RowFormat
 
 if TYPE_CHECKING:
@@ -35,9 +35,6 @@ COLUMNS = [
     "created_at",
     "updated_at",
 ]
-FORMAT_OPTION = typer.Option(
-    Format.table, "--format", metavar="[table|json|jsonl|csv]", help="Output format: table, json, jsonl or csv."
-)
 # What `org list` drops first to fit the terminal (--wide keeps all).
 DROP_FIRST = (
     "full_sync_interval",

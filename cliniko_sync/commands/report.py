@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from cliniko_sync.cli_help import examples
+from cliniko_sync.cli_help import FORMAT_OPTION, examples
 from cliniko_sync.output import Format, RowFormat, StatusFormat, render_report, stdout_or_file
 from cliniko_sync.reports import SortKey
 
@@ -39,7 +39,7 @@ def list_active(
     search: str | None = typer.Option(
         None, "--search", metavar="TEXT", help="Case-insensitive literal text in the name, email or phone."
     ),
-    fmt: RowFormat = typer.Option(Format.table, "--format", metavar="[table|json|jsonl|csv]", help="Output format."),
+    fmt: RowFormat = FORMAT_OPTION,
     wide: bool = WIDE_OPTION,
 ) -> None:
     """List an organization's active patients.

@@ -142,9 +142,11 @@ def sync_organization(
                 work = cleanup.enter_context(db.connect(url, autocommit=True, application=application))
             else:
                 work.execute("SELECT set_config('application_name', %s, false)", (application,))
-            locks.check_pooling(work)
-            plan = _plan(work, organization_id, settings, as_of=as_of, stop=stop, progress=progress)
-            mode, sync_log_id = _lock_and_log(locks, work, organization_id, plan, full=full, dry_run=dry_run)
+            # The organization, its key, its sync_log row: a privilege missing there is one line (exit 78).
+            with db.privileges_needed(work, f"the sync of {organization_id} did not start"):
+                locks.check_pooling(work)
+                plan = _plan(work, organization_id, settings, as_of=as_of, stop=stop, progress=progress)
+                mode, sync_log_id = _lock_and_log(locks, work, organization_id, plan, full=full, dry_run=dry_run)
             cleanup.callback(run_log.unlock, locks, organization_id)  # after the sync_log row is final
             context = RunContext(
                 url=url,
@@ -266,7 +268,7 @@ def _run_logged(
     try:
         _work(context, tally, plan, result, work)
     except BaseException as exc:
-        _record_failure(result, exc, context, settings)
+        _record_failure(result, exc, context, settings, work)
         if not isinstance(exc, Exception):
             raise  # SystemExit or an unhandled KeyboardInterrupt: the next run marks this one abandoned
     finally:
@@ -275,10 +277,14 @@ def _run_logged(
         result.stats.update(tally.stats())
 
 
-def _record_failure(result: SyncResult, exc: BaseException, context: RunContext, settings: SyncSettings) -> None:
+def _record_failure(
+    result: SyncResult, exc: BaseException, context: RunContext, settings: SyncSettings, work: db.DictConnection
+) -> None:
     result.status = "partial" if isinstance(exc, StopRequested) else "failed"
     if isinstance(exc, psycopg.OperationalError):
         exc = DatabaseUnavailableError(f"lost the database at {db.describe_url(context.url)} during the sync")
+    elif isinstance(exc, psycopg.errors.InsufficientPrivilege):  # revoked since db upgrade (a DBA's change): exit 78
+        exc = db.missing_privilege(work, "the sync stopped", exc)
     result.exit_code = exc.exit_code if isinstance(exc, ClinikoSyncError) else EXIT_FAILURE
     result.error = redact(exc)
     result.stats.setdefault("error_class", type(exc).__name__)

@@ -1,6 +1,6 @@
 """How many database connections a sync holds (DESIGN §5, §10): at most 2 for one organization's sync, at most N + 1
 for `sync --all --jobs N` and `sync --due --jobs N`, counted in pg_stat_activity while the syncs run, with the
-streams' requests still overlapping Cliniko's latency."""
+streams' requests still overlapping Cliniko's latency; `db upgrade` opens one."""
 
 from __future__ import annotations
 
@@ -81,6 +81,22 @@ def test_one_organization_holds_at_most_two_connections_and_its_streams_overlap(
     samples = run_counted(database_url, env, ORGS[0])
     assert max(samples) == 2, f"connections sampled {len(samples)} times: max {max(samples)}"
     assert requests_overlapped(slow_emulator)  # the four big streams still wait for Cliniko at the same time
+
+
+def test_db_upgrade_holds_one_connection(empty_database_url: str, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted as they open (too short-lived for the sampler to be sure of): a new schema's whole upgrade, its checks
+    (server version, search_path, privileges, the pooler's mode) included, opens one connection and no other."""
+    opened: list[psycopg.Connection[Any]] = []
+    real_connect = psycopg.connect
+
+    def counting_connect(*args: Any, **kwargs: Any) -> psycopg.Connection[Any]:
+        opened.append(real_connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(psycopg, "connect", counting_connect)
+    upgraded = cli("db", "upgrade", env={"DATABASE_URL": empty_database_url})
+    assert upgraded.returncode == 0 and "applied" in upgraded.stdout, upgraded.stderr
+    assert len(opened) == 1
 
 
 @pytest.mark.parametrize("args", [["--all", "--jobs", "4"], ["--due", "--jobs", "3"]], ids=["all", "due"])

@@ -11,7 +11,7 @@ from emulator_fixtures import EMULATOR_API_KEY
 from sync_helpers import quick_retries  # noqa: F401 (fixture)
 
 from cliniko_sync.config import ENV_ENCRYPTION_KEY
-from cliniko_sync.crypto import load_credentials, rotate_credentials, store_credentials
+from cliniko_sync.crypto import load_credentials, load_keys, rotate_credentials, store_credentials
 from cliniko_sync.errors import EXIT_CONFIG, EXIT_USAGE, ConfigError, UsageError
 from cliniko_sync.orgs import add_organization, get_organization
 
@@ -109,7 +109,7 @@ def test_rotation_old_and_new_then_new_alone(
     monkeypatch.setenv(ENV_ENCRYPTION_KEY, f"{NEW_KEY},{OLD_KEY}")
     assert load_credentials(conn, org).api_key == API_KEY  # the old key still decrypts during rotation
 
-    assert rotate_credentials(conn) == 2
+    assert rotate_credentials(conn, load_keys()) == 2
 
     monkeypatch.setenv(ENV_ENCRYPTION_KEY, NEW_KEY)
     assert load_credentials(conn, org).api_key == API_KEY
@@ -127,13 +127,13 @@ def test_rotation_without_the_old_key_changes_nothing(
     monkeypatch.setenv(ENV_ENCRYPTION_KEY, NEW_KEY)
 
     with pytest.raises(ConfigError, match="nothing was rotated"):
-        rotate_credentials(conn)
+        rotate_credentials(conn, load_keys())
 
     assert stored_token(conn, org) == before
 
 
 def test_rotation_of_nothing_counts_zero(conn, encryption_key: str) -> None:
-    assert rotate_credentials(conn) == 0
+    assert rotate_credentials(conn, load_keys()) == 0
 
 
 def test_unknown_organization(conn, encryption_key: str) -> None:

@@ -95,6 +95,31 @@ def test_credentials_set_encrypts_with_the_systemd_credential(cli: Any, conn: An
     assert API_KEY in Fernet(CREDENTIAL_KEY.encode()).decrypt(token.encode()).decode()
 
 
+@pytest.mark.parametrize("source", [ENV_ENCRYPTION_KEY_FILE, ENV_CREDENTIALS_DIRECTORY])
+def test_rotation_and_decryption_name_the_source_they_used(
+    cli: Any, sources: dict[str, str], source: str, tmp_path: Path
+) -> None:
+    """The key came from a file: every message about it names that file, never the variable that was not used."""
+    env = {ENV_ENCRYPTION_KEY: "", source: sources[source]}
+    path = (
+        sources[ENV_ENCRYPTION_KEY_FILE]
+        if source == ENV_ENCRYPTION_KEY_FILE
+        else str(Path(sources[ENV_CREDENTIALS_DIRECTORY]) / ENCRYPTION_KEY_CREDENTIAL)
+    )
+    named = f"the key file {path}" if source == ENV_ENCRYPTION_KEY_FILE else f"the systemd credential {path}"
+    assert cli("org", "add", "surf-rehab", "--name", "Surf Rehab").returncode == 0
+    assert cli("credentials", "set", "surf-rehab", input=API_KEY + "\n", env=env).returncode == 0
+    rotated = cli("credentials", "rotate", env=env)
+    assert rotated.stdout == f"re-encrypted 1 stored credential with the first key in {named}\n", rotated.stderr
+    Path(path).write_text(OLD_KEY)  # a key that did not encrypt them
+    refused = cli("credentials", "rotate", env=env)
+    assert_one_line_error(refused, EXIT_CONFIG, f"with any key in {named}; nothing was rotated")
+    checked = cli("check-credentials", "surf-rehab", "--format", "json", env=env)
+    assert checked.returncode == EXIT_CONFIG
+    assert f"cannot decrypt the stored API key of surf-rehab with {named}: wrong key?" in checked.stdout
+    assert ENV_ENCRYPTION_KEY not in refused.stderr + checked.stdout
+
+
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [

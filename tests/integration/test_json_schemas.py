@@ -21,6 +21,7 @@ from schema_helpers import SCHEMAS, errors, validator
 from sync_helpers import SYNC_ENV, in_process_env, setup_org  # noqa: F401 (fixture)
 
 from cliniko_sync.emulator.quirks import Quirks
+from cliniko_sync.reports import RUN_STATUSES
 
 DOCUMENTS = sorted(name.removesuffix(".schema.json") for name in SCHEMAS if name != "common.schema.json")
 GOOD, BAD = "surf-rehab", "bad-clinic"
@@ -191,6 +192,13 @@ def test_a_timestamp_without_z_or_a_missing_key_fails() -> None:
     assert errors("db-status", [{**row, "new_key": 1}]) == []  # new keys may appear without notice
     with pytest.raises(ValidationError):
         validator("db-status").validate({"not": "an array"})
+
+
+def test_a_skipped_run_is_never_the_last_run_in_status() -> None:
+    """status, its schema and its Prometheus metrics agree on what a last run can be (docs/json-output.md)."""
+    statuses = SCHEMAS["status-row.schema.json"]["properties"]["last_run_status"]["enum"]
+    assert statuses == [*RUN_STATUSES, None]
+    assert "skipped" in SCHEMAS["common.schema.json"]["$defs"]["run_status"]["enum"]  # a --history row may be one
 
 
 def test_a_successful_run_carries_its_figures_and_a_crashed_one_need_not() -> None:

@@ -25,6 +25,7 @@ import pytest
 from conftest import TEST_CONTACT_EMAIL, run_cli, run_cli_in_process
 from emulator_fixtures import EMULATOR_API_KEY
 from psycopg.types.json import Jsonb
+from schema_helpers import errors
 from sync_helpers import SYNC_ENV, setup_org
 
 from cliniko_sync import cli
@@ -130,8 +131,11 @@ def test_a_locked_run_is_counted_apart_and_never_becomes_the_last_run(
         holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (LOCK_NAMESPACE, org))
         locked = run("sync", org)
     assert locked.code == 75
-    (row,) = json.loads(run("status", "--format", "json").stdout)
+    rows = json.loads(run("status", "--format", "json").stdout)
+    assert errors("status", rows) == []  # its schema, which never lets a skipped run be the last run
+    (row,) = rows
     assert (row["last_run_status"], row["skipped_runs"]) == ("success", 1)
+    assert errors("status", [{**row, "last_run_status": "skipped"}])
     assert row["last_run_requests"] > 0 and row["last_run_duration_seconds"] > 0
     assert row["last_success_at"] is not None and row["last_skipped_at"] is not None
     metrics = run("status", "--format", "prometheus").stdout
@@ -372,6 +376,7 @@ def test_sync_json_is_one_object_even_when_the_run_failed(conn: Any, emulator: A
     ("args", "line"),
     [
         (["list-active", "x", "--format", "xml"], "invalid --format 'xml' (choose table, json, jsonl, csv)"),
+        (["db", "grants", "--format", "prometheus"], "invalid --format 'prometheus' (choose table, json, jsonl, csv)"),
         (["list-active", "x", "--limit", "abc"], "invalid --limit 'abc' (a whole number of at least 0)"),
         (["sync", "--all", "--jobs", "99"], "invalid --jobs '99' (a whole number from 1 to 16)"),
         (["emulator", "--port", "99999"], "invalid --port '99999' (a whole number from 0 to 65535)"),
@@ -399,7 +404,7 @@ def test_help_has_no_fake_metavars_and_ends_with_examples(run: Callable[..., See
     assert "-v, --verbose" in top and "repeatable" in top
     for path, _ in _commands(typer.main.get_command(cli.app)):
         text = run(*path, "--help", columns=80).stdout
-        assert not re.search(r"<(int|bool|str|float)[^>]*>", text), (path, text)
+        assert not re.search(r"<(int|bool|str|float|list)[^>]*>|--[\w-]+ <", text), (path, text)  # Typer's own
         assert "{" not in text.split("\n", 1)[0]  # the usage line: ORG or [ORG], not {ORG}
         if not getattr(_, "commands", None):
             examples = text.rstrip().rsplit("Examples:", 1)

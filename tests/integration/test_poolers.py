@@ -1,7 +1,9 @@
 """PgBouncer in front of the database (issue 20). Session mode: everything works as on a direct connection, a second
 sync of an organization gets 75, a killed sync's lock goes with its client. Transaction and statement modes lend a
 client's server session to others between transactions, so a session-level advisory lock would not stay held:
-`db upgrade` and `sync` refuse them with one line and exit 78, before taking any lock or writing anything."""
+`sync` refuses them with one line and exit 78, before taking any lock or writing anything. `db upgrade` holds
+nothing beyond its one transaction: it works in transaction mode, and statement mode (no transaction blocks) refuses
+it the same way."""
 
 from __future__ import annotations
 
@@ -95,7 +97,8 @@ def test_a_pooler_that_does_not_keep_sessions_is_refused(
 ) -> None:  # fmt: skip
     setup_org(conn, emulator.base_url, EMULATOR_API_KEY, ORG)
     pooled = make_pgbouncer(mode).url(database_url)
-    for command in (["db", "upgrade"], ["sync", ORG], ["sync", "--all", "--jobs", "3"], ["sync", "--due"]):
+    syncs = [["sync", ORG], ["sync", "--all", "--jobs", "3"], ["sync", "--due"]]
+    for command in [["db", "upgrade"], *syncs] if mode == "statement" else syncs:
         result = cli(cli_env, pooled, *command)
         assert result.returncode == 78, (command, result.stderr)
         lines = result.stderr.strip().splitlines()
@@ -103,3 +106,15 @@ def test_a_pooler_that_does_not_keep_sessions_is_refused(
     # Refused before anything was locked or written.
     assert conn.execute("SELECT count(*) AS n FROM sync_log").fetchone() == {"n": 0}
     assert advisory_locks_held(conn) == 0
+
+
+def test_db_upgrade_works_through_a_transaction_mode_pooler(
+    make_pgbouncer: Any, empty_database_url: str, cli_env: dict[str, str]
+) -> None:
+    """db upgrade relies on nothing beyond its one transaction (its lock is the transaction's): a server session lent
+    to others between transactions cannot hurt it, so it needs no session-mode pooler."""
+    pooled = make_pgbouncer("transaction").url(empty_database_url)
+    for said in ("applied", "nothing pending"):
+        upgraded = cli(cli_env, pooled, "db", "upgrade")
+        assert upgraded.returncode == 0 and said in upgraded.stdout, upgraded.stderr
+    assert cli(cli_env, pooled, "db", "status").returncode == 0

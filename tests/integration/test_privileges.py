@@ -7,6 +7,7 @@ TEST_DATABASE_URL, whose role need not be a superuser).
 
 from __future__ import annotations
 
+import json
 import socket
 import uuid
 from collections.abc import Iterator
@@ -160,6 +161,76 @@ def test_commands_as_a_role_that_may_not_read_the_schema_name_the_privilege(
     for args in (["status"], ["org", "list"], ["db", "status"], ["list-active", "surf-rehab"]):
         result = run(cli_env, url, *args)
         assert_one_line(result, 78, f"the database role {role} lacks a privilege", "permission denied for table")
+
+
+# --- privileges lost after db upgrade (a DBA's REVOKE) ------------------------------------------------------
+
+
+@pytest.fixture
+def owned_install(stranger: Stranger, cli_env: dict[str, str], emulator: Any, sync_environment: None) -> str:
+    """The stranger's role, granted CREATE on schema public, has upgraded the schema there (so owns its tables) and
+    set up one organization; returns its id."""
+    with psycopg.connect(stranger.admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(stranger.role)))
+    assert run(cli_env, stranger.url, "db", "upgrade").returncode == 0
+    with psycopg.connect(stranger.url, autocommit=True, row_factory=dict_row) as conn:
+        return setup_org(conn, emulator.base_url, EMULATOR_API_KEY)
+
+
+def sync_log_rows(url: str) -> list[tuple[str, str | None]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT status, error_message FROM sync_log ORDER BY id").fetchall()
+    return [(status, message) for status, message in rows]
+
+
+def test_a_mirror_table_the_role_lost_writes_on_stops_the_sync_with_exit_78(
+    stranger: Stranger, owned_install: str, cli_env: dict[str, str]
+) -> None:
+    """The run fails on its first patients page: one line naming the table, its sync_log row failed with the same
+    words, and none of the refused writes kept (the owner revokes from itself, as a DBA would from it)."""
+    org, url = owned_install, stranger.url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("REVOKE INSERT, UPDATE ON cliniko_patients FROM CURRENT_USER")
+    said = (
+        f"the sync stopped: the database role {stranger.role} lacks a privilege "
+        "(permission denied for table cliniko_patients)"
+    )
+    assert_one_line(run(cli_env, url, "-q", "sync", org), 78, said)  # -q: no summary line in the log
+    assert sync_log_rows(url) == [("failed", f"{said}; see docs/database.md, Servers and privileges")]
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in ("cliniko_patients", "contacts", "active_patients"):
+            assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone() == (0,)
+    every = run(cli_env, url, "sync", "--all", "--format", "json")
+    assert every.returncode == 3, every.stderr
+    assert [(row["status"], row["exit_code"]) for row in json.loads(every.stdout)] == [("failed", 78)]
+
+
+def test_a_privilege_lost_on_what_a_run_reads_first_stops_it_before_it_starts(
+    stranger: Stranger, owned_install: str, cli_env: dict[str, str]
+) -> None:
+    org, url = owned_install, stranger.url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("REVOKE SELECT ON api_credentials FROM CURRENT_USER")
+    result = run(cli_env, url, "-q", "sync", org)
+    assert_one_line(result, 78, f"the sync of {org} did not start", "permission denied for table api_credentials")
+    assert sync_log_rows(url) == []
+
+
+def test_a_schema_the_role_lost_usage_on_is_named_instead_of_looking_empty(
+    stranger: Stranger, owned_install: str, cli_env: dict[str, str]
+) -> None:
+    """Without USAGE, PostgreSQL leaves the schema out of name lookups silently: the tables would look missing
+    ("run db upgrade"), and db upgrade would find nowhere to create them."""
+    org, url = owned_install, stranger.url
+    with psycopg.connect(stranger.admin_url, autocommit=True) as admin:
+        admin.execute("REVOKE USAGE ON SCHEMA public FROM PUBLIC")
+    lacks = f"the database role {stranger.role} lacks the USAGE privilege on schema public"
+    for args in (["-q", "sync", org], ["status"], ["db", "upgrade"]):
+        assert_one_line(run(cli_env, url, *args), 78, lacks)
+    with psycopg.connect(stranger.admin_url, autocommit=True) as admin:
+        admin.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
+    with psycopg.connect(url, autocommit=True) as conn:  # the tables' owner (the admin may be no superuser)
+        assert conn.execute("SELECT count(*) FROM sync_log").fetchone() == (0,)
 
 
 # --- the DBA recipe: someone else owns the database, the tool's role may create in one schema --------------

@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import TEMPLATE_DB, TEST_ENCRYPTION_KEY, url_for_database
+from conftest import TEMPLATE_DB, TEST_ENCRYPTION_KEY, LoginRoles, url_for_database
 from conftest import run_cli_in_process as run_cli
 from emulator_fixtures import EMULATOR_API_KEY
 from psycopg import sql
@@ -29,7 +29,6 @@ from sync_helpers import SYNC_ENV, setup_org
 
 from cliniko_sync import db, readers
 
-ROLE_PREFIX = "csr_"
 ORGS = ("org-a", "org-b")
 # Every relation a reader may be granted, with a column it can read, for the write attempts.
 READER_RELATIONS = ("active_patients", "contacts", "current_patients", "qualifying_appointments", "sync_log")
@@ -105,10 +104,6 @@ def database_url(tcp_admin_url: str, tcp_template: str) -> Iterator[str]:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def role_name() -> str:
-    return f"{ROLE_PREFIX}{uuid.uuid4().hex[:10]}"
-
-
 def url_as(database_url: str, role: str, password: str) -> str:
     """The same database as `role`, over TCP with its password."""
     params = psycopg.conninfo.conninfo_to_dict(database_url)
@@ -118,14 +113,14 @@ def url_as(database_url: str, role: str, password: str) -> str:
     return psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v is not None})
 
 
-class Roles:
-    """Creates csr_* roles in the cluster and drops them (and their privileges) afterwards. The admin URL's role may
-    be a superuser (the embedded server) or have CREATEROLE only (TEST_DATABASE_URL, as .ci/pg15-cluster makes it)."""
+class Roles(LoginRoles):
+    """Reader-side roles (csr_*): logins with a password of the test's choosing, groups, and a role row-level security
+    cannot restrict, which is a member of the admin role (revoked again before the cleanup acts for it)."""
+
+    PREFIX = "csr_"
 
     def __init__(self, admin_url: str) -> None:
-        self.admin_url = admin_url
-        self.names: list[str] = []
-        self.databases: list[str] = []
+        super().__init__(admin_url)
         with psycopg.connect(admin_url, autocommit=True) as admin:
             row = admin.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
         assert row is not None
@@ -156,55 +151,22 @@ class Roles:
                 return None
         return name
 
-    def adopt(self, name: str) -> str:
-        """Drop `name` at the end too (a role the CLI created)."""
-        self.names.append(name)
-        return name
-
     def login(self, password: str = "s3cret-Reader!", options: str = "") -> tuple[str, str]:
-        name = self.adopt(role_name())
-        with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} " + options).format(
-                    sql.Identifier(name), sql.Literal(password)
-                )
-            )
-        return name, password
+        return self.role(f"LOGIN {options}", password), password
 
     def group(self) -> str:
-        name = self.adopt(role_name())
-        with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
-        return name
+        return self.role("NOLOGIN")
 
-    def drop_all(self) -> None:
-        with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            existing = {row[0] for row in admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'csr\\_%'")}
-            dbnames = [row[0] for row in admin.execute("SELECT datname FROM pg_database WHERE datallowconn")]
-        wanted = [name for name in self.names if name in existing]
-        if not wanted:
-            return
-        with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            members = admin.execute(  # of the admin role (unrestricted): not theirs to act for
-                "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member "
-                "WHERE m.roleid = (SELECT oid FROM pg_roles WHERE rolname = current_user)"
-            ).fetchall()
-            for (member,) in members:
-                if member in wanted:
-                    admin.execute(
-                        sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(self.admin), sql.Identifier(member))
-                    )
-            self.act_for(admin, wanted)
-        for dbname in dbnames:  # privileges live per database
-            try:
-                in_db = psycopg.connect(url_for_database(self.admin_url, dbname), autocommit=True)
-            except psycopg.OperationalError:  # dropped meanwhile (another test session's, on TEST_DATABASE_URL)
-                continue
-            with in_db:
-                in_db.execute(sql.SQL("DROP OWNED BY {}").format(sql.SQL(", ").join(map(sql.Identifier, wanted))))
-        with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            for name in wanted:
-                admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+    def release(self, admin: psycopg.Connection, names: list[str]) -> None:
+        """The admin role's own members among them (unrestricted()) are not its to act for: the membership the
+        cleanup grants would be circular."""
+        members = admin.execute(
+            "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member "
+            "WHERE m.roleid = (SELECT oid FROM pg_roles WHERE rolname = current_user) AND r.rolname = ANY(%s)",
+            (names,),
+        ).fetchall()
+        for (member,) in members:
+            admin.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(self.admin), sql.Identifier(member)))
 
 
 @pytest.fixture
@@ -514,7 +476,7 @@ def test_grant_refusals_are_one_line_with_the_documented_exit_code(
 
 def test_role_names_are_identifiers_not_sql(seeded: psycopg.Connection, roles: Roles, cli: Any) -> None:
     """A name needing quotes (upper case, spaces, a quote) is granted as that exact role, never run as SQL."""
-    awkward = roles.adopt(f'{role_name()}Odd "Name"; DROP TABLE contacts; --')
+    awkward = roles.adopt(f'{roles.name()}Odd "Name"; DROP TABLE contacts; --')
     seeded.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(awkward)))
     result = cli("db", "grant", awkward, "--org", "org-a")
     assert result.returncode == 0, result.stderr
@@ -531,7 +493,7 @@ def test_role_names_are_identifiers_not_sql(seeded: psycopg.Connection, roles: R
 def test_create_makes_a_login_role_with_the_password_from_stdin(
     seeded: psycopg.Connection, database_url: str, roles: Roles, cli: Any
 ) -> None:
-    new_role = roles.adopt(role_name())
+    new_role = roles.adopt(roles.name())
     password = "piped-Password-7"
     result = cli("db", "grant", new_role, "--org", "org-b", "--create", input=password + "\n")
     assert result.returncode == 0, result.stderr
@@ -550,7 +512,7 @@ def test_create_makes_a_login_role_with_the_password_from_stdin(
     }
     with psycopg.connect(url_as(database_url, new_role, password), autocommit=True) as reader:
         assert everything_seen(reader) == only("org-b")
-    empty = cli("db", "grant", roles.adopt(role_name()), "--org", "org-b", "--create", input="")
+    empty = cli("db", "grant", roles.adopt(roles.name()), "--org", "org-b", "--create", input="")
     assert empty.returncode == 2
     assert "no password given" in empty.stderr
 
@@ -568,7 +530,7 @@ def test_a_non_superuser_owner_migrates_syncs_and_grants(
     """The tool's role has CREATEDB only: db upgrade over TCP, a sync, db grant; --create needs CREATEROLE."""
     owner, owner_password = roles.login(options="CREATEDB")
     reader_role, reader_password = roles.login()
-    created_role = roles.adopt(role_name())
+    created_role = roles.adopt(roles.name())
     dbname = f"cliniko_sync_roles_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(tcp_admin_url, autocommit=True) as admin:
         roles.act_for(admin, [owner])
@@ -594,7 +556,7 @@ def test_a_non_superuser_owner_migrates_syncs_and_grants(
             with psycopg.connect(reader_url, autocommit=True) as reader:
                 assert reader.execute("SELECT count(*) FROM active_patients").fetchone() == (active["n"],)
 
-            refused = run_cli(["db", "grant", roles.adopt(role_name()), "--org", org, "--create"], env, input="pw-1")
+            refused = run_cli(["db", "grant", roles.adopt(roles.name()), "--org", org, "--create"], env, input="pw-1")
             assert refused.returncode == 78
             assert "lacks the CREATEROLE privilege" in refused.stderr
             assert "pw-1" not in refused.stderr

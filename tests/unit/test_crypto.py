@@ -6,7 +6,7 @@ import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
 from cliniko_sync.config import ENV_ENCRYPTION_KEY
-from cliniko_sync.crypto import Credentials, load_fernet
+from cliniko_sync.crypto import Credentials, load_keys
 from cliniko_sync.errors import EXIT_CONFIG, ConfigError
 
 OLD_KEY = Fernet.generate_key().decode()
@@ -15,7 +15,7 @@ NEW_KEY = Fernet.generate_key().decode()
 
 def test_single_key_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_ENCRYPTION_KEY, OLD_KEY)
-    fernet = load_fernet()
+    fernet = load_keys().fernet
 
     assert fernet.decrypt(fernet.encrypt(b"secret")) == b"secret"
     assert Fernet(OLD_KEY.encode()).decrypt(fernet.encrypt(b"secret")) == b"secret"
@@ -24,7 +24,7 @@ def test_single_key_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_first_key_encrypts_and_every_key_decrypts(monkeypatch: pytest.MonkeyPatch) -> None:
     old_token = Fernet(OLD_KEY.encode()).encrypt(b"old")
     monkeypatch.setenv(ENV_ENCRYPTION_KEY, f" {NEW_KEY} , {OLD_KEY} ,")
-    fernet = load_fernet()
+    fernet = load_keys().fernet
 
     assert fernet.decrypt(old_token) == b"old"
     new_token = fernet.encrypt(b"new")
@@ -41,7 +41,7 @@ def test_missing_key_says_how_to_make_one(monkeypatch: pytest.MonkeyPatch, value
         monkeypatch.setenv(ENV_ENCRYPTION_KEY, value)
 
     with pytest.raises(ConfigError, match="cliniko-sync keygen") as caught:
-        load_fernet()
+        load_keys()
 
     assert caught.value.exit_code == EXIT_CONFIG
     assert ENV_ENCRYPTION_KEY in str(caught.value)
@@ -62,7 +62,7 @@ def test_malformed_key_is_refused_unechoed(monkeypatch: pytest.MonkeyPatch, valu
     monkeypatch.setenv(ENV_ENCRYPTION_KEY, value)
 
     with pytest.raises(ConfigError) as caught:
-        load_fernet()
+        load_keys()
 
     message = str(caught.value)
     assert f"key #{position} is not a valid Fernet key" in message
