@@ -27,6 +27,7 @@ from bench.harness import (
     Emulator,
     Measured,
     cliniko_sync_command,
+    compiled_bytecode,
     run_measured,
     say,
     scratch_database,
@@ -464,13 +465,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw figures to this file")
     args = parser.parse_args()
     limited = args.limited if args.limited is not None else args.size in ("S", "M")
-    figures = measure(args.size, limited and args.baseline, args.baseline)
-    if args.many:
-        figures.update(measure_many())
-    if args.growth:
-        from bench.growth import measure_growth
+    with compiled_bytecode():
+        figures = measure(args.size, limited and args.baseline, args.baseline)
+        if args.many:
+            figures.update(measure_many())
+        if args.growth:
+            from bench.growth import measure_growth
 
-        figures.update(measure_growth())
+            figures.update(measure_growth())
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     sys.stdout.write(report(figures))

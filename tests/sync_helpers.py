@@ -92,6 +92,17 @@ def clean_run_snapshot(make_database: Any, base_url: str, env: dict[str, str], o
         return snapshot(fresh, org)
 
 
+def fresh_sync_snapshot(make_database: Any, base_url: str, org: str, as_of: datetime) -> Any:
+    """What one sync of the emulator's current data, in this process, leaves in a fresh database."""
+    from cliniko_sync.sync.pipeline import sync_organization
+
+    url = make_database()
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as fresh:
+        setup_org(fresh, base_url, EMULATOR_API_KEY, org)
+        assert sync_organization(url, org, as_of=as_of).status == "success"
+        return snapshot(fresh, org)
+
+
 def setup_org(
     conn: psycopg.Connection,
     base_url: str,

@@ -395,6 +395,9 @@ class ClinikoClient:
         self._limiter: SlidingWindowLimiter | None = (
             limiter_for(api_key, rate_limit, rate_window) if rate_limit is not None else None
         )
+        # How many of the key's limiter slots this client's requests leave to more urgent ones (none by default).
+        self.reserve: Callable[[], int] | None = None
+        self.rate_limit_slots = rate_limit or 0  # requests the key's limiter allows in its window (0: no limiter)
         self._session = requests.Session()
         self._session.auth = _KeyAuth(api_key)
         self._session.headers.update(
@@ -537,7 +540,7 @@ class ClinikoClient:
         if self._limiter is None:
             response = self._exchange(url, params)
         else:
-            with self._limiter.request(stop=self.stop, on_wait=self.report_wait) as waited:
+            with self._limiter.request(stop=self.stop, on_wait=self.report_wait, reserve=self.reserve) as waited:
                 self.stats.throttle_wait_seconds += waited
                 response = self._exchange(url, params)
         status = response.status_code

@@ -6,7 +6,7 @@ import hashlib
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from cliniko_sync.cliniko.waits import WAIT_STOPPED, OnWait, StopRequested, Wait
@@ -49,10 +49,18 @@ class SlidingWindowLimiter:
                 return
             self._slots.popleft()
 
-    def acquire(self, *, stop: threading.Event | None = None, on_wait: OnWait | None = None) -> tuple[_Slot, float]:
+    def acquire(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        on_wait: OnWait | None = None,
+        reserve: Callable[[], int] | None = None,
+    ) -> tuple[_Slot, float]:
         """Block until a request may start; returns its slot (pass it to `release`) and the seconds spent waiting.
 
         Raises StopRequested soon after `stop` is set; tells `on_wait` once when it must wait a noticeable time.
+        `reserve`: how many slots this request leaves to others (asked anew at each try): a request that yields to
+        more urgent ones waits while fewer than that many are free.
         """
         started = time.monotonic()
         announced = False
@@ -60,7 +68,7 @@ class SlidingWindowLimiter:
             while True:
                 now = time.monotonic()
                 self._free_expired(now)
-                if len(self._slots) < self.limit:
+                if len(self._slots) < self.limit - (reserve() if reserve else 0):
                     slot = _Slot()
                     self._slots.append(slot)
                     return slot, now - started
@@ -72,7 +80,7 @@ class SlidingWindowLimiter:
                 if on_wait is not None and not announced and timeout is not None and timeout >= REPORTED_THROTTLE:
                     announced = True
                     on_wait(Wait("throttle", timeout))
-                if stop is not None:
+                if stop is not None or reserve is not None:  # a stop, or a reserve that may have gone, is polled
                     timeout = STOP_POLL_SECONDS if timeout is None else min(timeout, STOP_POLL_SECONDS)
                 self._condition.wait(timeout)
 
@@ -83,9 +91,15 @@ class SlidingWindowLimiter:
             self._condition.notify_all()
 
     @contextmanager
-    def request(self, *, stop: threading.Event | None = None, on_wait: OnWait | None = None) -> Iterator[float]:
+    def request(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        on_wait: OnWait | None = None,
+        reserve: Callable[[], int] | None = None,
+    ) -> Iterator[float]:
         """Hold a slot for the duration of one request; yields the seconds spent waiting for it."""
-        slot, waited = self.acquire(stop=stop, on_wait=on_wait)
+        slot, waited = self.acquire(stop=stop, on_wait=on_wait, reserve=reserve)
         try:
             yield waited
         finally:

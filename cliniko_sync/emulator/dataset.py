@@ -383,6 +383,15 @@ class Clinic:
             self.group_appointments.add(group)
             return str(group.id)
 
+    def move_class(self, group_id: str | int, starts_at: datetime) -> None:
+        """Reschedule a group class (same length; its attendees stay as they were, their updated_at too)."""
+        with self.lock:
+            group = self._find(self.group_appointments, group_id)
+            start = to_epoch(starts_at)
+            group.ends_at = start + group.ends_at - group.starts_at
+            self.group_appointments.set_field(group, "starts_at", start)
+            self._stamp(self.group_appointments, group)
+
     def delete_class(self, group_id: str | int) -> None:
         """Delete a group class (listed with deleted_at:*; its attendees stay as they were)."""
         with self.lock:

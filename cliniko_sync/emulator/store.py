@@ -88,12 +88,16 @@ class Table(Generic[R]):
 
     def set_updated_at(self, record: R, updated_at: float) -> None:
         """Change a record's updated_at and move it in the indexes on that field."""
+        self.set_field(record, "updated_at", updated_at)
+
+    def set_field(self, record: R, name: str, value: float) -> None:
+        """Change one of a record's fields and move it in the indexes on that field (e.g. a class's starts_at)."""
         if self._listed(record):
             for index in self.indexes.values():
-                if index.field == "updated_at":
-                    index.remove(record.updated_at, record.id)
-                    index.add(updated_at, record.id)
-        record.updated_at = updated_at
+                if index.field == name:
+                    index.remove(getattr(record, name), record.id)
+                    index.add(value, record.id)
+        setattr(record, name, value)
 
     def unlist(self, record: R) -> None:
         """Drop a record from the indexes before a change that hides it from the API (deleting a patient)."""

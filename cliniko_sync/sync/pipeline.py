@@ -40,13 +40,15 @@ from cliniko_sync.sync.contacts import match_contacts, valid_phone_share
 from cliniko_sync.sync.passes import Backfill
 from cliniko_sync.sync.run_log import LOCK_NAMESPACE
 from cliniko_sync.sync.stream_pass import Progress, RunContext, RunTally, check_stop, crawl_stream, crawl_streams
-from cliniko_sync.sync.streams import STREAMS
+from cliniko_sync.sync.streams import STREAMS, Stream
 
 log = logging.getLogger(__name__)
 
 __all__ = ["LOCK_NAMESPACE", "Progress", "SyncResult", "SyncSettings", "StopRequested", "sync_organization"]
 
 DRY_RUN_PASS_ID = -1
+# The backfill's passes that need nothing from the window reads: they start at once with them.
+EARLY_BACKFILL = ("patients", "individual_appointments")
 
 
 @dataclass(frozen=True)
@@ -328,15 +330,14 @@ def _work(context: RunContext, tally: RunTally, plan: _Plan, result: SyncResult,
 def _crawl_and_compute(
     context: RunContext, tally: RunTally, plan: _Plan, result: SyncResult, work: db.DictConnection
 ) -> None:
-    # The small reference lists first, on the run's connection; then the big streams at once.
-    for stream in STREAMS:
-        if not stream.incremental:
-            crawl_stream(context, tally, stream, work)
+    # The small reference lists beside the first reads (the big streams', or the window's).
+    references = partial(_reference_lists, context, tally, work)
     was_complete = window.history_complete(work, context.organization_id)
-    if not was_complete:
-        backfill = _window_first(context, tally, plan, result, work)
-        context = replace(context, backfill=backfill)
-    crawl_streams(context, tally, [stream for stream in STREAMS if stream.incremental], work)
+    streams = [stream for stream in STREAMS if stream.incremental]
+    if was_complete:
+        crawl_streams(context, tally, streams, work, beside=references)
+    else:
+        _window_and_backfill(context, tally, plan, result, work, streams, references)
     check_stop(context, tally)
     complete = was_complete or window.history_complete(work, context.organization_id)
     if complete and not was_complete:
@@ -344,23 +345,81 @@ def _crawl_and_compute(
     _contacts_and_active(work, context, plan, result, history_complete=complete)
 
 
-def _window_first(
+def _window_and_backfill(
+    context: RunContext,
+    tally: RunTally,
+    plan: _Plan,
+    result: SyncResult,
+    work: db.DictConnection,
+    streams: list[Stream],
+    references: Callable[[], None],
+) -> None:
+    """The window reads, then the provisional list beside the rest of the backfill. The backfill's passes that do
+    not depend on the window (patients; individual appointments before its start) start at once with it, yielding
+    the limiter's slots to its reads: under the rate limit the requests beyond the first window's worth wait for the
+    earliest to age out, so the earlier they go out the sooner the sync ends, and the window is not slowed."""
+    organization = plan.organization
+    edge = window.backfill_edge(work, context.organization_id, as_of=plan.as_of, window_days=organization.window_days)
+    reading = threading.Event()
+    reading.set()
+    early = [stream for stream in streams if stream.name in EARLY_BACKFILL]
+    early_context = replace(context, backfill=Backfill(edge, None) if edge else None, yields_to=reading)
+
+    def window_then_the_rest() -> None:
+        try:
+            seen = _read_window(context, tally, plan, result, work, references)
+        finally:
+            reading.clear()
+        provisional = partial(_provisional_list, context, tally, plan, result, work)
+        rest = [stream for stream in streams if stream.name not in EARLY_BACKFILL and stream.name not in seen.whole]
+        crawl_streams(replace(context, backfill=seen.backfill), tally, rest, work, beside=provisional)
+
+    crawl_streams(early_context, tally, early, work, beside=window_then_the_rest)
+
+
+def _reference_lists(context: RunContext, tally: RunTally, work: db.DictConnection) -> None:
+    for stream in STREAMS:
+        if not stream.incremental:
+            crawl_stream(context, tally, stream, work)
+
+
+def _read_window(
+    context: RunContext,
+    tally: RunTally,
+    plan: _Plan,
+    result: SyncResult,
+    work: db.DictConnection,
+    references: Callable[[], None],
+) -> window.WindowRead:
+    """No complete history yet: read the window (and the reference lists meanwhile), which the backfill then leaves
+    to the window reads (with the passes it ran whole)."""
+    seen = window.WindowRead()
+    days = plan.organization.window_days
+    try:
+        window.read_window(context, tally, work, seen, as_of=plan.as_of, window_days=days, beside=references)
+    finally:  # a run stopped halfway says what it read
+        result.stats["window"] = {
+            "mode": seen.mode,
+            "records": seen.records,
+            "requests": seen.requests,
+            "missing_patients": seen.missing_patients,
+            "inserted": seen.inserted,
+            # What the list needed: the window's and the reference lists' requests (the backfill's first requests
+            # go out beside them).
+            "first_active_requests": seen.requests
+            + sum(tally.streams[s.name].requests for s in STREAMS if not s.incremental and s.name in tally.streams),
+        }
+    return seen
+
+
+def _provisional_list(
     context: RunContext, tally: RunTally, plan: _Plan, result: SyncResult, work: db.DictConnection
-) -> Backfill | None:
-    """No complete history yet: read the window and commit a provisional active list before the backfill, which
-    leaves the window's records to the window reads."""
-    seen = window.read_window(context, tally, work, as_of=plan.as_of, window_days=plan.organization.window_days)
-    _contacts_and_active(work, context, plan, result, history_complete=False)
-    result.stats["window"] = {
-        "mode": seen.mode,
-        "records": seen.records,
-        "requests": seen.requests,
-        "missing_patients": seen.missing_patients,
-        "inserted": seen.inserted,
-        "first_active_requests": tally.stats()["requests"],
-        "first_active_seconds": round(time.monotonic() - context.started, 3),
-    }
-    return seen.backfill
+) -> None:
+    """The provisional active list from the window's reads, committed beside the backfill's first requests (holding
+    the run's connection meanwhile)."""
+    with tally.connection_turn:
+        _contacts_and_active(work, context, plan, result, history_complete=False)
+    result.stats["window"]["first_active_seconds"] = round(time.monotonic() - context.started, 3)
 
 
 def _contacts_and_active(
@@ -399,8 +458,9 @@ def _contacts_and_active(
     result.history_complete = history_complete
     if not history_complete:
         result.stats["backfill_records"] = window.backfill_records(work, context.organization_id)
+    done = result.stats.get("contacts", {})  # the provisional list's matching, when there was one
     result.stats.update(
-        contacts=asdict(contacts),
+        contacts={name: done.get(name, 0) + count for name, count in asdict(contacts).items()},
         active_patients=active.active,
         active_added=active.added,
         active_updated=active.updated,

@@ -35,6 +35,9 @@ OVERLAP = timedelta(minutes=5)  # incremental passes re-read this much before th
 # Each of the four streams holds this many pages until they are written (ten took the sync's peak RSS at M from 78
 # to 105 MB).
 PAGES_PER_TRANSACTION = 5
+# The share of the key's limiter that requests yielding to the window reads leave to them: the passes started beside
+# the window take at most the rest of the first minute's burst, so the first active list is hardly later.
+WINDOW_SHARE = 0.75
 
 
 class SiblingFailed(StopRequested):
@@ -68,6 +71,8 @@ class RunContext:
     make_client: Callable[[], Any]
     lock_lost: threading.Event = field(default_factory=threading.Event)  # set when the lock's connection failed
     backfill: passes.Backfill | None = None  # set after window reads, while the history backfills
+    # Set while the window reads run: this context's requests then leave WINDOW_SHARE of the limiter's slots to them.
+    yields_to: threading.Event | None = None
 
 
 @dataclass
@@ -102,6 +107,10 @@ class RunTally:
     def new_client(self, context: RunContext) -> Any:
         """A new client for one crawl; clients of the same key share its rate limiter."""
         client = context.make_client()
+        reading = context.yields_to
+        if reading is not None:
+            reserved = int(client.rate_limit_slots * WINDOW_SHARE)
+            client.reserve = lambda: reserved if reading.is_set() else 0
         with self._lock:
             self.clients.append(client)
         return client
@@ -281,25 +290,33 @@ def _lanes(streams: list[Stream]) -> list[list[Stream]]:
     return list(lanes.values())
 
 
-def crawl_streams(context: RunContext, tally: RunTally, streams: list[Stream], work: db.DictConnection) -> None:
+def crawl_streams(
+    context: RunContext,
+    tally: RunTally,
+    streams: list[Stream],
+    work: db.DictConnection,
+    beside: Callable[[], object] | None = None,
+) -> None:
     """Crawl streams at once, a lane of them in a thread of its own (a stream read by another's ids after it:
     attendees after their classes), writing on the run's one connection in turn (a dry run's pages too, inside its
     one transaction): Cliniko's latency then overlaps instead of adding up, the key's shared limiter still keeps the
-    total under the rate limit, and the run holds no more connections than one."""
+    total under the rate limit, and the run holds no more connections than one. `beside`: one more job meanwhile
+    (it takes the connection's turn itself)."""
 
     def crawl_lane(lane: list[Stream]) -> None:
         for stream in lane:
             crawl_stream(context, tally, stream, work)
 
-    at_once(tally, [partial(crawl_lane, lane) for lane in _lanes(streams)])
+    jobs: list[Callable[[], object]] = [partial(crawl_lane, lane) for lane in _lanes(streams)]
+    at_once(tally, [beside, *jobs] if beside else jobs)
 
 
-def at_once(tally: RunTally, jobs: Sequence[Callable[[], None]]) -> None:
+def at_once(tally: RunTally, jobs: Sequence[Callable[[], object]]) -> None:
     """Run jobs at once, each in its own thread: Cliniko's latency overlaps instead of adding up, and the key's
     shared limiter keeps the total under the rate limit. A failed job stops the others after their current page."""
     errors: list[BaseException] = []
 
-    def run(job: Callable[[], None]) -> None:
+    def run(job: Callable[[], object]) -> None:
         try:
             job()
         except BaseException as exc:

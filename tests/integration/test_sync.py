@@ -65,11 +65,12 @@ def test_first_sync_matches_the_definitions(conn: psycopg.Connection, database_u
     assert len(log) == 1
     assert log[0]["status"] == "success" and log[0]["mode"] == "full"
     assert log[0]["as_of"] == clinic.now and log[0]["window_days"] == 45
-    # The window pass read the patients the active list needs first; the backfill then read every other one.
+    # The window reads and the backfill's patients pass beside them read each patient once between them.
     stats = log[0]["stats"]
     mirrored = conn.execute("SELECT count(*) AS n FROM cliniko_patients WHERE organization_id = %s", (org,))
     assert mirrored.fetchone()["n"] == len(clinic.patients)
-    assert stats["window"]["records"] > 0 and stats["streams"]["patients"]["inserted"] < len(clinic.patients)
+    inserted = stats["streams"]["patients"]["inserted"] + stats["window"]["inserted"].get("patients", 0)
+    assert stats["window"]["records"] > 0 and inserted == len(clinic.patients)
     assert stats["history_complete"] is True and result.history_complete is True
     assert log[0]["stats"]["active_patients"] == result.active_patients
     assert 0 < log[0]["stats"]["valid_phone_share"] <= 1
@@ -164,7 +165,7 @@ def test_dry_run_changes_nothing(conn: psycopg.Connection, database_url: str, em
     result = sync_organization(database_url, org, dry_run=True)
     assert result.status == "success" and result.dry_run
     assert result.active_patients == len(expected_active(clinic, clinic.now))
-    patients = result.stats["streams"]["patients"]["inserted"] + result.stats["window"]["inserted"]["patients"]
+    patients = result.stats["streams"]["patients"]["inserted"] + result.stats["window"]["inserted"].get("patients", 0)
     assert patients == len(clinic.patients)
     for table in ("cliniko_patients", "contacts", "active_patients", "sync_log", "sync_state"):
         assert conn.execute(f"SELECT count(*) AS n FROM {table}").fetchone()["n"] == 0, table
@@ -199,18 +200,18 @@ def test_stop_request_checkpoints_and_the_next_run_resumes(conn: psycopg.Connect
     org = setup_org(conn, emulator.base_url, EMULATOR_API_KEY)
     stop = threading.Event()
 
-    class StopAfterPatients:
+    class StopAfterTheWindow:
         def stream_started(self, organization_id: str, stream: str, mode: str) -> None:
             pass
 
         def page_done(self, organization_id: str, stream: str, fetched: int, total: int | None) -> None:
-            if stream == "patients":
-                stop.set()
-
-        def stream_finished(self, organization_id: str, stream: str) -> None:
             pass
 
-    partial = sync_organization(database_url, org, as_of=clinic.now, progress=StopAfterPatients(), stop=stop)
+        def stream_finished(self, organization_id: str, stream: str) -> None:
+            if stream == "window":  # the backfill's passes stop at their next checkpoint
+                stop.set()
+
+    partial = sync_organization(database_url, org, as_of=clinic.now, progress=StopAfterTheWindow(), stop=stop)
     assert partial.status == "partial" and partial.exit_code == 3
     # The window pass came first: the provisional active list is there, marked so, before the history is.
     provisional = active_rows(conn, org)

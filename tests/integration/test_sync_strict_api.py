@@ -14,7 +14,7 @@ import pytest
 from emulator_fixtures import EMULATOR_API_KEY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sync_helpers import active_rows, expected_active, setup_org, snapshot
+from sync_helpers import active_rows, expected_active, fresh_sync_snapshot, setup_org, snapshot
 
 from cliniko_sync.emulator import Faults, generate_clinic
 from cliniko_sync.emulator.quirks import Quirks
@@ -173,7 +173,8 @@ def test_appointment_details_name_the_business(
 
 class EditWhileListing:
     """Edits the clinic while a sync reads it: on every `every`-th listing the emulator answers, the next of `edits`
-    (classes booked and deleted, patients added to and cancelled from classes, appointments booked and cancelled),
+    (classes booked, moved and deleted, patients added to and cancelled from classes, appointments booked and
+    cancelled),
     during the window reads and the backfill alike. The emulator looks up a resource's tables once per listing."""
 
     def __init__(self, clinic: Any, edits: list[tuple[str, int]], every: int) -> None:
@@ -204,6 +205,8 @@ class EditWhileListing:
             clinic.cancel_attendee(attendees[number % len(attendees)])
         elif kind == "delete_class" and groups:
             clinic.delete_class(groups[number % len(groups)])
+        elif kind == "move_class" and groups:
+            clinic.move_class(groups[number % len(groups)], when)
         elif kind == "book":
             clinic.book(patient, when)
         elif kind == "cancel" and appointments:
@@ -214,7 +217,8 @@ class EditWhileListing:
 
 
 EDIT = st.tuples(
-    st.sampled_from(["class", "attend", "cancel_attendee", "delete_class", "book", "cancel"]), st.integers(0, 10_000)
+    st.sampled_from(["class", "attend", "cancel_attendee", "delete_class", "move_class", "book", "cancel"]),
+    st.integers(0, 10_000),
 )
 
 
@@ -261,9 +265,5 @@ def test_property_edits_during_the_window_reads_and_the_backfill_leave_nothing_b
             (ORG,),
         ).fetchone()
         assert attendees["n"] == 0  # individual appointments' attendee records are never kept
-        fresh_url = make_database()
-        with psycopg.connect(fresh_url, autocommit=True, row_factory=psycopg.rows.dict_row) as fresh:
-            setup_org(fresh, server.base_url, EMULATOR_API_KEY, ORG)
-            assert sync_organization(fresh_url, ORG, as_of=clinic.now).status == "success"
-            assert snapshot(conn, ORG) == snapshot(fresh, ORG)
+        assert snapshot(conn, ORG) == fresh_sync_snapshot(make_database, server.base_url, ORG, clinic.now)
         assert set(active_rows(conn, ORG)) == set(expected_active(clinic, clinic.now))

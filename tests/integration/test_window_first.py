@@ -11,33 +11,32 @@ from typing import Any
 import psycopg
 import pytest
 from emulator_fixtures import EMULATOR_API_KEY
-from sync_helpers import active_rows, expected_active, setup_org, snapshot
+from sync_helpers import active_rows, expected_active, fresh_sync_snapshot, setup_org, snapshot
 
 from cliniko_sync.sync.pipeline import sync_organization
-from cliniko_sync.sync.streams import STREAMS
 
 ORG = "window-clinic"
-BACKFILLED = {stream.name for stream in STREAMS if stream.incremental}
 
 
 pytestmark = pytest.mark.usefixtures("sync_environment")
 
 
 class StopAtBackfill:
-    """Progress that stops the run as the backfill starts: right after the provisional list was committed."""
+    """Progress that stops the run as the window reads end (the backfill's passes that started beside them stop at
+    their next checkpoint): the provisional list is committed, the history is not complete."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
 
     def stream_started(self, organization_id: str, stream: str, mode: str) -> None:
-        if stream in BACKFILLED:
-            self.stop.set()
+        pass
 
     def page_done(self, organization_id: str, stream: str, fetched: int, total: int | None) -> None:
         pass
 
     def stream_finished(self, organization_id: str, stream: str) -> None:
-        pass
+        if stream == "window":
+            self.stop.set()
 
 
 def provisional_run(url: str, as_of: Any) -> Any:
@@ -137,3 +136,62 @@ def test_status_and_list_active_say_the_list_is_provisional(
     assert status["history_complete"] is False and status["backfill_records"] > 0
     table = cli("status", ORG, "--wide", env={"COLUMNS": "200"}).stdout
     assert "backfill:" in table
+
+
+class MoveAtBackfill:
+    """Progress that moves a group class into the window as the backfill starts (before any backfill request)."""
+
+    def __init__(self, clinic: Any, group_id: int, starts_at: Any) -> None:
+        self.clinic, self.group_id, self.starts_at = clinic, group_id, starts_at
+        self.window_read = False
+        self.moved = False
+
+    def stream_started(self, organization_id: str, stream: str, mode: str) -> None:
+        if self.window_read and not self.moved:
+            self.clinic.move_class(self.group_id, self.starts_at)
+            self.moved = True
+
+    def page_done(self, organization_id: str, stream: str, fetched: int, total: int | None) -> None:
+        pass
+
+    def stream_finished(self, organization_id: str, stream: str) -> None:
+        self.window_read = self.window_read or stream == "window"
+
+
+def class_before_the_window(clinic: Any) -> Any:
+    """A class before the window (45 days) with an attendee whose patient is current."""
+    now = int(clinic.now.timestamp())
+    current = {p.id for p in clinic.patients.records.values() if not (p.archived_at or p.merged_at or p.deleted_at)}
+    attended = {t.booking_id for t in clinic.attendees.records.values() if t.patient_id in current}
+    before = range(now - 90 * 86400, now - 50 * 86400)
+    return next(
+        g for g in sorted(clinic.group_appointments.records.values(), key=lambda g: g.id)
+        if g.id in attended and not (g.archived_at or g.deleted_at) and g.starts_at in before
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("when", ["during the first run's backfill", "between runs (a window refresh reads it)"])
+def test_a_class_moved_into_the_window_during_the_backfill_keeps_its_attendees(
+    conn: psycopg.Connection, database_url: str, emulator: Any, clinic: Any, make_database: Any, when: str
+) -> None:
+    """The backfill reads the attendees of the classes before the window; a class that moved into the window after
+    the first window read took the class list is read by the backfill too (issue 21)."""
+    moved = class_before_the_window(clinic)
+    into_window = clinic.now - timedelta(days=3)
+    setup_org(conn, emulator.base_url, EMULATOR_API_KEY, ORG)
+    if when.startswith("during"):
+        progress = MoveAtBackfill(clinic, moved.id, into_window)
+        assert sync_organization(database_url, ORG, as_of=clinic.now, progress=progress).status == "success"
+        assert progress.moved
+    else:
+        provisional_run(database_url, clinic.now)
+        clinic.move_class(moved.id, into_window)
+        assert sync_organization(database_url, ORG, as_of=clinic.now).status == "success"
+    assert sync_organization(database_url, ORG, as_of=clinic.now).mode == "incremental"
+    kept = conn.execute(
+        "SELECT count(*) AS n FROM cliniko_attendees WHERE organization_id = %s AND group_appointment_id = %s",
+        (ORG, str(moved.id)),
+    ).fetchone()
+    assert kept["n"] == len(moved.attendee_ids)
+    assert snapshot(conn, ORG) == fresh_sync_snapshot(make_database, emulator.base_url, ORG, clinic.now)
+    assert set(active_rows(conn, ORG)) == set(expected_active(clinic, clinic.now))

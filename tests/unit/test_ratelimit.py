@@ -11,6 +11,7 @@ import responses
 from cliniko_sync.cliniko import ratelimit
 from cliniko_sync.cliniko.client import ClinikoClient
 from cliniko_sync.cliniko.ratelimit import SlidingWindowLimiter, limiter_for
+from cliniko_sync.cliniko.waits import StopRequested
 
 
 def most_in_any_window(times: list[float], window: float) -> int:
@@ -108,3 +109,18 @@ def test_no_limit_means_no_waiting() -> None:
             client.list_page("patients")
     assert client.stats.throttle_wait_seconds == 0
     assert client.stats.requests == 5
+
+
+def test_a_request_that_yields_leaves_its_reserve_to_the_others() -> None:
+    limiter = SlidingWindowLimiter(3, 60.0)
+    reserve = 1
+    limiter.acquire(reserve=lambda: reserve)  # 0 of 3 taken: granted
+    limiter.acquire()
+    stopped = threading.Event()
+    stopped.set()  # a request that cannot start now raises StopRequested at once instead of waiting
+    with pytest.raises(StopRequested):
+        limiter.acquire(stop=stopped, reserve=lambda: reserve)  # 2 taken, 1 free: left to the others
+    reserve = 0  # asked anew at each try: the window reads ended
+    limiter.acquire(stop=stopped, reserve=lambda: reserve)
+    with pytest.raises(StopRequested):
+        limiter.acquire(stop=stopped)
