@@ -9,12 +9,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from cliniko_sync.errors import PartialRunError
 
 WaitKind = Literal["rate_limit", "retry", "throttle"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,27 @@ class StopRequested(PartialRunError):
 WAIT_STOPPED = "stopped by a signal during a wait; the next run resumes from the last committed page"
 
 OnWait = Callable[[Wait], None]
+
+
+# How long a thread waits for another before it looks at signals again.
+SIGNAL_CHECK_SECONDS = 0.25
+
+
+def join(thread: threading.Thread) -> None:
+    """Wait for `thread` to end, in short waits. Python runs a signal's handler in the main thread, and only when that
+    thread runs Python code; the kernel may hand SIGINT to another thread, which does not wake a main thread blocked
+    in one long join: Ctrl-C (even a second one, the abort) would wait for the thread, for as long as Cliniko hangs."""
+    while thread.is_alive():
+        thread.join(SIGNAL_CHECK_SECONDS)
+
+
+def result(future: Future[T]) -> T:
+    """A future's result, waited for in short waits (see join)."""
+    while True:
+        try:
+            return future.result(SIGNAL_CHECK_SECONDS)
+        except FutureTimeout:
+            continue
 
 
 def pause(seconds: float, stop: threading.Event | None) -> None:

@@ -329,10 +329,11 @@ def _sync_all(
 
 def _result_or_failure(future: Any, organization_id: str, as_of: Any) -> Any:
     """One organization's unexpected crash never stops the others: it becomes a failed result."""
+    from cliniko_sync.cliniko.waits import result
     from cliniko_sync.sync.pipeline import SyncResult, redact
 
     try:
-        return future.result()
+        return result(future)
     except Exception as exc:
         return SyncResult(organization_id, "failed", None, as_of, exit_code=1, error=redact(exc))
 

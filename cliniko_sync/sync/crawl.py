@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from cliniko_sync.assumptions import BOOKING_LISTS, FILTERED, LARGE_IDS, OFFSET_PAGES, ONE_SECOND_ONLY, SORTED
 from cliniko_sync.cliniko import records
 from cliniko_sync.cliniko.client import Filter
+from cliniko_sync.cliniko.waits import join
 from cliniko_sync.errors import AssumptionViolatedError, ClinikoRefusedError
 from cliniko_sync.sync.streams import Stream
 
@@ -398,7 +399,7 @@ class _Prefetch:
             self._error = exc
 
     def result(self) -> Listing:
-        self._thread.join()
+        join(self._thread)
         if self._error is not None:
             raise self._error
         assert self._page is not None

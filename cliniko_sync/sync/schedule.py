@@ -21,6 +21,7 @@ from datetime import datetime
 import psycopg
 
 from cliniko_sync import db
+from cliniko_sync.cliniko.waits import join
 from cliniko_sync.errors import (
     EXIT_FAILURE,
     EXIT_LOCKED,
@@ -202,7 +203,7 @@ def _run_workers(work: Callable[[JobConnection], None], jobs: int, url: str, run
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join()
+        join(worker)
 
 
 def exit_code_for_due(run: DueRun) -> int:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from cliniko_sync import db
 from cliniko_sync.cliniko import records
-from cliniko_sync.cliniko.waits import StopRequested
+from cliniko_sync.cliniko.waits import StopRequested, join
 from cliniko_sync.errors import ClinikoSyncError, DatabaseUnavailableError
 from cliniko_sync.sync import crawl, passes
 from cliniko_sync.sync.mirror import (
@@ -328,7 +328,7 @@ def at_once(tally: RunTally, jobs: Sequence[Callable[[], object]]) -> None:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        join(thread)
     if errors:
         # The cause, not its echo: a real failure first, then a signal or --max-runtime, then a sibling's stop.
         raise min(errors, key=lambda e: 2 if isinstance(e, SiblingFailed) else int(isinstance(e, StopRequested)))
