@@ -318,7 +318,7 @@ def test_json_shapes_compare_keys_not_values() -> None:
 def docs_emulator() -> Iterator[EmulatorServer]:
     """A clinic like the emulator's default one (what `cliniko-sync emulator` serves) but smaller, so the examples'
     syncs are quick (what they print is compared in shape, not in counts), accepting the docs' demo key."""
-    server = EmulatorServer(generate_clinic(patients=300), api_keys=[DOCS_API_KEY], rate_limit=None).start()
+    server = EmulatorServer(generate_clinic(patients=200), api_keys=[DOCS_API_KEY], rate_limit=None).start()
     yield server
     server.stop()
 
