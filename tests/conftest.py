@@ -151,7 +151,7 @@ def template_url(pg_admin_url: str) -> Iterator[str]:
     url = url_for_database(pg_admin_url, TEMPLATE_DB)
     db.upgrade(url)
     yield url
-    _drop_database(pg_admin_url, TEMPLATE_DB)
+    drop_database(pg_admin_url, TEMPLATE_DB)
 
 
 def _create_database(admin_url: str, template: str | None) -> tuple[str, str]:
@@ -162,11 +162,12 @@ def _create_database(admin_url: str, template: str | None) -> tuple[str, str]:
     return name, url_for_database(admin_url, name)
 
 
-def _drop_database(admin_url: str, name: str) -> None:
+def drop_database(admin_url: str, name: str) -> None:
+    """DROP DATABASE … WITH (FORCE), as a superuser or as CI's PostgreSQL 15 owner role (see below)."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         for attempt in itertools.count(1):
             try:
-                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
                 return
             except psycopg.errors.InsufficientPrivilege:
                 # A role that is not a superuser may not end an autovacuum worker busy in the database: it is done
@@ -181,7 +182,7 @@ def database_url(pg_admin_url: str, template_url: str) -> Iterator[str]:
     """A fresh database with the current schema, dropped after the test."""
     name, url = _create_database(pg_admin_url, TEMPLATE_DB)
     yield url
-    _drop_database(pg_admin_url, name)
+    drop_database(pg_admin_url, name)
 
 
 @pytest.fixture
@@ -196,7 +197,7 @@ def make_database(pg_admin_url: str, template_url: str) -> Iterator[Callable[[],
 
     yield make
     for name in created:
-        _drop_database(pg_admin_url, name)
+        drop_database(pg_admin_url, name)
 
 
 @pytest.fixture
@@ -204,7 +205,7 @@ def empty_database_url(pg_admin_url: str) -> Iterator[str]:
     """A fresh database with no schema at all."""
     name, url = _create_database(pg_admin_url, None)
     yield url
-    _drop_database(pg_admin_url, name)
+    drop_database(pg_admin_url, name)
 
 
 @pytest.fixture

@@ -48,7 +48,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import TEMPLATE_DB, TEST_CONTACT_EMAIL, TEST_ENCRYPTION_KEY, run_cli_in_process, url_for_database
+from conftest import (
+    TEMPLATE_DB,
+    TEST_CONTACT_EMAIL,
+    TEST_ENCRYPTION_KEY,
+    drop_database,
+    run_cli_in_process,
+    url_for_database,
+)
 from cryptography.fernet import Fernet
 from psycopg import sql
 
@@ -340,8 +347,7 @@ def docs_template(
         result = run_cli_in_process(args, env, input=given)
         assert result.returncode == 0, result.stderr
     yield name
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    drop_database(pg_admin_url, name)
 
 
 def base_env(home: Path) -> dict[str, str]:
@@ -396,8 +402,8 @@ def world(
     yield World(env, directory, {DOCS_EMULATOR: emulator, "--port 8765": f"--port {free_port()}"})
     # The roles it was given, and those its commands created (`db grant ROLE … --create`): roles outlive a database.
     roles += re.findall(r"db grant ([\w-]+) [^\n]*--create", example.body)
+    drop_database(pg_admin_url, name)
     with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         for role in roles:
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
     shutil.rmtree(directory, ignore_errors=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import TEST_CONTACT_EMAIL, TEST_ENCRYPTION_KEY, CliResult, run_cli_in_process
+from conftest import TEST_CONTACT_EMAIL, TEST_ENCRYPTION_KEY, CliResult, drop_database, run_cli_in_process
 from emulator_fixtures import EMULATOR_API_KEY
 from psycopg import sql
 from systemd_helpers import UNITS, settings, values
@@ -37,8 +37,7 @@ def owner(roles: Roles, tcp_admin_url: str) -> Iterator[dict[str, str]]:  # noqa
         admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), sql.Identifier(role)))
     params = psycopg.conninfo.conninfo_to_dict(tcp_admin_url)
     yield {"user": role, "dbname": dbname, "port": str(params["port"]), "host": "127.0.0.1"}
-    with psycopg.connect(tcp_admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+    drop_database(tcp_admin_url, dbname)
 
 
 @pytest.fixture

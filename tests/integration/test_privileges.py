@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import CliResult, run_cli_in_process, url_for_database
+from conftest import CliResult, drop_database, run_cli_in_process, url_for_database
 from emulator_fixtures import EMULATOR_API_KEY
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -48,8 +48,7 @@ def stranger(tcp_admin_url: str, roles: Roles) -> Iterator[Stranger]:  # noqa: F
     with psycopg.connect(tcp_admin_url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     yield Stranger(role, password, name, url_for_database(tcp_admin_url, name))
-    with psycopg.connect(tcp_admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    drop_database(tcp_admin_url, name)
 
 
 def run(cli_env: dict[str, str], url: str, *args: str, input: str | None = None) -> CliResult:

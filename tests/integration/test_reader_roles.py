@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import TEMPLATE_DB, TEST_ENCRYPTION_KEY, LoginRoles, url_for_database
+from conftest import TEMPLATE_DB, TEST_ENCRYPTION_KEY, LoginRoles, drop_database, url_for_database
 from conftest import run_cli_in_process as run_cli
 from emulator_fixtures import EMULATOR_API_KEY
 from psycopg import sql
@@ -89,8 +89,7 @@ def tcp_template(tcp_admin_url: str) -> Iterator[str]:
         admin.execute(f"CREATE DATABASE {TEMPLATE_DB}_tcp")
     db.upgrade(url_for_database(tcp_admin_url, f"{TEMPLATE_DB}_tcp"))
     yield f"{TEMPLATE_DB}_tcp"
-    with psycopg.connect(tcp_admin_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}_tcp WITH (FORCE)")
+    drop_database(tcp_admin_url, f"{TEMPLATE_DB}_tcp")
 
 
 @pytest.fixture
@@ -100,8 +99,7 @@ def database_url(tcp_admin_url: str, tcp_template: str) -> Iterator[str]:
     with psycopg.connect(tcp_admin_url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name} TEMPLATE {tcp_template} STRATEGY FILE_COPY")
     yield url_for_database(tcp_admin_url, name)
-    with psycopg.connect(tcp_admin_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    drop_database(tcp_admin_url, name)
 
 
 def url_as(database_url: str, role: str, password: str) -> str:
@@ -571,8 +569,7 @@ def test_a_non_superuser_owner_migrates_syncs_and_grants(
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     reader.execute("SELECT * FROM api_credentials")
     finally:
-        with psycopg.connect(tcp_admin_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        drop_database(tcp_admin_url, dbname)
         # Its creator drops it: from PostgreSQL 16 on, only a role with ADMIN on it may (the creator has it).
         with psycopg.connect(url_as(url_for_database(tcp_admin_url, "postgres"), owner, owner_password)) as creator:
             creator.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(created_role)))
