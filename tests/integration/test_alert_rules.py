@@ -37,6 +37,7 @@ needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not in
 SAMPLE = re.compile(r"^(?P<series>[a-z_]+\{[^}]*\}) (?P<value>\S+)$")
 TIMESTAMPS = ("cliniko_sync_last_success_timestamp_seconds",)
 STEPS = 180  # three hours of one-minute samples
+TIMING_DEPENDENT = {'cliniko_sync_oldest_cursor_age_seconds{organization="violated-clinic"}'}
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -120,8 +121,14 @@ def test_each_alert_fires_on_the_series_the_tool_writes(textfile: tuple[str, flo
     # Each of the four alerts is expected to fire somewhere, on the real series.
     fired = {case["alertname"] for case in committed["tests"][0]["alert_rule_test"] if case.get("exp_alerts")}
     assert fired == {rule["alert"] for rule in yaml.safe_load(RULES.read_text())["groups"][0]["rules"]}
-    # The committed file is the same test on the very series (names and labels) the tool writes today.
-    assert sorted(s["series"] for s in committed["tests"][0]["input_series"]) == sorted(s["series"] for s in series)
+
+    # The committed file is the same test on the very series (names and labels) the tool writes today; but whether the
+    # violated clinic's failed first run committed a page (and so has a cursor age) before its refused request came
+    # back depends on which of its concurrent reads answered first.
+    def stable(series: list[dict[str, str]]) -> list[str]:
+        return sorted(s["series"] for s in series if s["series"] not in TIMING_DEPENDENT)
+
+    assert stable(committed["tests"][0]["input_series"]) == stable(series)
 
 
 @needs_promtool
