@@ -34,6 +34,7 @@ from bench.harness import (
     setup_organization,
 )
 from bench.many import measure_many, report_row
+from cliniko_sync.emulator.quirks import BOOLEAN_QUIRKS
 from cliniko_sync.sync.streams import STREAMS
 
 SIZES = {"S": (1_000, 20_000), "M": (10_000, 200_000), "L": (100_000, 1_000_000)}
@@ -196,14 +197,14 @@ def machine(url: str) -> str:
     )
 
 
-def measure(size: str, limited: bool, baseline: bool = True) -> dict[str, Any]:
+def measure(size: str, limited: bool, baseline: bool = True, quirks: tuple[str, ...] = ()) -> dict[str, Any]:
     from cryptography.fernet import Fernet
 
     patients, appointments = SIZES[size]
-    figures: dict[str, Any] = {"size": size, "patients": patients, "appointments": appointments}
+    figures: dict[str, Any] = {"size": size, "patients": patients, "appointments": appointments, "quirks": quirks}
     os.environ["CREDENTIALS_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
     say(f"generating the {size} clinic ({patients:,} patients, {appointments:,} appointments) in the emulator")
-    emulator = Emulator(patients, appointments)
+    emulator = Emulator(patients, appointments, quirks)
     try:
         with scratch_database() as url:
             from cliniko_sync.db import upgrade
@@ -434,6 +435,7 @@ def report(f: dict[str, Any]) -> str:
         f"records listed per endpoint: {', '.join(f'{k} {v:,}' for k, v in f['records'].items())} (attendees: the "
         f"group-class ones; /attendees also lists {f['individual_attendees']:,} individual appointments' records, "
         "which the minimum leaves out).",
+        *([f"Emulator quirks: {', '.join(f['quirks'])}."] if f.get("quirks") else []),
         f"Machine: {f['machine']}.",
         "",
         "| what | cliniko-sync | naive baseline | ours better by | target | result |",
@@ -462,11 +464,16 @@ def main() -> None:
         "--growth", action=argparse.BooleanOptionalAction, default=True,
         help="also time the per-minute commands behind 1,000,000 and 10,000 sync_log rows (see bench/growth.py)",
     )  # fmt: skip
+    parser.add_argument(
+        "--quirk", action="append", choices=BOOLEAN_QUIRKS, default=[], metavar="NAME",
+        help="run the emulator with this quirk on (repeatable), e.g. group_attendees_only: /attendees without "
+        "individual appointments' records",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the raw figures to this file")
     args = parser.parse_args()
     limited = args.limited if args.limited is not None else args.size in ("S", "M")
     with compiled_bytecode():
-        figures = measure(args.size, limited and args.baseline, args.baseline)
+        figures = measure(args.size, limited and args.baseline, args.baseline, tuple(args.quirk))
         if args.many:
             figures.update(measure_many())
         if args.growth:

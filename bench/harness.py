@@ -131,10 +131,10 @@ def _database_on(server_url: str) -> Iterator[str]:
 class Emulator:
     """The emulator process (bench/emulator_process.py) and its stdin commands."""
 
-    def __init__(self, patients: int, appointments: int) -> None:
+    def __init__(self, patients: int, appointments: int, quirks: tuple[str, ...] = ()) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.emulator_process", "--patients", str(patients),
-             "--appointments", str(appointments)],
+             "--appointments", str(appointments), *(f"--quirk={name}" for name in quirks)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         hello = self._read()

@@ -506,6 +506,17 @@ def run_list_query(
     skips = [s for s in sources if s.ordered and len(checks) == len(s.covered | excluded) + _match_all(checks)]
     if excluded and skips and not id_lists:
         return _page_skipping(skips[0], records, {checks[p].values[0] for p in excluded}, offset, query.per_page)
+    pairs = [
+        (chosen, other)
+        for chosen in sources
+        if chosen.ordered
+        for other in sources
+        if other is not chosen
+        and not other.index.shown
+        and len(checks) == len(chosen.covered | other.covered | excluded) + _match_all(checks)
+    ]
+    if pairs and not id_lists:
+        return _page_of_two_ranges(*pairs[0], records, {checks[p].values[0] for p in excluded}, offset, query.per_page)
     ordered = [s for s in sources if s.ordered]
     walk_in_order = bool(ordered) and not id_lists and len(ordered[0]) <= 2 * min(map(len, sources)) + 10_000
     chosen = ordered[0] if walk_in_order else min(sources, key=len)
@@ -518,59 +529,55 @@ def run_list_query(
         wanted = _predicate(spec, clinic, checks, chosen.covered)
     if walk_in_order:
         # Walk the range in order: the page comes out as it is met; the rest is only counted.
-        page, total, position = [], 0, chosen.lo
+        page, total = [], 0
         for record in candidates:
-            position += 1
             if wanted(record):
                 if offset <= total < offset + query.per_page:
                     page.append(record)
                 total += 1
-                if total == offset + query.per_page:
-                    rest = _count_by_complement(chosen, position, sources, checks, records)
-                    if rest is not None:
-                        return page, total + rest
         return page, total
     found = [record for record in candidates if record is not None and wanted(record)]
     found = sort_records(found, spec, clinic, query)
     return found[offset : offset + query.per_page], len(found)
 
 
-def _count_by_complement(
-    chosen: _Source, start: int, sources: Sequence[_Source], checks: Sequence[Condition], records: dict[int, Any]
-) -> int | None:
-    """How many records of chosen's index range from `start` on match, when all the range leaves unchecked is a range
-    on one other indexed field (e.g. a backfill's `starts_at:<T` beside its updated_at crawl) and a few `id:!=`: the
-    range's length less its records outside the other range, counted over that range's complement when it is the
-    smaller side. None when that does not apply or would not be cheaper than walking on."""
-    entries, field = chosen.index.entries, chosen.index.field
-    if start >= chosen.hi:
-        return 0
-    first, last = entries[start], entries[chosen.hi - 1]
-    unchecked = {p for p, f in enumerate(checks) if p not in chosen.covered and f.operator != "*"}
-    excluded = {p for p in unchecked if checks[p].field == "id" and checks[p].operator == "!="}
-    for other in sources:
-        if other is chosen or other.index.shown or not (unchecked - excluded) <= other.covered:
-            continue
-        inside_from, inside_to = (
-            other.index.entries[other.lo : other.lo + 1],
-            other.index.entries[other.hi - 1 : other.hi],
-        )
-        outside = other.index.entries[: other.lo] + other.index.entries[other.hi :]
-        if len(outside) >= chosen.hi - start:
-            return None
-
-        def in_rest(record: Any) -> bool:
-            return first <= (chosen.index.key(getattr(record, field)), record.id) <= last
-
-        count = chosen.hi - start - sum(1 for _, record_id in outside if in_rest(records[record_id]))
-        for position in excluded:
-            record = records.get(checks[position].values[0])
-            if record is None or not in_rest(record) or not inside_from:
-                continue
-            key = (other.index.key(getattr(record, other.index.field)), record.id)
-            count -= inside_from[0] <= key <= inside_to[0]
-        return count
-    return None
+def _page_of_two_ranges(
+    chosen: _Source, other: _Source, records: dict[int, Any], skipped: set[int], offset: int, per_page: int
+) -> tuple[list[Any], int]:
+    """A range on one index in order, narrowed by a range on another (an updated_at crawl with the window's
+    `starts_at:>=`, or a backfill's `starts_at:<`), less a few ids: O(log n + page + skipped ids) from the ordered
+    index's entries whose records lie in the other range. That list is built once, O(n), and kept on the other index
+    until either index changes: a crawl's pages differ only in their updated_at bound."""
+    key = (chosen.index.field, chosen.index.shown, chosen.index.changes, other.index.changes, other.lo, other.hi)
+    inside = other.index.derived.get(key)
+    if inside is None:
+        ids = {record_id for _, record_id in other.index.entries[other.lo : other.hi]}
+        inside = [entry for entry in chosen.index.entries if entry[1] in ids]
+        if len(other.index.derived) >= 4:
+            other.index.derived.clear()
+        other.index.derived[key] = inside
+    if not len(chosen):
+        return [], 0
+    entries = chosen.index.entries
+    first, last = bisect_left(inside, entries[chosen.lo]), bisect_right(inside, entries[chosen.hi - 1])
+    page: list[Any] = []
+    seen = 0
+    position = first
+    while position < last and len(page) < per_page:
+        record_id = inside[position][1]
+        if record_id not in skipped:
+            if seen >= offset:
+                page.append(records[record_id])
+            seen += 1
+        position += 1
+    present = 0
+    for record_id in skipped:
+        record = records.get(record_id)
+        if record is not None:
+            entry = (chosen.index.key(getattr(record, chosen.index.field)), record_id)
+            found = bisect_left(inside, entry, first, last)
+            present += found < last and inside[found] == entry
+    return page, last - first - present
 
 
 def sort_records(found: list[Any], spec: ResourceSpec, clinic: Clinic, query: ListQuery) -> list[Any]:

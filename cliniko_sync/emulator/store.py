@@ -29,6 +29,10 @@ class SortedIndex:
         self.field = field
         self.shown = shown
         self.entries: list[tuple[float, int]] = sorted((self.key(getattr(r, field)), r.id) for r in records)
+        self.changes = 0  # entries added or removed so far
+        # Lists derived from this index and another of the same table, kept by query.py under a key that holds both
+        # indexes' `changes`; a change of this index clears them.
+        self.derived: dict[tuple[object, ...], list[tuple[float, int]]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -38,12 +42,16 @@ class SortedIndex:
 
     def add(self, value: float, record_id: int) -> None:
         insort(self.entries, (self.key(value), record_id))
+        self.changes += 1
+        self.derived.clear()
 
     def remove(self, value: float, record_id: int) -> None:
         entry = (self.key(value), record_id)
         position = bisect_left(self.entries, entry)
         if position < len(self.entries) and self.entries[position] == entry:
             del self.entries[position]
+        self.changes += 1
+        self.derived.clear()
 
 
 class Table(Generic[R]):

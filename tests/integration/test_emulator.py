@@ -10,7 +10,7 @@ import base64
 import http.client
 import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -365,6 +365,48 @@ def test_filters_combine_with_and(emulator: EmulatorServer, clinic: Clinic) -> N
     after = {r["id"] for r in crawl(emulator, "/individual_appointments", q=[f"starts_at:>={start}"])}
     before = {r["id"] for r in crawl(emulator, "/individual_appointments", q=[f"starts_at:<{end}"])}
     assert both == after & before and both
+
+
+def test_an_updated_at_crawl_beside_a_starts_at_range_lists_what_a_scan_finds_and_follows_edits(
+    emulator: EmulatorServer, clinic: Clinic
+) -> None:
+    """The crawl's query with the window's `starts_at:>=` (or a backfill's `starts_at:<`) beside its updated_at
+    bound, less an id, sorted by updated_at: every page and total_entries as a scan of the records gives them, and
+    again after appointments are booked, cancelled and moved across the bound between two reads."""
+    table = clinic.individual_appointments
+    starts = sorted(whole_second(a.starts_at) for a in table.records.values())
+    bound = starts[len(starts) * 2 // 3]
+    since = sorted(whole_second(a.updated_at) for a in table.records.values())[len(starts) // 4]
+
+    def scan(before: bool, skipped: int) -> list[str]:
+        found = [
+            a for a in table.iter_listed()
+            if (a.starts_at < bound) == before and a.updated_at >= since and a.id != skipped
+        ]  # fmt: skip
+        return [str(a.id) for a in sorted(found, key=lambda a: (a.updated_at, a.id))]
+
+    def listed(before: bool, skipped: int) -> tuple[list[str], int]:
+        q = [*ALL_APPOINTMENTS, f"starts_at:{'<' if before else '>='}{iso(bound)}", f"updated_at:>={iso(since)}",
+             f"id:!={skipped}"]  # fmt: skip
+        first = get(emulator, "/individual_appointments", per_page=100, sort="updated_at,id", q=q)
+        records = crawl(emulator, "/individual_appointments", sort="updated_at,id", q=q)
+        return [r["id"] for r in records], first.json()["total_entries"]
+
+    def check() -> None:
+        for before in (True, False):
+            expected = scan(before, skip)
+            assert listed(before, skip) == (expected, len(expected))
+
+    skip = int(scan(True, 0)[3])
+    check()
+    clinic.cancel_appointment(scan(True, 0)[0])  # moves to the end of the updated_at order
+    clinic.cancel_appointment(scan(False, 0)[1])
+    check()
+    patient = next(iter(clinic.patients.iter_listed())).id
+    clinic.book(patient, datetime.fromtimestamp(bound - 86_400, UTC))
+    clinic.book(patient, datetime.fromtimestamp(bound + 86_400, UTC))
+    check()
+    assert len(scan(True, skip)) > 100 and len(scan(False, skip)) > 100  # more than one page each way
 
 
 # --- default exclusions -----------------------------------------------------------------------------------------
