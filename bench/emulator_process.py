@@ -1,7 +1,8 @@
 """The emulator in its own process for the benchmarks, driven by one-line commands on stdin.
 
 Prints one JSON line on start ({"base_url", "records": {endpoint: listed records}}), then answers each command with one
-JSON line: `rate N SECONDS` / `rate off` sets the server's limit, `requests` counts requests served, `quit` stops.
+JSON line: `rate N SECONDS` / `rate off` sets the server's limit, `requests` counts requests served, `changed RESOURCE
+EPOCH` counts the records RESOURCE lists that changed at or after EPOCH, `quit` stops.
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ def main() -> None:
             _reply({"rate_limit": server.rate_limit, "rate_window": server.rate_window})
         elif command[0] == "requests":
             _reply({"requests": len(server.request_log)})
+        elif command[0] == "changed":
+            # `changed RESOURCE EPOCH`: how many records RESOURCE's list holds (archived, cancelled and deleted ones
+            # included) whose updated_at is at or after EPOCH, what `updated_at:>=` that moment lists.
+            since = float(command[2])
+            with clinic.lock:
+                tables = clinic.listed_tables(command[1])
+                count = sum(1 for table in tables for record in table.iter_listed() if record.updated_at >= since)
+            _reply({"changed": count})
         else:
             _reply({"error": f"unknown command {command[0]}"})
     server.stop()

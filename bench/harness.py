@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,10 @@ class Emulator:
 
     def requests(self) -> int:
         return int(self.command("requests")["requests"])
+
+    def changed(self, resource: str, since: datetime) -> int:
+        """How many records the resource's list holds that changed at or after `since` (see emulator_process)."""
+        return int(self.command(f"changed {resource} {since.timestamp()}")["changed"])
 
     def stop(self) -> None:
         if self.process.poll() is None:
