@@ -134,10 +134,13 @@ def test_a_full_then_an_incremental_sync_end_the_same_both_ways(
                 assert ran.returncode == 0, ran.stderr
                 log = conn.execute("SELECT stats FROM sync_log ORDER BY id DESC LIMIT 1").fetchone()
                 assert log is not None
+                # A first sync's window reads and backfill run at once: which of them reads a record first (an
+                # insert) and which again (unchanged) varies from run to run; only the inserts are fixed.
+                kinds = ("inserted", "updated", "unchanged") if round_number else ("inserted",)
                 streams = {
-                    name: {key: counts[key] for key in ("inserted", "updated", "unchanged")}
-                    for name, counts in log["stats"]["streams"].items()
+                    name: {key: counts[key] for key in kinds} for name, counts in log["stats"]["streams"].items()
                 }
                 results[returning_old].append((snapshot(conn, "surf-rehab"), streams, log["stats"]["active_patients"]))
     assert results[True] == results[False]
-    assert results[True][1][1] != results[True][0][1]  # the second sync did see the changes
+    second = results[True][1][1]
+    assert second["patients"]["updated"] and second["individual_appointments"]["inserted"]  # it saw the changes
