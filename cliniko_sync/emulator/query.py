@@ -560,24 +560,7 @@ def _page_of_two_ranges(
         return [], 0
     entries = chosen.index.entries
     first, last = bisect_left(inside, entries[chosen.lo]), bisect_right(inside, entries[chosen.hi - 1])
-    page: list[Any] = []
-    seen = 0
-    position = first
-    while position < last and len(page) < per_page:
-        record_id = inside[position][1]
-        if record_id not in skipped:
-            if seen >= offset:
-                page.append(records[record_id])
-            seen += 1
-        position += 1
-    present = 0
-    for record_id in skipped:
-        record = records.get(record_id)
-        if record is not None:
-            entry = (chosen.index.key(getattr(record, chosen.index.field)), record_id)
-            found = bisect_left(inside, entry, first, last)
-            present += found < last and inside[found] == entry
-    return page, last - first - present
+    return _entries_without(inside, first, last, chosen.index, records, skipped, offset, per_page)
 
 
 def sort_records(found: list[Any], spec: ResourceSpec, clinic: Clinic, query: ListQuery) -> list[Any]:
@@ -603,25 +586,41 @@ def _page_skipping(
     source: _Source, records: dict[int, Any], skipped: set[int], offset: int, per_page: int
 ) -> tuple[list[Any], int]:
     """An index range in order without a few ids (`id:!=` filters): O(log n + page + skipped ids)."""
-    entries = source.index.entries
+    return _entries_without(
+        source.index.entries, source.lo, source.hi, source.index, records, skipped, offset, per_page
+    )
+
+
+def _entries_without(
+    entries: list[tuple[float, int]],
+    lo: int,
+    hi: int,
+    index: SortedIndex,
+    records: dict[int, Any],
+    skipped: set[int],
+    offset: int,
+    per_page: int,
+) -> tuple[list[Any], int]:
+    """The page of entries[lo:hi] (index's (key, id) pairs, in order) without the skipped ids, and how many are left
+    without them."""
     page: list[Any] = []
     seen = 0
-    position = source.lo
-    while position < source.hi and len(page) < per_page:
+    position = lo
+    while position < hi and len(page) < per_page:
         record_id = entries[position][1]
         if record_id not in skipped:
             if seen >= offset:
                 page.append(records[record_id])
             seen += 1
         position += 1
-    inside = 0
+    present = 0
     for record_id in skipped:
         record = records.get(record_id)
         if record is not None:
-            key = (source.index.key(getattr(record, source.index.field)), record_id)
-            found = bisect_left(entries, key, source.lo, source.hi)
-            inside += found < source.hi and entries[found] == key
-    return page, len(source) - inside
+            key = (index.key(getattr(record, index.field)), record_id)
+            found = bisect_left(entries, key, lo, hi)
+            present += found < hi and entries[found] == key
+    return page, hi - lo - present
 
 
 def _predicate(
