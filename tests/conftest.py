@@ -2,7 +2,7 @@
 process (`cli`, `run_cli_in_process`) or, where the process itself is under test, in a subprocess (`run_cli`).
 
 Set TEST_DATABASE_URL to use a real server instead of the embedded one: its role needs LOGIN, CREATEDB and
-CREATEROLE, and neither SUPERUSER nor BYPASSRLS (.ci/pg15-cluster makes such a server and role). Test sessions on one
+CREATEROLE, and neither SUPERUSER nor BYPASSRLS (.ci/pg-cluster makes such a server and role). Test sessions on one
 server never collide: each process names its template database after itself.
 """
 
@@ -317,7 +317,7 @@ class LoginRoles:
     """Login roles made for one test (cluster-wide, so each named PREFIX<random>), connected to as themselves (with a
     password, which TCP servers ask for and the embedded socket does not), dropped with their privileges after it. The
     admin URL's role may be a superuser (the embedded server) or have CREATEROLE only (TEST_DATABASE_URL, as
-    .ci/pg15-cluster makes it)."""
+    .ci/pg-cluster makes it)."""
 
     PASSWORD = "s3cret-Role!"
     PREFIX = "css_"

@@ -3,7 +3,7 @@ on 18 and by a probe in the same statement on older servers (sync/mirror.py): bo
 mark the same patients dirty, report the same counts and lead to the same active patients.
 
 The probe is forced on a newer server by raising mirror.RETURNING_OLD_SINCE, so these tests compare the two ways on
-the embedded 18; on an older server (.ci/pg15-cluster) both sides take the probe, which the property tests of
+the embedded 18; on an older server (.ci/pg-cluster) both sides take the probe, which the property tests of
 test_active_incremental.py then check against recomputing everyone.
 """
 
