@@ -17,7 +17,7 @@ import re
 import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,6 +71,9 @@ class Faults:
     clock_offset_seconds: int = 0  # Cliniko's clock runs this far ahead of the clinic's for new updated_at values
     duplicate_rate: float = 0.0  # a later page also carries the previous page's last record
     shuffle: float = 0.0  # a page comes out of order
+    # The faults that fail an attempt (error, hang, malformed, truncated) are rolled per request target: the n-th
+    # request for one URL gets the same outcome whatever other requests ran between, so a sync's outcome does not
+    # depend on how its threads interleave. The others share one generator.
     seed: int = 0
 
 
@@ -273,6 +276,7 @@ class EmulatorServer:
             self._faults = replace(current, **changes)
             self._faults_set_at: float | None = None  # the burst starts at the first request after this
             self._fault_rng = random.Random(self._faults.seed)
+            self._target_rolls: Counter[tuple[str, str]] = Counter()
         with self.clinic.lock:
             self.clinic.clock_offset_seconds = self._faults.clock_offset_seconds
         return self._faults
@@ -346,6 +350,16 @@ class EmulatorServer:
         with self._lock:
             return self._fault_rng.random() < rate
 
+    def _roll_for(self, rate: float, kind: str, target: str) -> bool:
+        """A fault that fails the attempt, rolled for the n-th request of this target alone (see Faults.seed)."""
+        if rate <= 0:
+            return False
+        with self._lock:
+            nth = self._target_rolls[kind, target]
+            self._target_rolls[kind, target] = nth + 1
+            seed = self._faults.seed
+        return random.Random(f"{seed}:{kind}:{target}:{nth}").random() < rate
+
     def _handle(self, method: str, target: str, headers: Any) -> tuple[str | None, _Response]:
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
@@ -368,9 +382,9 @@ class EmulatorServer:
             burst_left = self._faults_set_at + faults.rate_limit_burst_seconds - time.monotonic()
         if burst_left > 0:
             return key, self._too_many(burst_left, faults)
-        if self._roll(faults.hang_rate):
+        if self._roll_for(faults.hang_rate, "hang", target):
             time.sleep(faults.hang_seconds)
-        if self._roll(faults.error_rate):
+        if self._roll_for(faults.error_rate, "error", target):
             with self._lock:
                 status = self._fault_rng.choice((500, 502, 503))
             return key, _json(status, {"message": "Synthetic server error"})
@@ -379,7 +393,7 @@ class EmulatorServer:
         base = f"http://{host}/v1" if host else self.base_url
         response = self._route(target, base, faults)
         if response.status == 200:
-            response = self._corrupt(response, faults)
+            response = self._corrupt(response, faults, target)
         return key, response
 
     def _route(self, target: str, base: str, faults: Faults) -> _Response:
@@ -517,10 +531,10 @@ class EmulatorServer:
                 position = self._fault_rng.randrange(len(table))
             self.clinic.touch(resource, table.indexes["id"].entries[position][1])
 
-    def _corrupt(self, response: _Response, faults: Faults) -> _Response:
-        if self._roll(faults.malformed_rate):
+    def _corrupt(self, response: _Response, faults: Faults, target: str) -> _Response:
+        if self._roll_for(faults.malformed_rate, "malformed", target):
             return _Response(200, b'{"synthetic": "malformed", ]' + response.body[:40])
-        if self._roll(faults.truncated_rate):
+        if self._roll_for(faults.truncated_rate, "truncated", target):
             cut = response.body[: max(1, len(response.body) // 2)]
             with self._lock:
                 declare_length = self._fault_rng.random() < 0.5

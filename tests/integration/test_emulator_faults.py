@@ -104,6 +104,24 @@ def test_partial_error_rate_is_seeded_and_mixed(make_emulator: MakeEmulator) -> 
     assert 200 in runs[0] and set(runs[0]) - {200}
 
 
+def test_a_requests_faults_do_not_depend_on_the_requests_between(make_emulator: MakeEmulator) -> None:
+    """The n-th request for one URL fails or not whatever other requests the server answered meanwhile (a sync's
+    threads interleave differently on every run); another seed gives other outcomes."""
+
+    def failed(server: EmulatorServer, between: int) -> list[bool]:
+        outcomes = []
+        for _ in range(30):
+            outcomes.append(get(server, "/patients", per_page=5).status_code != 200)
+            for _ in range(between):
+                get(server, "/businesses")
+        return outcomes
+
+    alone = failed(make_emulator(faults=Faults(error_rate=0.3, seed=4)), 0)
+    interleaved = failed(make_emulator(faults=Faults(error_rate=0.3, seed=4)), 2)
+    assert alone == interleaved and any(alone) and not all(alone)
+    assert failed(make_emulator(faults=Faults(error_rate=0.3, seed=5)), 0) != alone
+
+
 def test_hang_outlasts_a_client_timeout(emulator: EmulatorServer) -> None:
     emulator.set_faults(hang_rate=1.0, hang_seconds=1.0)
     with pytest.raises(requests.Timeout):
