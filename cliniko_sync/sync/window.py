@@ -89,9 +89,14 @@ def backfill_edge(
     the first window pass is about to take (None: a window read before the start was kept; the backfill reads all)."""
     found = conn.execute(db.query("window_state_load"), {"org": organization_id}).fetchone()
     if found is None or found["cursor_updated_at"] is None:
-        return crawl.whole_second(as_of - timedelta(days=window_days))
+        return window_start(as_of, window_days)
     start: datetime | None = found["window_from"]
     return start
+
+
+def window_start(as_of: datetime, window_days: int) -> datetime:
+    """The start of the window a first window pass reads (whole seconds, as Cliniko shows times)."""
+    return crawl.whole_second(as_of - timedelta(days=window_days))
 
 
 def read_window(
@@ -116,8 +121,7 @@ def read_window(
     if progress:
         progress.stream_started(org, "window", "first pass" if cursor is None else "refresh")
     if cursor is None:
-        window_from = backfill_edge(work, org, as_of=as_of, window_days=window_days)
-        assert window_from is not None
+        window_from = window_start(as_of, window_days)
         _first_pass(context, tally, work, window_from, seen, beside)
     else:
         seen.mode = "window refresh"
