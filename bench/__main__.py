@@ -75,7 +75,7 @@ def active_list(url: str, org_id: str) -> list[tuple[Any, ...]]:
         ).fetchall()
 
 
-def overlap_allowance(url: str, org_id: str, records: dict[str, int], emulator: Emulator) -> dict[str, Any]:
+def overlap_allowance(url: str, org_id: str, emulator: Emulator) -> dict[str, Any]:
     """What DESIGN §10 allows a no-change incremental sync, from the data rather than a fixed number: one request per
     endpoint, plus for each incremental stream the further pages of the records it re-reads, those Cliniko lists
     that changed inside the overlap (updated_at at or after the stream's cursor minus OVERLAP), 100 to a page.
@@ -93,7 +93,7 @@ def overlap_allowance(url: str, org_id: str, records: dict[str, int], emulator: 
         )
     for stream in STREAMS:
         if not stream.incremental:
-            allowed[stream.name] = sum(max(1, math.ceil(records.get(path, 0) / 100)) for path in stream.paths)
+            allowed[stream.name] = sum(max(1, math.ceil(emulator.records.get(path, 0) / 100)) for path in stream.paths)
             continue
         cursor = cursors.get(stream.name)
         in_overlap[stream.name] = emulator.changed(stream.paths[0], cursor - OVERLAP) if cursor else 0
@@ -241,7 +241,7 @@ def _unlimited(env: dict[str, str], url: str, emulator: Emulator, baseline: bool
     full, full_summary = sync_run(env, "bench", emulator.now, "--full")
     say("incremental sync with nothing changed")
     sync_run(env, "bench", emulator.now)  # the first incremental run after a full one drains its dirty patients
-    allowance = overlap_allowance(url, "bench", emulator.records, emulator)
+    allowance = overlap_allowance(url, "bench", emulator)
     database_before = database_seconds(url)
     incremental, incremental_summary = sync_run(env, "bench", emulator.now)
     incremental_database = database_seconds(url) - database_before
